@@ -1,0 +1,1 @@
+"""The shared contract: event schemas and validation, catalog, feature definitions, stores."""

@@ -1,0 +1,108 @@
+"""Normalize and hash raw contacts (email, phone) at the edge.
+
+Raw contacts must never reach a topic, a store or a file. Every producer calls
+:func:`hash_email` / :func:`hash_phone` (or :func:`scrub_identifiers`) before it writes.
+The hash is a keyed HMAC-SHA256 so that a leaked hash cannot be reversed with a dictionary
+of known emails without the key.
+
+>>> hash_email("  Ann.Lee@Example.COM ", key=b"k") == hash_email("ann.lee@example.com", key=b"k")
+True
+>>> hash_phone("+49 (170) 123-4567", key=b"k") == hash_phone("+491701234567", key=b"k")
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+import msgspec
+import orjson
+
+from features.events import Event, Identifiers
+
+_NOT_DIGITS = re.compile(r"[^\d]")
+_EMAIL_LIKE = re.compile(rb"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+# International (+CC …) numbers only: bare digit runs are too often dates, ids or amounts.
+_PHONE_LIKE = re.compile(rb"\+\d[\d ()./-]{6,}\d")
+_RAW_CONTACT_KEYS = frozenset({"email", "phone"})
+
+
+def normalize_email(email: str) -> str:
+    """Lower-case and trim an email address."""
+    return email.strip().lower()
+
+
+def normalize_phone(phone: str) -> str:
+    """Keep the digits of a phone number, with a leading ``+`` if it had one."""
+    stripped = phone.strip()
+    digits = _NOT_DIGITS.sub("", stripped)
+    return f"+{digits}" if stripped.startswith("+") else digits
+
+
+def _hmac(value: str, key: bytes, prefix: str) -> str:
+    digest = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+    return f"{prefix}:{digest[:40]}"
+
+
+def hash_email(email: str, *, key: bytes) -> str:
+    """Return the keyed hash of a normalized email, e.g. ``"em:3f1c…"``."""
+    return _hmac(normalize_email(email), key, "em")
+
+
+def hash_phone(phone: str, *, key: bytes) -> str:
+    """Return the keyed hash of a normalized phone number, e.g. ``"ph:9a0b…"``."""
+    return _hmac(normalize_phone(phone), key, "ph")
+
+
+def scrub_identifiers(ids: Identifiers, *, key: bytes) -> Identifiers:
+    """Replace raw ``email`` / ``phone`` by their hashes; identity when none is present."""
+    if ids.email is None and ids.phone is None:
+        return ids
+    changes: dict[str, str | None] = {"email": None, "phone": None}
+    if ids.email is not None:
+        changes["email_hash"] = hash_email(ids.email, key=key)
+    if ids.phone is not None:
+        changes["phone_hash"] = hash_phone(ids.phone, key=key)
+    return msgspec.structs.replace(ids, **changes)
+
+
+def scrub_event(event: Event, *, key: bytes) -> Event:
+    """Return the event with raw contacts in its identifiers hashed."""
+    scrubbed = scrub_identifiers(event.ids, key=key)
+    if scrubbed is event.ids:
+        return event
+    return msgspec.structs.replace(event, ids=scrubbed)
+
+
+def _redact_value(value: object) -> object:
+    if isinstance(value, dict):
+        return {
+            k: "<redacted>" if k in _RAW_CONTACT_KEYS else _redact_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def redact_raw(raw: bytes) -> bytes:
+    """Mask raw contacts in input that failed validation, keeping the rest for debugging.
+
+    Dead-letter copies keep the original bytes, but may not keep raw contacts: JSON objects
+    lose the values of ``email`` / ``phone`` keys at any depth; anything else loses what
+    looks like an email address or an international phone number.
+
+    >>> redact_raw(b'{"ids": {"email": "ann@example.com"}, "n": 1}')
+    b'{"ids":{"email":"<redacted>"},"n":1}'
+    >>> redact_raw(b'not json: ann@example.com +49 170 1234567')
+    b'not json: <redacted> <redacted>'
+    """
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict | list):
+        return orjson.dumps(_redact_value(parsed))
+    return _PHONE_LIKE.sub(b"<redacted>", _EMAIL_LIKE.sub(b"<redacted>", raw))

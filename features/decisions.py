@@ -1,0 +1,86 @@
+"""The decision record: what was chosen, among what, with which propensity, and why.
+
+Serving, journeys and the simulator's logging policy all write this shape to the
+``decisions`` topic; the outcome join and off-policy evaluation read it back.
+
+>>> d = Decision(
+...     decision_id="d-1", decided_at=datetime(2026, 3, 1, 9, tzinfo=UTC), surface="channel",
+...     ids=Identifiers(customer_id="c-1"), policy="logging-v1",
+...     chosen=[Choice(offer_id="of-x", channel="email", propensity=0.25)],
+... )
+>>> d.chosen[0].propensity
+0.25
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated, Literal
+
+import msgspec
+
+from features.events import AwareTime, EngagementChannel, Id, Identifiers
+
+Surface = Literal["offers", "channel", "journey"]
+ActionChannel = EngagementChannel | Literal["none"]
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+__all__ = ["UTC", "Choice", "Decision", "DecisionContext", "decode_decision", "encode_decision"]
+
+
+class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Where the decision was asked: sales channel, page, store, placement, message kind."""
+
+    channel: Literal["web", "app", "store", "messaging"] | None = None
+    page: str | None = None
+    store_id: Id | None = None
+    placement: str | None = None
+    campaign: Id | None = None
+    message_kind: Literal["transactional", "marketing"] | None = None
+
+
+class Choice(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One action: an offer (or none) in a channel, with its score and propensity.
+
+    ``propensity`` is the probability with which the deciding policy picked this action,
+    given the candidates; off-policy estimators divide by it.
+    """
+
+    offer_id: Id | None
+    channel: ActionChannel
+    propensity: Probability
+    score: float | None = None
+    position: int = 0
+    send_at: AwareTime | None = None
+    reasons: list[str] = []
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Everything needed to join outcomes back and to evaluate another policy offline."""
+
+    decision_id: Id
+    decided_at: AwareTime
+    surface: Surface
+    ids: Identifiers
+    policy: str
+    chosen: list[Choice]
+    context: DecisionContext = DecisionContext()
+    profile_id: Id | None = None
+    candidates: list[Choice] = []
+    model_version: str | None = None
+    suppressed_by: str | None = None
+    degraded: bool = False
+
+
+_decoder = msgspec.json.Decoder(Decision)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_decision(decision: Decision) -> bytes:
+    """Encode a decision as compact JSON."""
+    return _encoder.encode(decision)
+
+
+def decode_decision(raw: bytes | str) -> Decision:
+    """Decode and type-check one decision record."""
+    return _decoder.decode(raw)

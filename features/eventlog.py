@@ -1,0 +1,80 @@
+"""The embedded event log: one append-only JSONL file per topic, standing in for Kafka.
+
+A line is one message value; its offset is its line number (from 0). Producers and
+consumers use the same topic names as on Kafka, so switching is a setting.
+
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as d:
+...     with EventLogWriter(d) as log:
+...         log.append("events.consent", b'{"a": 1}')
+...         log.append("events.consent", b'{"a": 2}')
+...     list(read_topic(d, "events.consent", start=1))
+[(1, b'{"a": 2}')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+
+def topic_path(directory: Path | str, topic: str) -> Path:
+    """Return the file that holds ``topic`` in an event-log directory."""
+    return Path(directory) / f"{topic}.jsonl"
+
+
+class EventLogWriter:
+    """Append message values to per-topic files; values may not contain a newline."""
+
+    def __init__(self, directory: Path | str, *, truncate: bool = False) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._mode = "wb" if truncate else "ab"
+        self._files: dict[str, BinaryIO] = {}
+        self.counts: dict[str, int] = {}
+
+    def append(self, topic: str, value: bytes) -> None:
+        """Append one message value to ``topic``."""
+        if b"\n" in value:
+            message = f"event-log values must be single-line; got a newline in {value[:80]!r}"
+            raise ValueError(message)
+        handle = self._files.get(topic)
+        if handle is None:
+            handle = self._files[topic] = topic_path(self.directory, topic).open(self._mode)
+        handle.write(value + b"\n")
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def flush(self) -> None:
+        """Flush every open topic file."""
+        for handle in self._files.values():
+            handle.flush()
+
+    def close(self) -> None:
+        """Flush and close every topic file."""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def __enter__(self) -> EventLogWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_topic(directory: Path | str, topic: str, *, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, value)`` for each message of ``topic`` from offset ``start`` on."""
+    path = topic_path(directory, topic)
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        for offset, line in enumerate(handle):
+            if offset >= start:
+                yield offset, line.rstrip(b"\n")

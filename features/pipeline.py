@@ -1,0 +1,334 @@
+"""The feature pipeline's logic, free of any framework: route, resolve, aggregate, merge.
+
+Three keyed steps, each a plain class, wired into Bytewax by :mod:`flows.features_flow` and
+run in-process by :func:`recompute` for batch recomputation — the same code both ways:
+
+1. :class:`PersonIndex`, keyed by customer: remembers which identifiers are linked to the
+   customer so an erasure can reach all of them;
+2. :class:`FragmentLogic`, keyed by fragment (one identifier's history): deduplicates,
+   aggregates, and decides which profile the fragment belongs to (:mod:`features.identity`);
+3. :class:`~features.profile.ProfileState`, keyed by profile: the merge of its fragments.
+
+Outputs for the online store are :class:`ProfileOut`, :class:`IdentityOut` and
+:class:`MoveOut` items; every value is absolute so a replay converges.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from features.aggregate import Aggregate, Applied, Contribution, contribution
+from features.events import ErasureRequest, Event, IdentityLink
+from features.identity import (
+    CUSTOMER,
+    customer_profile,
+    fragment_id,
+    fragment_of,
+    identifiers_of,
+    link_edges,
+    move_rule,
+    profile_for,
+)
+from features.profile import ProfileState
+
+
+# --- items between steps --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Observe:
+    """An event's contribution, for the fragment it belongs to.
+
+    ``produced_ms`` is when the source received the event (for lag metrics only).
+    """
+
+    contribution: Contribution
+    produced_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTo:
+    """The fragment is linked to ``customer`` by an identity link."""
+
+    customer: str
+    at: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EraseBefore:
+    """Forget the fragment's history up to ``at`` (an erasure request)."""
+
+    at: int
+    event_id: str
+
+
+FragmentInput = Observe | LinkTo | EraseBefore
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """One event applied by ``fragment``, for its profile to mirror."""
+
+    fragment: str
+    contribution: Contribution
+    applied: Applied
+    produced_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``fragment`` (with its whole history) joins the profile."""
+
+    fragment: str
+    state: Aggregate
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """``fragment`` (with its whole history) leaves the profile; ``erased`` by a request."""
+
+    fragment: str
+    state: Aggregate
+    erased: bool = False
+
+
+ProfileInput = Delta | Join | Leave
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileOut:
+    """Write the profile's absolute value, or delete it when ``value`` is ``None``.
+
+    ``erased`` says the deletion comes from an erasure request: the store then removes
+    everything it holds for the profile (merges, contact log), not only the value.
+    """
+
+    profile_id: str
+    value: bytes | None
+    erased: bool = False
+    produced_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityOut:
+    """Map an identifier to a profile (``None`` removes the mapping)."""
+
+    identifier: str
+    profile_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MoveOut:
+    """A fragment changed profile; recorded so it can be explained and undone."""
+
+    fragment: str
+    from_profile: str
+    into_profile: str
+    rule: str
+    at: int
+    cause_event_id: str
+
+
+StoreItem = ProfileOut | IdentityOut | MoveOut
+Keyed = tuple[str, object]
+
+
+# --- step 0: routing --------------------------------------------------------------------------
+def route(event: Event) -> list[Keyed]:
+    """Key an event for the next step: person index (links, erasures) or its fragment.
+
+    Returns ``("person", customer, event)``-style pairs as ``(key, item)`` where the item is
+    the event itself for the person index, or a :data:`FragmentInput` for a fragment.
+    """
+    if isinstance(event, IdentityLink | ErasureRequest) and event.ids.customer_id is not None:
+        return [(customer_profile(event.ids.customer_id), event)]
+    fragment = fragment_of(event.ids)
+    if fragment is None:
+        return []
+    if isinstance(event, ErasureRequest):
+        at = int(event.event_time.timestamp())
+        return [(f, EraseBefore(at, event.event_id)) for f in identifiers_of(event.ids)]
+    return [(fragment, Observe(contribution(event)))]
+
+
+def needs_person_index(key: str, item: object) -> bool:
+    """Whether a routed item goes through :class:`PersonIndex` first."""
+    return isinstance(item, Event)
+
+
+# --- step 1: person index -------------------------------------------------------------------
+@dataclass(slots=True)
+class PersonIndex:
+    """Per customer: the identifiers linked to them, and when they asked to be erased."""
+
+    linked: set[str] = field(default_factory=set)
+    erased_before: int = 0
+
+    def on_event(self, customer_fragment: str, event: Event) -> list[tuple[str, FragmentInput]]:
+        """Fan a link or erasure out to every fragment it concerns."""
+        at = int(event.event_time.timestamp())
+        if isinstance(event, ErasureRequest):
+            self.erased_before = max(self.erased_before, at)
+            targets = sorted(self.linked | set(identifiers_of(event.ids)) | {customer_fragment})
+            self.linked.clear()
+            return [(f, EraseBefore(at, event.event_id)) for f in targets]
+        if not isinstance(event, IdentityLink) or at <= self.erased_before:
+            return []
+        out: list[tuple[str, FragmentInput]] = [(customer_fragment, Observe(contribution(event)))]
+        for fragment, customer in link_edges(event):
+            self.linked.add(fragment)
+            out.append((fragment, LinkTo(customer, at, event.event_id)))
+        return out
+
+
+# --- step 2: fragments ----------------------------------------------------------------------
+@dataclass(slots=True)
+class FragmentLogic:
+    """One identifier's history and the customers it is linked to."""
+
+    fragment: str
+    state: Aggregate = field(default_factory=Aggregate)
+    customers: set[str] = field(default_factory=set)
+    profile: str = ""
+    announced: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.profile:
+            self.profile = profile_for(self.fragment, self.customers)
+
+    def on_input(self, item: FragmentInput) -> Iterator[tuple[str, ProfileInput] | StoreItem]:
+        """Apply one input; yield ``(profile, item)`` pairs for profiles and store items."""
+        if isinstance(item, Observe):
+            applied = self.state.apply(item.contribution)
+            if applied is None:
+                return
+            if not self.announced:
+                self.announced = True
+                yield IdentityOut(self.fragment, self.profile)
+            yield self.profile, Delta(
+                self.fragment, item.contribution, applied, item.produced_ms
+            )
+        elif isinstance(item, LinkTo):
+            if item.at <= self.state.erased_before or item.customer in self.customers:
+                return
+            self.customers.add(item.customer)
+            yield from self._move(profile_for(self.fragment, self.customers), item)
+        else:
+            yield from self._erase(item)
+
+    def _move(self, target: str, cause: LinkTo) -> Iterator[tuple[str, ProfileInput] | StoreItem]:
+        if target == self.profile:
+            return
+        snapshot = copy.deepcopy(self.state)
+        source, self.profile = self.profile, target
+        if self.announced:
+            yield source, Leave(self.fragment, snapshot)
+            yield target, Join(self.fragment, snapshot)
+        rule = move_rule(self.customers)
+        yield MoveOut(self.fragment, source, target, rule, cause.at, cause.event_id)
+        self.announced = True
+        yield IdentityOut(self.fragment, target)
+
+    def _erase(self, item: EraseBefore) -> Iterator[tuple[str, ProfileInput] | StoreItem]:
+        if self.announced:
+            yield self.profile, Leave(self.fragment, copy.deepcopy(self.state), erased=True)
+            yield IdentityOut(self.fragment, None)
+        self.state.erase_before(item.at)
+        self.customers.clear()
+        self.profile = profile_for(self.fragment, self.customers)
+        self.announced = False
+
+
+# --- step 3: profiles -----------------------------------------------------------------------
+def apply_profile_inputs(state: ProfileState, items: Iterable[ProfileInput]) -> ProfileOut:
+    """Apply a batch of inputs to a profile; return its new absolute value (or deletion)."""
+    erased = False
+    for item in items:
+        if isinstance(item, Delta):
+            state.apply(item.fragment, item.contribution, item.applied)
+        elif isinstance(item, Join):
+            state.join(item.fragment, item.state)
+        else:
+            state.leave(item.fragment, item.state)
+            erased = erased or item.erased
+    if state.empty:
+        return ProfileOut(state.profile_id, None, erased=erased)
+    return ProfileOut(state.profile_id, state.encode())
+
+
+# --- batch recomputation ----------------------------------------------------------------------
+@dataclass(slots=True)
+class Recomputed:
+    """The store content batch recomputation produces."""
+
+    profiles: dict[str, bytes]
+    identity: dict[str, str]
+    moves: list[MoveOut]
+
+
+def recompute(events: Iterable[Event]) -> Recomputed:
+    """Run the three steps in-process over ``events``, in the order given.
+
+    The result is what the streaming flow writes for the same events; for events without
+    erasures it does not depend on their order.
+    """
+    persons: dict[str, PersonIndex] = {}
+    fragments: dict[str, FragmentLogic] = {}
+    profiles: dict[str, ProfileState] = {}
+    out = Recomputed({}, {}, [])
+
+    def to_fragment(key: str, item: FragmentInput) -> None:
+        logic = fragments.get(key)
+        if logic is None:
+            logic = fragments[key] = FragmentLogic(key)
+        for produced in logic.on_input(item):
+            if isinstance(produced, tuple):
+                profile_id, profile_item = produced
+                state = profiles.get(profile_id)
+                if state is None:
+                    state = profiles[profile_id] = ProfileState(profile_id)
+                written = apply_profile_inputs(state, [profile_item])
+                if written.value is None:
+                    profiles.pop(profile_id, None)
+                    out.profiles.pop(profile_id, None)
+                else:
+                    out.profiles[profile_id] = written.value
+            elif isinstance(produced, IdentityOut):
+                if produced.profile_id is None:
+                    out.identity.pop(produced.identifier, None)
+                else:
+                    out.identity[produced.identifier] = produced.profile_id
+            else:
+                out.moves.append(produced)
+
+    for event in events:
+        for key, item in route(event):
+            if needs_person_index(key, item):
+                person = persons.setdefault(key, PersonIndex())
+                for fragment, fragment_item in person.on_event(key, item):  # type: ignore[arg-type]
+                    to_fragment(fragment, fragment_item)
+            else:
+                to_fragment(key, item)  # type: ignore[arg-type]
+    return out
+
+
+__all__ = [
+    "CUSTOMER",
+    "Delta",
+    "EraseBefore",
+    "FragmentLogic",
+    "IdentityOut",
+    "Join",
+    "Leave",
+    "LinkTo",
+    "MoveOut",
+    "Observe",
+    "PersonIndex",
+    "ProfileOut",
+    "Recomputed",
+    "apply_profile_inputs",
+    "fragment_id",
+    "recompute",
+    "route",
+]

@@ -1,0 +1,400 @@
+"""The production online store on Redis (>= 6.2: ``SET … GET``, ``GETDEL``).
+
+Same contract as :class:`features.store.OnlineStore`.
+
+Key layout (``ns`` is the namespace, ``omni`` by default; ``P`` a profile id, ``X`` an
+identifier). Every key of one profile carries the hash tag ``{P}``, so a profile's keys
+share one Redis Cluster slot and a Lua script may touch several of them::
+
+    ns:{P}:p          STRING  the profile value; read with ONE GET
+    ns:{P}:ids        SET     identifiers written for P: the erasure index
+    ns:{P}:merges     HASH    merge_id -> MergeRecord JSON (the merge log; sorted on read)
+    ns:{P}:contacts   ZSET    decision_id, scored by sent_at in µs since the epoch
+    ns:{P}:crec       HASH    decision_id -> ContactRecord JSON
+    ns:id:{X}         STRING  the profile id X maps to (its own slot, found by MGET)
+
+The contact log is a sorted set of ids plus a hash of records, rather than a sorted set
+of encoded records, so that a record is keyed by its decision id: rewriting it replaces
+it instead of adding a near-duplicate member.
+
+TTL policy: no key expires by default. With ``profile_ttl_s``, ``ns:{P}:p`` gets a TTL
+(``SET … PX``, in the same pipeline) refreshed by every write; the identity map and the
+logs never expire. Contact records more than ``contact_retention_days`` (90) older than
+the newest record of the same profile are trimmed by the script that writes contacts.
+
+The identity index is exact when one writer owns an identifier at a time (see the
+contract); if a writer dies between the two round trips of a re-mapping, the old
+profile's index keeps an extra entry. Readers tolerate that: :meth:`RedisStore.erase`
+and :meth:`RedisStore.identifiers_of` check every indexed identifier still points to
+the profile before acting on it.
+
+Against an unreachable server every call fails within about ``(retries + 1) *
+socket_timeout`` (loopback refusals are immediate) with
+:class:`~features.store.StoreUnavailableError`, so serving can degrade instead of wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from features.store import (
+    DEFAULT_CONTACT_RETENTION_DAYS,
+    ContactRecord,
+    ErasureReport,
+    MergeRecord,
+    StoreBatch,
+    StoreError,
+    StoreUnavailableError,
+    check_aware,
+    check_batch,
+    check_id,
+    check_ttl,
+    contact_order,
+    decode_contact,
+    decode_merge,
+    encode_record,
+    epoch_us,
+    last_identity,
+    merge_order,
+    retention_us,
+)
+
+__all__ = ["RedisStore"]
+
+# Upsert contacts of ONE profile and trim by event time. KEYS: the zset, the hash (same
+# slot: one hash tag). ARGV[1]: retention in µs ('' keeps all); then triples of
+# decision_id, sent_at µs, record. A script, because the trim reads the newest score and
+# deletes by it: as separate commands a concurrent write could slip in between.
+# string.format('%.0f') keeps all digits of a µs timestamp (Lua's default is %.14g).
+_ADD_CONTACTS = """
+for i = 2, #ARGV, 3 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+end
+if ARGV[1] == '' then return 0 end
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+if not newest then return 0 end
+local cutoff = '(' .. string.format('%.0f', tonumber(newest) - tonumber(ARGV[1]))
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+for _, id in ipairs(old) do redis.call('HDEL', KEYS[2], id) end
+return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+"""
+
+# Contacts from a score on, in one round trip. KEYS: the zset, the hash. ARGV[1]: min.
+_READ_CONTACTS = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local out = {}
+for i, id in ipairs(ids) do out[i] = redis.call('HGET', KEYS[2], id) end
+return out
+"""
+
+# Delete an identity key only if it still maps to the profile being erased, so an
+# erasure never drops an identifier that has since moved to another profile.
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore:
+    """The online store on Redis; see :class:`features.store.OnlineStore`.
+
+    Parameters
+    ----------
+    url
+        ``redis://host:port/db`` (``rediss://`` for TLS; a password in the URL works).
+    namespace
+        Prefix of every key, so tests and benchmarks can share a server; no braces.
+    socket_timeout, connect_timeout
+        Seconds per read / per connect. The defaults (0.1 s) suit serving on the same
+        network, where a GET takes well under a millisecond; the flow, which writes
+        large batches and prefers waiting to failing, should pass about 2 s.
+    retries
+        Immediate retries after a connection error (not after a timeout, which would
+        double the wait). One retry lets a call ride over a server restart, which
+        leaves stale pooled connections; writes are idempotent, so a retried pipeline
+        is safe.
+    profile_ttl_s
+        Seconds after its last write that a profile value expires; ``None``: never.
+    contact_retention_days
+        Contact records this much older than the newest one of the same profile are
+        trimmed on write; ``None`` keeps them all.
+
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "omni",
+        socket_timeout: float = 0.1,
+        connect_timeout: float = 0.1,
+        retries: int = 1,
+        profile_ttl_s: float | None = None,
+        contact_retention_days: float | None = DEFAULT_CONTACT_RETENTION_DAYS,
+    ) -> None:
+        if not namespace or "{" in namespace or "}" in namespace:
+            # A brace in the prefix would become the hash tag and break slot sharing.
+            msg = f"namespace must be non-empty and without braces; got {namespace!r}"
+            raise ValueError(msg)
+        if retries < 0:
+            msg = f"retries must be >= 0; got {retries!r}"
+            raise ValueError(msg)
+        check_ttl(profile_ttl_s)
+        self.namespace = namespace
+        self.profile_ttl_s = profile_ttl_s
+        self._ttl_ms = None if profile_ttl_s is None else max(1, round(profile_ttl_s * 1000))
+        self._retention = retention_us(contact_retention_days)
+        # redis-py 8 retries 3 times with backoff by default: seconds against a dead
+        # server. Spell the policy out instead.
+        self._client: redis.Redis = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)),
+            decode_responses=False,
+        )
+        # register_script only computes the SHA; EVALSHA loads on NOSCRIPT (see _scripted).
+        self._add_contacts = self._client.register_script(_ADD_CONTACTS)
+        self._read_contacts = self._client.register_script(_READ_CONTACTS)
+        self._delete_if = self._client.register_script(_DELETE_IF)
+
+    # --- keys -------------------------------------------------------------------------
+
+    def profile_key(self, profile_id: str) -> str:
+        """Return the key of the profile's value (``ns:{P}:p``)."""
+        return f"{self.namespace}:{{{profile_id}}}:p"
+
+    def identity_key(self, identifier: str) -> str:
+        """Return the key of an identifier's mapping (``ns:id:{X}``)."""
+        return f"{self.namespace}:id:{{{identifier}}}"
+
+    def _key(self, profile_id: str, part: str) -> str:
+        return f"{self.namespace}:{{{profile_id}}}:{part}"
+
+    # --- writes -----------------------------------------------------------------------
+
+    def write(self, batch: StoreBatch) -> None:
+        """Apply ``batch`` with one pipeline (``transaction=False``), plus index repair.
+
+        Identity re-mapping: ``SET ns:id:{X} B GET`` returns the old owner A in the
+        same round trip; a second round trip (only if some owner changed) removes X
+        from A's index. Not one Lua script: ``ns:id:{X}``, ``ns:{A}:ids`` and
+        ``ns:{B}:ids`` live in three slots, which a cluster refuses in one script or
+        MULTI. B's index gets X *before* the mapping is set, so a crash in between can
+        only leave an extra index entry (harmless, readers verify), never a mapping
+        that erasure cannot find.
+        """
+        check_batch(batch)
+        pipe = self._client.pipeline(transaction=False)
+        for profile in batch.profiles:
+            pipe.set(self.profile_key(profile.profile_id), profile.value, px=self._ttl_ms)
+        for profile_id in batch.deleted_profiles:
+            pipe.delete(self.profile_key(profile_id))
+
+        # Position in the pipeline -> (identifier, new owner): the replies are old owners.
+        moves: dict[int, tuple[str, str | None]] = {}
+        for identifier, profile_id in last_identity(batch.identity).items():
+            key = self.identity_key(identifier)
+            if profile_id is None:
+                pipe.getdel(key)
+            else:
+                pipe.sadd(self._key(profile_id, "ids"), identifier)
+                pipe.set(key, profile_id, get=True)
+            moves[len(pipe) - 1] = (identifier, profile_id)
+
+        merges: dict[str, dict[str, bytes]] = {}
+        for merge in batch.merges:
+            merges.setdefault(merge.into_profile, {})[merge.merge_id] = encode_record(merge)
+        for profile_id, records in merges.items():
+            pipe.hset(self._key(profile_id, "merges"), mapping=records)
+
+        scripted: dict[int, tuple[list[str], list[Any]]] = {}
+        for keys, args in self._contact_calls(batch.contacts):
+            pipe.evalsha(self._add_contacts.sha, len(keys), *keys, *args)
+            scripted[len(pipe) - 1] = (keys, args)
+
+        with _mapped_errors("write"):
+            replies = pipe.execute(raise_on_error=False) if len(pipe) else []
+            for index, reply in enumerate(replies):
+                if isinstance(reply, redis.exceptions.NoScriptError) and index in scripted:
+                    # Script cache empty (server restarted): load and redo just these.
+                    keys, args = scripted[index]
+                    replies[index] = self._add_contacts(keys=keys, args=args)
+            _raise_first_error(replies, "write")
+            stale = [
+                (old.decode(), identifier)
+                for index, (identifier, new) in moves.items()
+                if (old := replies[index]) is not None and old.decode() != new
+            ]
+            if stale:
+                repair = self._client.pipeline(transaction=False)
+                for old_owner, identifier in stale:
+                    repair.srem(self._key(old_owner, "ids"), identifier)
+                _raise_first_error(repair.execute(raise_on_error=False), "write")
+
+    def _contact_calls(
+        self, contacts: Sequence[ContactRecord]
+    ) -> Iterator[tuple[list[str], list[Any]]]:
+        by_profile: dict[str, dict[str, ContactRecord]] = {}
+        for contact in contacts:
+            by_profile.setdefault(contact.profile_id, {})[contact.decision_id] = contact
+        for profile_id, records in by_profile.items():
+            args: list[Any] = ["" if self._retention is None else self._retention]
+            for decision_id, record in records.items():
+                args += [decision_id, epoch_us(record.sent_at), encode_record(record)]
+            yield [self._key(profile_id, "contacts"), self._key(profile_id, "crec")], args
+
+    def erase(self, profile_id: str) -> ErasureReport:
+        """Remove the profile's keys and its identity mappings, via its index."""
+        check_id(profile_id, "profile_id")
+        ids_key = self._key(profile_id, "ids")
+        with _mapped_errors("erase"):
+            look = self._client.pipeline(transaction=False)
+            look.smembers(ids_key)
+            look.hlen(self._key(profile_id, "merges"))
+            look.zcard(self._key(profile_id, "contacts"))
+            members, merges, contacts = look.execute()
+            identifiers = sorted_ids(members)
+
+            wipe = self._client.pipeline(transaction=False)
+            wipe.delete(self.profile_key(profile_id))
+            for identifier in identifiers:
+                key = self.identity_key(identifier)
+                wipe.evalsha(self._delete_if.sha, 1, key, profile_id)
+            parts = ("ids", "merges", "contacts", "crec")
+            wipe.delete(*(self._key(profile_id, part) for part in parts))
+            replies = wipe.execute(raise_on_error=False)
+            for index, reply in enumerate(replies[1:-1], start=1):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    key = self.identity_key(identifiers[index - 1])
+                    replies[index] = self._delete_if(keys=[key], args=[profile_id])
+            _raise_first_error(replies, "erase")
+        return ErasureReport(
+            profiles=int(replies[0]),
+            identifiers=sum(int(r) for r in replies[1:-1]),
+            merges=int(merges),
+            contacts=int(contacts),
+        )
+
+    # --- reads ------------------------------------------------------------------------
+
+    def read_profile(self, profile_id: str) -> bytes | None:
+        """Return the profile's value, or ``None``; exactly one GET."""
+        with _mapped_errors("read_profile"):
+            value: bytes | None = self._client.get(self.profile_key(profile_id))
+        return value
+
+    def read_profiles(self, profile_ids: Sequence[str]) -> list[bytes | None]:
+        """Return one value (or ``None``) per id, in the order given; one MGET.
+
+        On Redis Cluster the keys span slots: use ``mget_nonatomic`` there.
+        """
+        if not profile_ids:
+            return []
+        with _mapped_errors("read_profiles"):
+            values: list[bytes | None] = self._client.mget(
+                [self.profile_key(pid) for pid in profile_ids]
+            )
+        return values
+
+    def resolve(self, identifiers: Sequence[str]) -> str | None:
+        """Return the profile of the first mapped identifier, in the order given; one MGET."""
+        if not identifiers:
+            return None
+        with _mapped_errors("resolve"):
+            owners = self._client.mget([self.identity_key(i) for i in identifiers])
+        return next((owner.decode() for owner in owners if owner is not None), None)
+
+    def identifiers_of(self, profile_id: str) -> list[str]:
+        """Return the identifiers mapped to the profile, sorted; index, then verified."""
+        with _mapped_errors("identifiers_of"):
+            indexed = sorted_ids(self._client.smembers(self._key(profile_id, "ids")))
+            if not indexed:
+                return []
+            owners = self._client.mget([self.identity_key(i) for i in indexed])
+        wanted = profile_id.encode()
+        return [i for i, owner in zip(indexed, owners, strict=True) if owner == wanted]
+
+    def merges_of(self, profile_id: str) -> list[MergeRecord]:
+        """Return the merges into the profile, ordered by time then id."""
+        with _mapped_errors("merges_of"):
+            raw = self._client.hvals(self._key(profile_id, "merges"))
+        return sorted((decode_merge(r) for r in raw), key=merge_order)
+
+    def contacts_of(self, profile_id: str, since: datetime | None = None) -> list[ContactRecord]:
+        """Return the profile's contacts with ``sent_at >= since``, oldest first."""
+        low: int | str = "-inf"
+        if since is not None:
+            check_aware(since, "since")
+            low = epoch_us(since)
+        keys = [self._key(profile_id, "contacts"), self._key(profile_id, "crec")]
+        with _mapped_errors("contacts_of"):
+            raw = self._read_contacts(keys=keys, args=[low])
+        # The zset already orders by (score, id); sorting again is cheap and makes the
+        # order independent of the float score's precision.
+        return sorted((decode_contact(r) for r in raw if r is not None), key=contact_order)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Return whether the server answers within the timeouts."""
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        """Close the connection pool; idempotent."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        """Return the store itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        self.close()
+
+    def __repr__(self) -> str:
+        kwargs = self._client.connection_pool.connection_kwargs
+        where = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+        return f"RedisStore({where}, namespace={self.namespace!r})"
+
+
+def sorted_ids(members: Any) -> list[str]:
+    """Decode and sort a set of identifier bytes."""
+    return sorted(m.decode() for m in members)
+
+
+def _raise_first_error(replies: list[Any], operation: str) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            msg = f"redis store {operation} failed: {reply}"
+            raise StoreError(msg) from reply
+
+
+@contextmanager
+def _mapped_errors(operation: str) -> Iterator[None]:
+    """Turn redis-py errors into the store's: unreachable vs. failed."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        msg = f"redis store {operation}: server unavailable: {exc}"
+        raise StoreUnavailableError(msg) from exc
+    except redis.RedisError as exc:
+        msg = f"redis store {operation} failed: {exc}"
+        raise StoreError(msg) from exc

@@ -1,0 +1,370 @@
+"""The embedded online store: one SQLite file (or ``:memory:``), the zero-setup default.
+
+Same contract as :class:`features.store.OnlineStore`. Tables::
+
+    profiles(profile_id PK, value, expires_at)       expires_at: unix s, NULL = never
+    identities(identifier PK, profile_id)            + index on profile_id
+    merges(profile_id, merge_id, at_us, record)      PK (profile_id, merge_id)
+    contacts(profile_id, decision_id, sent_at_us, record)
+                                                      PK (profile_id, decision_id)
+
+The index on ``identities.profile_id`` is the per-profile index that makes erasure
+direct. ``record`` holds the JSON of the merge/contact record, ``*_us`` its time in
+microseconds since the epoch for ordering and filtering.
+
+One connection, shared by threads behind a lock: SQLite serializes writers anyway, and
+this keeps ``:memory:`` databases (one per connection) usable from any thread. Files
+use WAL so readers in other processes do not block the writer. ``secure_delete`` and a
+WAL checkpoint after :meth:`SqliteStore.erase` make erased data leave the files too.
+
+>>> from features.store import ProfileWrite, StoreBatch
+>>> with SqliteStore(":memory:") as store:
+...     store.write(StoreBatch(profiles=[ProfileWrite("p-1", b"v")]))
+...     store.erase("p-1")
+ErasureReport(profiles=1, identifiers=0, merges=0, contacts=0)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from features.store import (
+    DEFAULT_CONTACT_RETENTION_DAYS,
+    ContactRecord,
+    ErasureReport,
+    MergeRecord,
+    StoreBatch,
+    StoreError,
+    StoreUnavailableError,
+    check_aware,
+    check_batch,
+    check_id,
+    check_ttl,
+    decode_contact,
+    decode_merge,
+    encode_record,
+    epoch_us,
+    last_identity,
+    retention_us,
+)
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS profiles (
+    profile_id TEXT PRIMARY KEY,
+    value      BLOB NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identities (
+    identifier TEXT PRIMARY KEY,
+    profile_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS identities_by_profile ON identities (profile_id);
+CREATE TABLE IF NOT EXISTS merges (
+    profile_id TEXT NOT NULL,
+    merge_id   TEXT NOT NULL,
+    at_us      INTEGER NOT NULL,
+    record     BLOB NOT NULL,
+    PRIMARY KEY (profile_id, merge_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contacts (
+    profile_id  TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    sent_at_us  INTEGER NOT NULL,
+    record      BLOB NOT NULL,
+    PRIMARY KEY (profile_id, decision_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS contacts_by_time ON contacts (profile_id, sent_at_us);
+"""
+
+# SQLite's bound-parameter limit is 32766 since 3.32; stay far below it.
+_CHUNK = 500
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+class SqliteStore:
+    """The online store in one SQLite database; see :class:`features.store.OnlineStore`.
+
+    Parameters
+    ----------
+    path
+        Database file (created with its folder if missing), or ``":memory:"``.
+    profile_ttl_s
+        Seconds after its last write that a profile value expires; ``None``: never.
+    contact_retention_days
+        Contact records older than this before the newest one of the same profile are
+        trimmed on write; ``None`` keeps them all.
+    timeout
+        Seconds to wait for another process's write lock before
+        :class:`~features.store.StoreUnavailableError`.
+
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        profile_ttl_s: float | None = None,
+        contact_retention_days: float | None = DEFAULT_CONTACT_RETENTION_DAYS,
+        timeout: float = 5.0,
+    ) -> None:
+        check_ttl(profile_ttl_s)
+        self.path = str(path)
+        self.profile_ttl_s = profile_ttl_s
+        self._retention_us = retention_us(contact_retention_days)
+        self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is exactly
+        # one transaction and reads never sit inside an implicit one.
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints
+            self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    # --- writes -----------------------------------------------------------------------
+
+    def write(self, batch: StoreBatch) -> None:
+        """Apply ``batch`` in one transaction (see :class:`~features.store.StoreBatch`)."""
+        check_batch(batch)
+        now = time.time()
+        expires = None if self.profile_ttl_s is None else now + self.profile_ttl_s
+        identity = last_identity(batch.identity)
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO profiles VALUES (?, ?, ?) ON CONFLICT (profile_id) DO UPDATE"
+                " SET value = excluded.value, expires_at = excluded.expires_at",
+                [(p.profile_id, p.value, expires) for p in batch.profiles],
+            )
+            db.executemany(
+                "DELETE FROM profiles WHERE profile_id = ?",
+                [(pid,) for pid in batch.deleted_profiles],
+            )
+            db.executemany(
+                "INSERT INTO identities VALUES (?, ?) ON CONFLICT (identifier) DO UPDATE"
+                " SET profile_id = excluded.profile_id",
+                [(ident, pid) for ident, pid in identity.items() if pid is not None],
+            )
+            db.executemany(
+                "DELETE FROM identities WHERE identifier = ?",
+                [(ident,) for ident, pid in identity.items() if pid is None],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO merges VALUES (?, ?, ?, ?)",
+                [
+                    (m.into_profile, m.merge_id, epoch_us(m.at), encode_record(m))
+                    for m in batch.merges
+                ],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?)",
+                [
+                    (c.profile_id, c.decision_id, epoch_us(c.sent_at), encode_record(c))
+                    for c in batch.contacts
+                ],
+            )
+            if self._retention_us is not None:
+                # Cutoff from the newest record of the profile (event time), not the
+                # clock, so a replay trims exactly what the first run trimmed.
+                db.executemany(
+                    "DELETE FROM contacts WHERE profile_id = ?1 AND sent_at_us < ("
+                    " SELECT MAX(sent_at_us) FROM contacts WHERE profile_id = ?1) - ?2",
+                    [(pid, self._retention_us) for pid in {c.profile_id for c in batch.contacts}],
+                )
+
+    def erase(self, profile_id: str) -> ErasureReport:
+        """Delete the profile's rows in every table; see the contract."""
+        check_id(profile_id, "profile_id")
+        with self._transaction() as db:
+            counts = [
+                db.execute(f"DELETE FROM {table} WHERE profile_id = ?", (profile_id,)).rowcount
+                for table in ("profiles", "identities", "merges", "contacts")
+            ]
+        with self._locked() as db:
+            # Old page images in the WAL still hold the erased rows until a checkpoint.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ErasureReport(*counts)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def read_profile(self, profile_id: str) -> bytes | None:
+        """Return the profile's value, or ``None``."""
+        with self._locked() as db:
+            row = db.execute(
+                f"SELECT value FROM profiles WHERE profile_id = ? AND {_LIVE}",
+                (profile_id, time.time()),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def read_profiles(self, profile_ids: Sequence[str]) -> list[bytes | None]:
+        """Return one value (or ``None``) per id, in the order given."""
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(profile_ids))
+        now = time.time()
+        with self._locked() as db:
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT profile_id, value FROM profiles"
+                    f" WHERE profile_id IN ({marks}) AND {_LIVE}",
+                    (*chunk, now),
+                )
+                found.update((pid, bytes(value)) for pid, value in rows)
+        return [found.get(pid) for pid in profile_ids]
+
+    def resolve(self, identifiers: Sequence[str]) -> str | None:
+        """Return the profile of the first mapped identifier, in the order given."""
+        unique = list(dict.fromkeys(identifiers))
+        if not unique:
+            return None
+        marks = ",".join("?" * len(unique))
+        with self._locked() as db:
+            rows = dict(
+                db.execute(
+                    f"SELECT identifier, profile_id FROM identities WHERE identifier IN ({marks})",
+                    unique,
+                ).fetchall()
+            )
+        return next((rows[i] for i in unique if i in rows), None)
+
+    def identifiers_of(self, profile_id: str) -> list[str]:
+        """Return the identifiers mapped to the profile, sorted."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT identifier FROM identities WHERE profile_id = ? ORDER BY identifier",
+                (profile_id,),
+            ).fetchall()
+        return [ident for (ident,) in rows]
+
+    def merges_of(self, profile_id: str) -> list[MergeRecord]:
+        """Return the merges into the profile, ordered by time then id."""
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT record FROM merges WHERE profile_id = ? ORDER BY at_us, merge_id",
+                (profile_id,),
+            ).fetchall()
+        return [decode_merge(record) for (record,) in rows]
+
+    def contacts_of(self, profile_id: str, since: datetime | None = None) -> list[ContactRecord]:
+        """Return the profile's contacts with ``sent_at >= since``, oldest first."""
+        low = None
+        if since is not None:
+            check_aware(since, "since")
+            low = epoch_us(since)
+        with self._locked() as db:
+            rows = db.execute(
+                "SELECT record FROM contacts WHERE profile_id = ?1"
+                " AND (?2 IS NULL OR sent_at_us >= ?2) ORDER BY sent_at_us, decision_id",
+                (profile_id, low),
+            ).fetchall()
+        return [decode_contact(record) for (record,) in rows]
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Return whether the database answers."""
+        try:
+            with self._locked() as db:
+                db.execute("SELECT 1").fetchone()
+        except StoreError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+
+    def __enter__(self) -> Self:
+        """Return the store itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # --- internals --------------------------------------------------------------------
+
+    def _locked(self) -> _Locked:
+        return _Locked(self, transaction=False)
+
+    def _transaction(self) -> _Locked:
+        return _Locked(self, transaction=True)
+
+
+class _Locked:
+    """Hold the store's lock (and optionally one transaction); map sqlite3 errors."""
+
+    def __init__(self, store: SqliteStore, *, transaction: bool) -> None:
+        self._store = store
+        self._transaction = transaction
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._store._lock.acquire()
+        db = self._store._db
+        if db is None:
+            self._store._lock.release()
+            msg = f"{self._store!r} is closed"
+            raise StoreError(msg)
+        if self._transaction:
+            # IMMEDIATE takes the write lock up front: no deadlock-prone upgrade later.
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self._store._lock.release()
+                raise _store_error(exc) from exc
+        return db
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        db = self._store._db
+        try:
+            if self._transaction and db is not None:
+                db.execute("COMMIT" if exc is None else "ROLLBACK")
+        except sqlite3.Error as commit_error:
+            if exc is None:
+                raise _store_error(commit_error) from commit_error
+        finally:
+            self._store._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise _store_error(exc) from exc
+
+
+def _store_error(exc: sqlite3.Error) -> StoreError:
+    # "database is locked" after the busy timeout is the one transient failure.
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        msg = f"sqlite store busy: {exc}"
+        return StoreUnavailableError(msg)
+    msg = f"sqlite store failed: {exc}"
+    return StoreError(msg)

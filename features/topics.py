@@ -1,0 +1,54 @@
+"""Topic names, which topic an event kind travels on, and its routing key.
+
+The message key is the routing identifier so one person's events stay ordered within a
+partition: the most stable identifier the event carries.
+
+>>> topic_for("add_to_cart"), topic_for("consent")
+('events.clickstream', 'events.consent')
+"""
+
+from __future__ import annotations
+
+from features.events import CLICKSTREAM_KINDS, ID_FIELDS, Event
+
+CLICKSTREAM = "events.clickstream"
+PURCHASES = "events.purchases"
+ENGAGEMENT = "events.engagement"
+IDENTITY = "events.identity"
+CONSENT = "events.consent"
+DECISIONS = "decisions"
+OUTCOMES = "outcomes"
+TRIGGERS = "triggers"
+MESSAGES_OUTBOUND = "messages.outbound"
+DEADLETTER = "deadletter"
+
+EVENT_TOPICS = (CLICKSTREAM, PURCHASES, ENGAGEMENT, IDENTITY, CONSENT)
+ALL_TOPICS = (*EVENT_TOPICS, DECISIONS, OUTCOMES, TRIGGERS, MESSAGES_OUTBOUND, DEADLETTER)
+
+_TOPIC_BY_KIND = {
+    **{kind: CLICKSTREAM for kind in CLICKSTREAM_KINDS},
+    "purchase": PURCHASES,
+    "points_expiry": PURCHASES,
+    "engagement": ENGAGEMENT,
+    "identity_link": IDENTITY,
+    "consent": CONSENT,
+    "erasure_request": CONSENT,
+}
+
+
+def topic_for(kind: str) -> str:
+    """Return the topic an event kind is published on."""
+    try:
+        return _TOPIC_BY_KIND[kind]
+    except KeyError:
+        message = f"unknown event kind {kind!r}; expected one of {sorted(_TOPIC_BY_KIND)}"
+        raise ValueError(message) from None
+
+
+def routing_key(event: Event) -> str:
+    """Return the message key: the first identifier present in ``ID_FIELDS`` order."""
+    ids = event.ids
+    for name in ID_FIELDS:
+        if (value := getattr(ids, name)) is not None:
+            return value
+    return event.event_id

@@ -1,0 +1,1 @@
+"""Bytewax dataflows and their sources and sinks (Kafka, the file event log, the simulator)."""

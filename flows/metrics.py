@@ -1,0 +1,42 @@
+"""Prometheus metrics of the flows: what came in, what was dead-lettered, merges, lag."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+
+from features.events import Event
+from features.validation import Rejection
+from flows.sources import Message
+
+EVENTS_IN = Counter("omnioffer_flow_events_total", "Valid events read, by kind.", ["kind"])
+DEADLETTERED = Counter(
+    "omnioffer_flow_deadlettered_total", "Events sent to the dead-letter, by reason.", ["reason"]
+)
+MERGES = Counter("omnioffer_flow_merges_total", "Identifiers that changed profile, by rule.", ["rule"])
+PROFILE_WRITES = Counter("omnioffer_flow_profile_writes_total", "Profile values written.")
+SINK_SECONDS = Histogram(
+    "omnioffer_flow_sink_write_seconds",
+    "Time to write one batch to the online store.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+END_TO_END_SECONDS = Histogram(
+    "omnioffer_flow_end_to_end_lag_seconds",
+    "From an event reaching the broker to its profile being written to the store.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+def observe_validation(message: Message, result: Event | Rejection) -> None:
+    """Count one validated message by kind, or by rejection reason."""
+    if isinstance(result, Rejection):
+        DEADLETTERED.labels(result.reason.code).inc()
+    else:
+        EVENTS_IN.labels(result.kind).inc()
+
+
+def observe_lag(produced_ms: int) -> None:
+    """Record end-to-end lag for an event produced at ``produced_ms`` (wall clock)."""
+    if produced_ms:
+        END_TO_END_SECONDS.observe(max(0.0, time.time() - produced_ms / 1000))

@@ -1,0 +1,89 @@
+"""Where the feature flow writes: the online store, one batch per Bytewax batch.
+
+Items are absolute values; within a batch the last value of each profile or identifier
+wins, so a batch is one store round trip however many events it covered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from features.pipeline import IdentityOut, MoveOut, ProfileOut, StoreItem
+from features.store import IdentityWrite, MergeRecord, OnlineStore, ProfileWrite, StoreBatch
+from flows import metrics
+
+
+def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int]]:
+    """Coalesce items into one :class:`StoreBatch`; also return profiles to erase, and lags."""
+    profiles: dict[str, bytes | None] = {}
+    erased: set[str] = set()
+    identity: dict[str, str | None] = {}
+    merges: list[MergeRecord] = []
+    produced: list[int] = []
+    for item in items:
+        if isinstance(item, ProfileOut):
+            profiles[item.profile_id] = item.value
+            if item.erased:
+                erased.add(item.profile_id)
+            elif item.value is not None:
+                erased.discard(item.profile_id)
+            if item.produced_ms:
+                produced.append(item.produced_ms)
+        elif isinstance(item, IdentityOut):
+            identity[item.identifier] = item.profile_id
+        elif isinstance(item, MoveOut):
+            merges.append(merge_record(item))
+            metrics.MERGES.labels(item.rule).inc()
+    batch = StoreBatch(
+        profiles=[ProfileWrite(p, v) for p, v in profiles.items() if v is not None],
+        deleted_profiles=[p for p, v in profiles.items() if v is None and p not in erased],
+        identity=[IdentityWrite(i, p) for i, p in identity.items()],
+        merges=merges,
+    )
+    return batch, sorted(p for p in erased if profiles.get(p) is None), produced
+
+
+def merge_record(move: MoveOut) -> MergeRecord:
+    """Turn a fragment move into the store's merge record (idempotent id)."""
+    return MergeRecord(
+        merge_id=f"{move.fragment}|{move.into_profile}|{move.cause_event_id}",
+        at=datetime.fromtimestamp(move.at, tz=UTC),
+        identifier=move.fragment,
+        from_profile=move.from_profile,
+        into_profile=move.into_profile,
+        rule=move.rule,
+        cause_event_id=move.cause_event_id,
+    )
+
+
+class _StorePartition(StatelessSinkPartition[StoreItem]):
+    def __init__(self, store: OnlineStore) -> None:
+        self._store = store
+
+    def write_batch(self, items: list[StoreItem]) -> None:
+        batch, to_erase, produced = store_batch(items)
+        started = time.perf_counter()
+        self._store.write(batch)
+        for profile_id in to_erase:
+            self._store.erase(profile_id)
+        metrics.SINK_SECONDS.observe(time.perf_counter() - started)
+        metrics.PROFILE_WRITES.inc(len(batch.profiles))
+        for produced_ms in produced:
+            metrics.observe_lag(produced_ms)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class StoreSink(DynamicSink[StoreItem]):
+    """Write pipeline outputs to an online store; each worker opens its own connection."""
+
+    def __init__(self, open_store: Callable[[], OnlineStore]) -> None:
+        self._open_store = open_store
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
+        return _StorePartition(self._open_store())

@@ -1,0 +1,1 @@
+"""Training sets, LightGBM next-best-offer and channel models, evaluation, the model registry."""

