@@ -3,9 +3,10 @@
 A *fragment* is the history of one identifier (a cookie, a device, a card, a customer id).
 Its :class:`Aggregate` holds
 
-* bucketed counters — day buckets for the last :data:`HORIZON_DAYS` days and hour buckets for
-  the last :data:`HOUR_HORIZON` hours, each a flat ``{counter: int}`` dict. Counters are
-  integers (money in cents) so sums are exact and merge in any order;
+* bucketed counters — day buckets for the last :data:`HORIZON_DAYS` days, each a flat
+  ``{counter: int}`` dict, and hour buckets for the last :data:`HOUR_HORIZON` hours that
+  count events only (recent activity). Counters are integers (money in cents) so sums are
+  exact and merge in any order;
 * last-writer-wins registers ``{name: (epoch_s, event_id, value)}`` (consent per channel,
   points balance, last purchase per channel, offers seen / redeemed, …);
 * carts ``{cart_id: [added_cents, removed_cents, first_add_s, last_add_s, closed_s]}``;
@@ -57,6 +58,7 @@ HOUR_HORIZON = 24
 Counters = dict[str, int]
 Register = tuple[int, str, Any]
 _NO_BUCKETS: dict[int, Counters] = {}
+_ONE_EVENT = (("ev", 1),)
 
 
 def epoch_day(when: datetime) -> int:
@@ -285,6 +287,8 @@ class Aggregate:
     small: Small = field(default_factory=Small)
     seen: dict[str, int] = field(default_factory=dict)
     erased_before: int = 0
+    day_floor: int = 0
+    hour_floor: int = 0
 
     def apply(self, c: Contribution) -> Applied | None:
         """Apply one event's contribution; ``None`` if it was a duplicate or erased."""
@@ -300,14 +304,18 @@ class Aggregate:
         if in_day:
             _add(self.days, c.ts // DAY, c.counters)
         if in_hour:
-            _add(self.hours, c.ts // HOUR, c.counters)
-        if last == previous_last:
+            _add(self.hours, c.ts // HOUR, _ONE_EVENT)
+        if last == previous_last or hour_floor <= self.hour_floor:
             return Applied(in_day, in_hour, _NO_BUCKETS, _NO_BUCKETS)
         return Applied(in_day, in_hour, *self._evict(day_floor, hour_floor))
 
     def _evict(self, day_floor: int, hour_floor: int) -> tuple[dict[int, Counters], ...]:
-        old_days = {d: self.days.pop(d) for d in [d for d in self.days if d <= day_floor]}
+        self.hour_floor = hour_floor
         old_hours = {h: self.hours.pop(h) for h in [h for h in self.hours if h <= hour_floor]}
+        if day_floor <= self.day_floor:
+            return _NO_BUCKETS, old_hours
+        self.day_floor = day_floor
+        old_days = {d: self.days.pop(d) for d in [d for d in self.days if d <= day_floor]}
         if old_days:
             horizon_start = (day_floor + 1) * DAY
             self.seen = {k: t for k, t in self.seen.items() if t >= horizon_start}
@@ -326,7 +334,7 @@ class Aggregate:
         if applied.in_day:
             _add(self.days, c.ts // DAY, c.counters)
         if applied.in_hour:
-            _add(self.hours, c.ts // HOUR, c.counters)
+            _add(self.hours, c.ts // HOUR, _ONE_EVENT)
         if applied.evicted_days or applied.evicted_hours:
             self.add_buckets(applied.evicted_days, applied.evicted_hours, -1)
 
@@ -337,3 +345,4 @@ class Aggregate:
         self.hours.clear()
         self.small = Small()
         self.seen.clear()
+        self.day_floor = self.hour_floor = 0

@@ -15,7 +15,7 @@ Outputs for the online store are :class:`ProfileOut`, :class:`IdentityOut` and
 
 from __future__ import annotations
 
-import copy
+import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -131,6 +131,7 @@ class MoveOut:
 
 
 StoreItem = ProfileOut | IdentityOut | MoveOut
+ForProfile = tuple[str, ProfileInput | IdentityOut | MoveOut]
 Keyed = tuple[str, object]
 
 
@@ -173,8 +174,13 @@ class PersonIndex:
             targets = sorted(self.linked | set(identifiers_of(event.ids)) | {customer_fragment})
             self.linked.clear()
             return [(f, EraseBefore(at, event.event_id)) for f in targets]
-        if not isinstance(event, IdentityLink) or at <= self.erased_before:
+        if not isinstance(event, IdentityLink):
             return []
+        if at <= self.erased_before:
+            # A link learnt after the erasure still names the person's identifiers: forget
+            # those too, whatever order the two arrived in.
+            erase = EraseBefore(self.erased_before, event.event_id)
+            return [(fragment, erase) for fragment, _customer in link_edges(event)]
         out: list[tuple[str, FragmentInput]] = [(customer_fragment, Observe(contribution(event)))]
         for fragment, customer in link_edges(event):
             self.linked.add(fragment)
@@ -197,64 +203,88 @@ class FragmentLogic:
         if not self.profile:
             self.profile = profile_for(self.fragment, self.customers)
 
-    def on_input(self, item: FragmentInput) -> Iterator[tuple[str, ProfileInput] | StoreItem]:
-        """Apply one input; yield ``(profile, item)`` pairs for profiles and store items."""
+    def on_input(self, item: FragmentInput, out: list[ForProfile]) -> None:
+        """Apply one input; append what each profile must hear to ``out``.
+
+        Every output is addressed to a profile: its inputs, and the identity and merge
+        records it forwards to the store (so one keyed step writes the store).
+        """
         if isinstance(item, Observe):
             applied = self.state.apply(item.contribution)
             if applied is None:
                 return
             if not self.announced:
                 self.announced = True
-                yield IdentityOut(self.fragment, self.profile)
-            yield self.profile, Delta(
-                self.fragment, item.contribution, applied, item.produced_ms
+                out.append((self.profile, IdentityOut(self.fragment, self.profile)))
+            out.append(
+                (self.profile, Delta(self.fragment, item.contribution, applied, item.produced_ms))
             )
         elif isinstance(item, LinkTo):
             if item.at <= self.state.erased_before or item.customer in self.customers:
                 return
             self.customers.add(item.customer)
-            yield from self._move(profile_for(self.fragment, self.customers), item)
+            self._move(profile_for(self.fragment, self.customers), item, out)
         else:
-            yield from self._erase(item)
+            self._erase(item, out)
 
-    def _move(self, target: str, cause: LinkTo) -> Iterator[tuple[str, ProfileInput] | StoreItem]:
+    def _move(self, target: str, cause: LinkTo, out: list[ForProfile]) -> None:
         if target == self.profile:
             return
-        snapshot = copy.deepcopy(self.state)
         source, self.profile = self.profile, target
         if self.announced:
-            yield source, Leave(self.fragment, snapshot)
-            yield target, Join(self.fragment, snapshot)
+            snapshot = _copy(self.state)
+            out.append((source, Leave(self.fragment, snapshot)))
+            out.append((target, Join(self.fragment, snapshot)))
         rule = move_rule(self.customers)
-        yield MoveOut(self.fragment, source, target, rule, cause.at, cause.event_id)
+        out.append((target, MoveOut(self.fragment, source, target, rule, cause.at, cause.event_id)))
         self.announced = True
-        yield IdentityOut(self.fragment, target)
+        out.append((target, IdentityOut(self.fragment, target)))
 
-    def _erase(self, item: EraseBefore) -> Iterator[tuple[str, ProfileInput] | StoreItem]:
+    def _erase(self, item: EraseBefore, out: list[ForProfile]) -> None:
         if self.announced:
-            yield self.profile, Leave(self.fragment, copy.deepcopy(self.state), erased=True)
-            yield IdentityOut(self.fragment, None)
+            out.append((self.profile, Leave(self.fragment, _copy(self.state), erased=True)))
+            out.append((self.profile, IdentityOut(self.fragment, None)))
         self.state.erase_before(item.at)
         self.customers.clear()
         self.profile = profile_for(self.fragment, self.customers)
         self.announced = False
 
 
+def _copy(state: Aggregate) -> Aggregate:
+    # A fragment goes on changing after it hands its history over: give a copy.
+    return pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 # --- step 3: profiles -----------------------------------------------------------------------
-def apply_profile_inputs(state: ProfileState, items: Iterable[ProfileInput]) -> ProfileOut:
-    """Apply a batch of inputs to a profile; return its new absolute value (or deletion)."""
-    erased = False
+def apply_profile_inputs(
+    state: ProfileState, items: Iterable[ProfileInput | StoreItem], *, encode: bool = True
+) -> list[StoreItem]:
+    """Apply a batch of inputs to a profile; return the store items it produces.
+
+    That is the profile's new absolute value (or its deletion) when any input changed it,
+    and the identity and merge records forwarded through it.
+    """
+    erased = changed = False
+    produced_ms = 0
+    out: list[StoreItem] = []
     for item in items:
         if isinstance(item, Delta):
             state.apply(item.fragment, item.contribution, item.applied)
+            changed = True
+            produced_ms = max(produced_ms, item.produced_ms)
         elif isinstance(item, Join):
             state.join(item.fragment, item.state)
-        else:
+            changed = True
+        elif isinstance(item, Leave):
             state.leave(item.fragment, item.state)
             erased = erased or item.erased
-    if state.empty:
-        return ProfileOut(state.profile_id, None, erased=erased)
-    return ProfileOut(state.profile_id, state.encode())
+            changed = True
+        else:
+            out.append(item)
+    if changed and encode:
+        value = None if state.empty else state.encode()
+        out.append(ProfileOut(state.profile_id, value, erased and value is None, produced_ms))
+    return out
 
 
 # --- batch recomputation ----------------------------------------------------------------------
@@ -277,30 +307,26 @@ def recompute(events: Iterable[Event]) -> Recomputed:
     fragments: dict[str, FragmentLogic] = {}
     profiles: dict[str, ProfileState] = {}
     out = Recomputed({}, {}, [])
+    pending: list[ForProfile] = []
 
     def to_fragment(key: str, item: FragmentInput) -> None:
         logic = fragments.get(key)
         if logic is None:
             logic = fragments[key] = FragmentLogic(key)
-        for produced in logic.on_input(item):
-            if isinstance(produced, tuple):
-                profile_id, profile_item = produced
-                state = profiles.get(profile_id)
-                if state is None:
-                    state = profiles[profile_id] = ProfileState(profile_id)
-                written = apply_profile_inputs(state, [profile_item])
-                if written.value is None:
-                    profiles.pop(profile_id, None)
-                    out.profiles.pop(profile_id, None)
-                else:
-                    out.profiles[profile_id] = written.value
-            elif isinstance(produced, IdentityOut):
-                if produced.profile_id is None:
-                    out.identity.pop(produced.identifier, None)
-                else:
-                    out.identity[produced.identifier] = produced.profile_id
-            else:
-                out.moves.append(produced)
+        logic.on_input(item, pending)
+        for profile_id, profile_item in pending:
+            state = profiles.get(profile_id)
+            if state is None:
+                state = profiles[profile_id] = ProfileState(profile_id)
+            for stored in apply_profile_inputs(state, [profile_item], encode=False):
+                if isinstance(stored, IdentityOut):
+                    if stored.profile_id is None:
+                        out.identity.pop(stored.identifier, None)
+                    else:
+                        out.identity[stored.identifier] = stored.profile_id
+                elif isinstance(stored, MoveOut):
+                    out.moves.append(stored)
+        pending.clear()
 
     for event in events:
         for key, item in route(event):
@@ -310,6 +336,7 @@ def recompute(events: Iterable[Event]) -> Recomputed:
                     to_fragment(fragment, fragment_item)
             else:
                 to_fragment(key, item)  # type: ignore[arg-type]
+    out.profiles = {p: state.encode() for p, state in profiles.items() if not state.empty}
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +28,16 @@ from bytewax.connectors.files import FileSink
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
 
 from features.events import Event
 from features.pipeline import (
-    Delta,
+    ForProfile,
     FragmentLogic,
     Observe,
     PersonIndex,
-    ProfileInput,
-    ProfileOut,
     apply_profile_inputs,
-    needs_person_index,
     route,
 )
 from features.profile import ProfileState
@@ -64,25 +64,13 @@ class FlowConfig:
     topics: tuple[str, ...] = field(default=EVENT_TOPICS)
 
 
-# --- validation and dead-letter -------------------------------------------------------------
+# --- validation, routing and dead-letter ------------------------------------------------------
 Checked = tuple[Message, Event | Rejection]
+_DEADLETTER = "\x00deadletter"
 
 
-def _validator(config: FlowConfig) -> Callable[[Message], Checked]:
-    key, limit = config.hash_key, config.max_event_bytes
-
-    def check(message: Message) -> Checked:
-        result = validate(message.value, key=key, max_bytes=limit)
-        metrics.observe_validation(message, result)
-        return message, result
-
-    return check
-
-
-def deadletter_record(checked: Checked) -> tuple[str, bytes]:
+def deadletter_record(message: Message, rejection: Rejection) -> bytes:
     """Format a rejection for the dead-letter topic: reason, original bytes, position."""
-    message, rejection = checked
-    assert isinstance(rejection, Rejection)  # noqa: S101 - guaranteed by the branch
     record = {
         "reason": {
             "code": rejection.reason.code,
@@ -94,24 +82,37 @@ def deadletter_record(checked: Checked) -> tuple[str, bytes]:
         "partition": message.partition,
         "offset": message.offset,
     }
-    return f"{message.topic}:{message.partition}", orjson.dumps(record)
+    return orjson.dumps(record)
+
+
+def _ingester(config: FlowConfig) -> Callable[[Message], list[tuple[str, Any]]]:
+    """Validate, then key each item for its next step (one Python call per message)."""
+    key, limit = config.hash_key, config.max_event_bytes
+
+    def ingest(message: Message) -> list[tuple[str, Any]]:
+        result = validate(message.value, key=key, max_bytes=limit)
+        metrics.observe_validation(message, result)
+        if isinstance(result, Rejection):
+            return [(_DEADLETTER, deadletter_record(message, result))]
+        out = []
+        for target, item in route(result):
+            if message.produced_ms and isinstance(item, Observe):
+                item = Observe(item.contribution, message.produced_ms)  # noqa: PLW2901
+            out.append((target, (target, item)))
+        return out
+
+    return ingest
+
+
+def _is_fragment_input(keyed: tuple[str, Any]) -> bool:
+    value = keyed[1]
+    return type(value) is tuple and not isinstance(value[1], Event)
 
 
 # --- keyed steps ------------------------------------------------------------------------------
-def _route(checked: Checked) -> list[tuple[str, Any]]:
-    message, event = checked
-    routed = route(event)  # type: ignore[arg-type]
-    if message.produced_ms:
-        return [
-            (key, Observe(item.contribution, message.produced_ms))
-            if isinstance(item, Observe)
-            else (key, item)
-            for key, item in routed
-        ]
-    return routed
-
-
-def _person_index(state: PersonIndex | None, value: tuple[str, Event]) -> tuple[PersonIndex, Any]:
+def _person_index(
+    state: PersonIndex | None, value: tuple[str, Event]
+) -> tuple[PersonIndex, list[tuple[str, Any]]]:
     key, event = value
     state = state or PersonIndex()
     return state, [(fragment, (fragment, item)) for fragment, item in state.on_event(key, event)]
@@ -133,30 +134,25 @@ class _Fragments(_Pickled):
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         if self.state is None:
             self.state = FragmentLogic(values[0][0])
-        out: list[Any] = []
+        out: list[ForProfile] = []
         for _key, item in values:
-            out.extend(self.state.on_input(item))
-        return out, StatefulBatchLogic.RETAIN
+            self.state.on_input(item, out)
+        return [out], StatefulBatchLogic.RETAIN
 
 
 class _Profiles(_Pickled):
     def __init__(self, resume: bytes | None) -> None:
         self.state: ProfileState | None = pickle.loads(resume) if resume else None
 
-    def on_batch(self, values: list[tuple[str, ProfileInput]]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         if self.state is None:
             self.state = ProfileState(values[0][0])
-        written = apply_profile_inputs(self.state, [item for _key, item in values])
-        produced = max((v.produced_ms for _k, v in values if isinstance(v, Delta)), default=0)
-        if produced:
-            written = ProfileOut(written.profile_id, written.value, written.erased, produced)
-        discard = written.value is None
-        return [written], discard
+        out = apply_profile_inputs(self.state, [item for _key, item in values])
+        return [out], self.state.empty
 
 
-def _with_key(keyed: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
-    key, item = keyed
-    return key, (key, item)
+def _to_profiles(keyed: tuple[str, list[ForProfile]]) -> list[tuple[str, Any]]:
+    return [(profile, (profile, item)) for profile, item in keyed[1]]
 
 
 def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Dataflow:
@@ -175,39 +171,61 @@ def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Da
         source = EventLogSource(config.event_log_dir, config.topics, config.batch_size)
         raw = op.input("read", flow, source)
 
-    checked = op.map("validate", raw, _validator(config))
-    valid = op.branch("split_valid", checked, lambda c: not isinstance(c[1], Rejection))
-    dead = op.map("deadletter_record", valid.falses, deadletter_record)
-    if config.source == "kafka":
-        to_kafka = op.map("deadletter_message", dead, lambda kv: KafkaSinkMessage(*kv))
-        op.output("deadletter", to_kafka, KafkaSink([config.kafka_bootstrap], DEADLETTER))
-    else:
-        path = deadletter_path or config.event_log_dir / f"{DEADLETTER}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-        as_text = op.map("deadletter_text", dead, lambda kv: ("deadletter", kv[1].decode()))
-        op.output("deadletter", as_text, FileSink(path))
+    ingested = op.flat_map("ingest", raw, _ingester(config))
+    common = op.branch("fragment_input", ingested, _is_fragment_input)
+    rare = op.branch("person_or_deadletter", common.falses, lambda kv: kv[0] != _DEADLETTER)
+    _deadletter(config, rare.falses, deadletter_path)
 
-    routed = op.flat_map("route", valid.trues, _route)
-    by_path = op.branch("needs_person_index", routed, lambda kv: needs_person_index(*kv))
-    indexed = op.stateful_map(
-        "person_index", op.map("person_key", by_path.trues, _with_key), _person_index
+    fanned = op.flat_map(
+        "fan_out", op.stateful_map("person_index", rare.trues, _person_index), lambda kv: kv[1]
     )
-    fanned = op.flat_map("fan_out", indexed, lambda kv: kv[1])
-    fragment_inputs = op.merge(
-        "fragment_inputs", fanned, op.map("fragment_key", by_path.falses, _with_key)
-    )
-    fragment_out = op.key_rm(
-        "fragment_out", op.stateful_batch("fragments", fragment_inputs, _Fragments)
-    )
-    to_profile = op.branch("profile_or_store", fragment_out, lambda x: isinstance(x, tuple))
-    profile_out = op.key_rm(
-        "profile_out",
-        op.stateful_batch("profiles", op.map("profile_key", to_profile.trues, _with_key), _Profiles),
-    )
-    store_items = op.merge("store_items", profile_out, to_profile.falses)
+    fragment_inputs = op.merge("fragment_inputs", common.trues, fanned)
+    fragment_out = op.stateful_batch("fragments", fragment_inputs, _Fragments)
+    profile_inputs = op.flat_map("to_profiles", fragment_out, _to_profiles)
+    store_items = op.stateful_batch("profiles", profile_inputs, _Profiles)
     op.output("online_store", store_items, StoreSink(config.open_store))
     return flow
+
+
+def _deadletter(config: FlowConfig, dead: Any, path: Path | None) -> None:
+    if config.source == "kafka":
+        to_kafka = op.map("deadletter_message", dead, lambda kv: KafkaSinkMessage(None, kv[1]))
+        op.output("deadletter", to_kafka, KafkaSink([config.kafka_bootstrap], DEADLETTER))
+        return
+    path = path or config.event_log_dir / f"{DEADLETTER}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    as_text = op.map("deadletter_text", dead, lambda kv: ("deadletter", kv[1].decode()))
+    op.output("deadletter", as_text, FileSink(path))
+
+
+def run(
+    config: FlowConfig,
+    *,
+    workers: int = 1,
+    recovery_dir: Path | None = None,
+    snapshot_interval_s: float = 10.0,
+    backup_interval_s: float = 0.0,
+    deadletter_path: Path | None = None,
+) -> None:
+    """Run the feature flow in this process with ``workers`` threads until its input ends.
+
+    With ``recovery_dir``, state and input offsets are snapshotted every
+    ``snapshot_interval_s`` into Bytewax recovery partitions (created when missing), and a
+    restart resumes from the last snapshot.
+    """
+    recovery = None
+    if recovery_dir is not None:
+        if not any(recovery_dir.glob("part-*.sqlite3")):
+            recovery_dir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(recovery_dir, max(1, workers))
+        recovery = RecoveryConfig(str(recovery_dir), timedelta(seconds=backup_interval_s))
+    cli_main(
+        build_flow(config, deadletter_path=deadletter_path),
+        workers_per_process=workers,
+        epoch_interval=timedelta(seconds=snapshot_interval_s),
+        recovery_config=recovery,
+    )
 
 
 def _from_settings() -> Dataflow:

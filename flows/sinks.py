@@ -60,11 +60,12 @@ def merge_record(move: MoveOut) -> MergeRecord:
     )
 
 
-class _StorePartition(StatelessSinkPartition[StoreItem]):
+class _StorePartition(StatelessSinkPartition[tuple[str, list[StoreItem]]]):
     def __init__(self, store: OnlineStore) -> None:
         self._store = store
 
-    def write_batch(self, items: list[StoreItem]) -> None:
+    def write_batch(self, keyed: list[tuple[str, list[StoreItem]]]) -> None:
+        items = [item for _profile, produced in keyed for item in produced]
         batch, to_erase, produced = store_batch(items)
         started = time.perf_counter()
         self._store.write(batch)
@@ -79,8 +80,11 @@ class _StorePartition(StatelessSinkPartition[StoreItem]):
         self._store.close()
 
 
-class StoreSink(DynamicSink[StoreItem]):
-    """Write pipeline outputs to an online store; each worker opens its own connection."""
+class StoreSink(DynamicSink[tuple[str, list[StoreItem]]]):
+    """Write pipeline outputs to an online store; each worker opens its own connection.
+
+    Items are ``(profile_id, [store items])`` as the profiles step emits them.
+    """
 
     def __init__(self, open_store: Callable[[], OnlineStore]) -> None:
         self._open_store = open_store

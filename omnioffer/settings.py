@@ -10,6 +10,7 @@ PosixPath('/tmp/x/events')
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,8 +38,10 @@ class Settings(BaseSettings):
     store: Literal["sqlite", "redis"] = Field("sqlite", description="The online store.")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis online store.")
+    redis_namespace: str = Field("omni", description="Prefix of every Redis key.")
     max_event_bytes: int = Field(64 * 1024, gt=0, description="Larger events dead-letter.")
     seed: int = Field(7, description="Seed for simulation and training.")
+    events_dir: Path | None = Field(None, description="File event log; default under data_dir.")
     sqlite_path: Path | None = Field(None, description="SQLite store; default under data_dir.")
     recovery_dir: Path | None = Field(None, description="Bytewax recovery partitions; off if unset.")
     snapshot_interval_s: float = Field(10.0, gt=0, description="Bytewax epoch/snapshot interval.")
@@ -49,25 +52,38 @@ class Settings(BaseSettings):
     @property
     def event_log_dir(self) -> Path:
         """The embedded event log (one JSONL file per topic)."""
-        return self.data_dir / "events"
+        return self.events_dir or self.data_dir / "events"
 
     @property
     def store_path(self) -> Path:
         """The SQLite online store file."""
         return self.sqlite_path or self.data_dir / "online.sqlite3"
 
+    def store_opener(self, *, patient: bool = False) -> Callable[[], OnlineStore]:
+        """Return a function that opens the configured online store.
+
+        ``patient`` stores wait seconds for Redis (the flow can); others time out in
+        milliseconds so serving degrades instead of waiting.
+        """
+        options: dict[str, Any] = {}
+        if self.store == "redis":
+            options["namespace"] = self.redis_namespace
+            if patient:
+                options.update(socket_timeout=5.0, connect_timeout=5.0)
+        return functools.partial(
+            open_store, self.store, sqlite_path=self.store_path, redis_url=self.redis_url, **options
+        )
+
     def open_store(self) -> OnlineStore:
         """Open the configured online store."""
-        return open_store(self.store, sqlite_path=self.store_path, redis_url=self.redis_url)
+        return self.store_opener()()
 
     def flow_config(self, **overrides: Any) -> FlowConfig:
         """The feature flow's configuration from these settings."""
         from flows.features_flow import FlowConfig
 
         values: dict[str, Any] = {
-            "open_store": functools.partial(
-                open_store, self.store, sqlite_path=self.store_path, redis_url=self.redis_url
-            ),
+            "open_store": self.store_opener(patient=True),
             "hash_key": self.hash_key,
             "source": self.source,
             "event_log_dir": self.event_log_dir,

@@ -2,6 +2,7 @@
 
 >>> from datetime import UTC, datetime
 >>> from features.catalog import load_catalog
+>>> from simulator.world import SimulationConfig, make_world
 >>> catalog = load_catalog()
 >>> world = make_world(SimulationConfig(customers=20, days=2, seed=3), catalog)
 >>> loop = ClosedLoop(world, catalog, seed=1)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from features.events import Event
 from omnioffer.services import KafkaBroker, RedisServer
 
 # ---------------------------------------------------------------------------
@@ -37,3 +39,29 @@ def private_redis_server() -> Iterator[RedisServer]:
     """
     with RedisServer() as server:
         yield server
+
+
+# ---------------------------------------------------------------------------
+# A small simulated world, shared by the pipeline and flow tests.
+# ---------------------------------------------------------------------------
+TEST_HASH_KEY = b"omnioffer-test-key"
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Simulate 120 customers over 6 days into a file event log; return its folder."""
+    from features.catalog import load_catalog
+    from simulator import FileSink, SimulationConfig, simulate
+
+    out = tmp_path_factory.mktemp("small_world")
+    config = SimulationConfig(customers=120, days=6, seed=11, contact_hash_key=TEST_HASH_KEY)
+    simulate(config, load_catalog(), FileSink(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_world_events(small_world: Path) -> list[Event]:
+    """The valid events of :func:`small_world`, in log order."""
+    from flows.rebuild import load_events
+
+    return load_events(small_world, key=TEST_HASH_KEY)

@@ -1,0 +1,175 @@
+"""Identity resolution and aggregation, in-process (the logic the flow runs)."""
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from features.events import (
+    AddToCart,
+    ErasureRequest,
+    Identifiers,
+    IdentityLink,
+    Item,
+    PageView,
+    ProductView,
+    Purchase,
+)
+from features.pipeline import recompute
+from features.profile import decode_profile, profile_features
+
+T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+
+def at(minutes):
+    return T0 + timedelta(minutes=minutes)
+
+
+def view(n, minutes, **ids):
+    return ProductView(
+        event_id=f"v{n}", event_time=at(minutes), source="web", ids=Identifiers(**ids),
+        product_id="p-1", category="dairy", price=2.0,
+    )
+
+
+def link(n, minutes, **ids):
+    return IdentityLink(
+        event_id=f"l{n}", event_time=at(minutes), source="web", ids=Identifiers(**ids),
+        reason="login",
+    )
+
+
+def profiles(events):
+    return {k: decode_profile(v) for k, v in recompute(events).profiles.items()}
+
+
+def total(record, counter):
+    return sum(day.get(counter, 0) for day in record["days"].values())
+
+
+def test_anonymous_history_is_merged_into_the_customer_on_login():
+    events = [
+        view(1, 0, anonymous_id="a-1"),
+        view(2, 5, anonymous_id="a-1"),
+        link(1, 10, anonymous_id="a-1", customer_id="cu-1"),
+        view(3, 15, anonymous_id="a-1"),
+        view(4, 20, customer_id="cu-1"),
+    ]
+    result = recompute(events)
+    assert set(result.profiles) == {"customer_id:cu-1"}
+    record = decode_profile(result.profiles["customer_id:cu-1"])
+    assert total(record, "vw:web") == 4
+    assert record["fragments"] == ["anonymous_id:a-1", "customer_id:cu-1"]
+    assert result.identity["anonymous_id:a-1"] == "customer_id:cu-1"
+    [move] = result.moves
+    assert (move.from_profile, move.into_profile, move.rule) == (
+        "anonymous_id:a-1", "customer_id:cu-1", "linked",
+    )
+
+
+def test_a_link_that_arrives_after_the_events_it_covers_gives_the_same_profile():
+    events = [view(1, 0, anonymous_id="a-1"), link(1, 10, anonymous_id="a-1", customer_id="cu-1")]
+    assert profiles(events) == profiles(list(reversed(events)))
+
+
+def test_a_shared_device_never_merges_two_customers():
+    events = [
+        view(1, 0, customer_id="cu-1"),
+        view(2, 1, customer_id="cu-2"),
+        view(3, 2, device_id="d-tablet"),
+        link(1, 3, device_id="d-tablet", customer_id="cu-1"),
+        link(2, 4, device_id="d-tablet", customer_id="cu-2"),
+        view(4, 5, device_id="d-tablet"),
+    ]
+    result = profiles(events)
+    assert total(result["customer_id:cu-1"], "vw:web") == 1
+    assert total(result["customer_id:cu-2"], "vw:web") == 1
+    assert total(result["device_id:d-tablet"], "vw:web") == 2
+    rules = [m.rule for m in recompute(events).moves]
+    assert rules == ["linked", "shared_identifier"]
+
+
+def test_two_known_profiles_linked_by_a_card_merge_once():
+    purchase = Purchase(
+        event_id="pu1", event_time=at(0), source="store", ids=Identifiers(card_id="k-1"),
+        order_id="o1", channel="store", payment_channel="store", store_id="st-001",
+        items=[Item(product_id="p-1", category="dairy", price=3.0, quantity=2)],
+        total=6.0,
+    )
+    events = [
+        purchase,
+        view(1, 1, customer_id="cu-1"),
+        link(1, 2, card_id="k-1", customer_id="cu-1"),
+        link(1, 2, card_id="k-1", customer_id="cu-1"),  # the same link delivered twice
+    ]
+    result = profiles(events)
+    assert list(result) == ["customer_id:cu-1"]
+    assert total(result["customer_id:cu-1"], "rev:store") == 600
+    assert total(result["customer_id:cu-1"], "links") == 1
+
+
+def test_duplicates_count_once_and_order_does_not_matter():
+    rng = random.Random(5)
+    events = [view(n, n, anonymous_id=f"a-{n % 4}") for n in range(40)]
+    events += [link(n, 40 + n, anonymous_id=f"a-{n}", customer_id=f"cu-{n % 2}") for n in range(4)]
+    events += [AddToCart(
+        event_id=f"c{n}", event_time=at(n * 7), source="app", ids=Identifiers(customer_id="cu-0"),
+        cart_id="cart-1", product_id="p-9", category="snacks", price=1.5,
+    ) for n in range(5)]
+    expected = profiles(events)
+    for _ in range(5):
+        shuffled = events + rng.sample(events, 10)
+        rng.shuffle(shuffled)
+        assert profiles(shuffled) == expected
+
+
+def test_events_older_than_the_horizon_fall_out_of_the_windows():
+    events = [view(1, 0, customer_id="cu-1"), view(2, 60 * 24 * 100, customer_id="cu-1")]
+    record = profiles(events)["customer_id:cu-1"]
+    assert total(record, "vw:web") == 1
+    assert profiles(list(reversed(events))) == {"customer_id:cu-1": record}
+
+
+def test_erasure_forgets_the_person_and_their_linked_identifiers():
+    events = [
+        view(1, 0, anonymous_id="a-1"),
+        link(1, 1, anonymous_id="a-1", customer_id="cu-1"),
+        view(2, 2, customer_id="cu-1"),
+        view(3, 3, customer_id="cu-2"),
+        ErasureRequest(event_id="er1", event_time=at(4), source="web",
+                       ids=Identifiers(customer_id="cu-1")),
+        view(4, 3, anonymous_id="a-1"),  # arrives late, from before the request
+    ]
+    result = recompute(events)
+    assert set(result.profiles) == {"customer_id:cu-2"}
+    assert "anonymous_id:a-1" not in result.identity
+    assert "customer_id:cu-1" not in result.identity
+
+
+def test_features_as_of_a_time_use_only_their_windows():
+    cart = AddToCart(
+        event_id="c1", event_time=at(0), source="app", ids=Identifiers(customer_id="cu-1"),
+        cart_id="cart-1", product_id="p-9", category="snacks", price=2.5, quantity=2,
+    )
+    page = PageView(event_id="pv1", event_time=at(1), source="app",
+                    ids=Identifiers(customer_id="cu-1"), page="home")
+    record = profiles([cart, page])["customer_id:cu-1"]
+    soon = profile_features(record, int(at(30).timestamp()))
+    assert soon["open_cart_value"] == 5.0 and soon["cart_abandoned"] is False
+    assert soon["events_24h"] == 2
+    later = profile_features(record, int(at(60 * 5).timestamp()))
+    assert later["cart_abandoned"] is True
+    much_later = profile_features(record, int(at(60 * 24 * 120).timestamp()))
+    assert much_later["events_90d"] == 0 and much_later["events_24h"] == 0
+    for name in ("discount_hunter", "newcomer", "toucher", "social", "procrastinator"):
+        assert 0.0 <= soon[f"persona_{name}"] <= 1.0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_simulated_world_is_order_independent(seed, small_world_events):
+    # Erasures are the one order-dependent input: an erasure forgets what was seen before it.
+    events = [e for e in small_world_events if not isinstance(e, ErasureRequest)]
+    expected = profiles(events)
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)
+    assert profiles(shuffled) == expected

@@ -1,0 +1,663 @@
+"""The online-store contract, run against every implementation (SQLite and Redis).
+
+Each test gets a fresh store: a new SQLite file, or a new key namespace on the session
+Redis server. Redis-specific checks (one GET, key layout, no key left after erasure,
+outages) sit at the end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.crc import key_slot
+
+from features.store import (
+    ContactRecord,
+    ErasureReport,
+    IdentityWrite,
+    MergeRecord,
+    OnlineStore,
+    ProfileWrite,
+    StoreBatch,
+    StoreError,
+    StoreUnavailableError,
+    open_store,
+)
+from features.store_redis import RedisStore
+from features.store_sqlite import SqliteStore
+from omnioffer.services import RedisServer
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CET = timezone(timedelta(hours=1))
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    """Makes fresh stores of one kind and dumps their raw contents."""
+
+    kind: str
+    tmp_path: Path
+    server: RedisServer | None
+    made: list[OnlineStore] = field(default_factory=list)
+
+    def make(self, **options: Any) -> OnlineStore:
+        store: OnlineStore
+        if self.kind == "sqlite":
+            store = SqliteStore(self.tmp_path / f"store-{len(self.made)}.sqlite", **options)
+        else:
+            assert self.server is not None
+            namespace = f"t{uuid.uuid4().hex[:12]}"
+            store = RedisStore(self.server.url, namespace=namespace, socket_timeout=2.0, **options)
+        self.made.append(store)
+        return store
+
+    def raw(self, store: OnlineStore) -> dict[str, Any]:
+        """Everything the store holds, as plain sorted data (TTLs aside)."""
+        if isinstance(store, SqliteStore):
+            with sqlite3.connect(store.path) as db:
+                tables = [name for (name,) in db.execute(_TABLES)]
+                return {t: sorted(db.execute(f"SELECT * FROM {t}")) for t in tables}
+        assert isinstance(store, RedisStore) and self.server is not None
+        client = self.server.client()
+        try:
+            return {
+                key: _dump_key(client, key)
+                for key in sorted(client.scan_iter(match=f"{store.namespace}:*", count=1000))
+            }
+        finally:
+            client.close()
+
+    def cleanup(self) -> None:
+        for store in self.made:
+            store.close()
+        if self.server is not None and self.made:
+            client = self.server.client()
+            for store in self.made:
+                assert isinstance(store, RedisStore)
+                keys = list(client.scan_iter(match=f"{store.namespace}:*", count=1000))
+                if keys:
+                    client.delete(*keys)
+            client.close()
+
+
+_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+
+
+def _dump_key(client: redis.Redis, key: bytes) -> Any:
+    kind = client.type(key)
+    if kind == b"string":
+        return client.get(key)
+    if kind == b"set":
+        return sorted(client.smembers(key))
+    if kind == b"hash":
+        return sorted(client.hgetall(key).items())
+    if kind == b"zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    raise AssertionError(f"unexpected type {kind!r} of {key!r}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    made = Backend(request.param, tmp_path, server)
+    yield made
+    made.cleanup()
+
+
+@pytest.fixture
+def store(backend: Backend) -> OnlineStore:
+    return backend.make()
+
+
+# --- builders ---------------------------------------------------------------------------
+
+
+def merge(merge_id: str, into: str, at: datetime = T0, **kw: str) -> MergeRecord:
+    fields = {
+        "identifier": "anonymous_id:a-1",
+        "from_profile": "anonymous_id:a-1",
+        "rule": "login",
+        "cause_event_id": f"ev-{merge_id}",
+    } | kw
+    return MergeRecord(merge_id=merge_id, at=at, into_profile=into, **fields)
+
+
+def contact(decision_id: str, profile_id: str, sent_at: datetime = T0, **kw: Any) -> ContactRecord:
+    fields: dict[str, Any] = {"channel": "email", "kind": "marketing", "campaign": "spring"} | kw
+    return ContactRecord(profile_id=profile_id, decision_id=decision_id, sent_at=sent_at, **fields)
+
+
+def link(identifier: str, profile_id: str | None) -> IdentityWrite:
+    return IdentityWrite(identifier, profile_id)
+
+
+A, B, C = "customer_id:cu-1", "customer_id:cu-2", "anonymous_id:a-9"
+
+
+# --- the contract -----------------------------------------------------------------------
+
+
+def test_implements_the_protocol(store: OnlineStore) -> None:
+    assert isinstance(store, OnlineStore)
+    assert store.ping() is True
+
+
+def test_write_then_read_round_trip(store: OnlineStore) -> None:
+    store.write(StoreBatch(profiles=[ProfileWrite(A, b"\x00one"), ProfileWrite(B, b"")]))
+    assert store.read_profile(A) == b"\x00one"
+    assert store.read_profile(B) == b""  # empty is a value, not absence
+    assert store.read_profile(C) is None
+    assert store.read_profiles([B, C, A, A]) == [b"", None, b"\x00one", b"\x00one"]
+    assert store.read_profiles([]) == []
+
+    store.write(StoreBatch(profiles=[ProfileWrite(A, b"two")]))  # absolute: replaces
+    assert store.read_profile(A) == b"two"
+
+
+def test_the_last_write_of_a_profile_in_a_batch_wins(store: OnlineStore) -> None:
+    store.write(StoreBatch(profiles=[ProfileWrite(A, b"1"), ProfileWrite(A, b"2")]))
+    assert store.read_profile(A) == b"2"
+
+
+def test_same_batch_twice_gives_the_same_state(backend: Backend, store: OnlineStore) -> None:
+    batch = StoreBatch(
+        profiles=[ProfileWrite(A, b"v")],
+        identity=[link("anonymous_id:a-1", A), link("device_id:d-1", A)],
+        merges=[merge("m-1", A), merge("m-2", A, T0 + timedelta(minutes=1))],
+        contacts=[contact("d-1", A), contact("d-2", A, T0 + timedelta(hours=1))],
+    )
+    store.write(batch)
+    once = backend.raw(store)
+    store.write(batch)
+    assert backend.raw(store) == once
+    assert [m.merge_id for m in store.merges_of(A)] == ["m-1", "m-2"]
+    assert [c.decision_id for c in store.contacts_of(A)] == ["d-1", "d-2"]
+    assert store.identifiers_of(A) == ["anonymous_id:a-1", "device_id:d-1"]
+
+
+def test_resolve_returns_the_first_mapped_identifier_in_order(store: OnlineStore) -> None:
+    store.write(StoreBatch(identity=[link("customer_id:cu-1", A), link("anonymous_id:a-1", B)]))
+    assert store.resolve(["customer_id:cu-1", "anonymous_id:a-1"]) == A
+    assert store.resolve(["anonymous_id:a-1", "customer_id:cu-1"]) == B
+    assert store.resolve(["device_id:nope", "anonymous_id:a-1"]) == B
+    assert store.resolve(["device_id:nope"]) is None
+    assert store.resolve([]) is None
+
+
+def test_remapping_an_identifier_moves_it_between_indexes(store: OnlineStore) -> None:
+    store.write(StoreBatch(identity=[link("anonymous_id:a-1", A), link("device_id:d-1", A)]))
+    store.write(StoreBatch(identity=[link("anonymous_id:a-1", B)]))
+    assert store.resolve(["anonymous_id:a-1"]) == B
+    assert store.identifiers_of(A) == ["device_id:d-1"]
+    assert store.identifiers_of(B) == ["anonymous_id:a-1"]
+
+    store.write(StoreBatch(identity=[link("device_id:d-1", None)]))  # unmapped
+    assert store.resolve(["device_id:d-1"]) is None
+    assert store.identifiers_of(A) == []
+
+
+def test_remapping_there_and_back_in_one_batch_keeps_the_index(store: OnlineStore) -> None:
+    store.write(StoreBatch(identity=[link("anonymous_id:a-1", A)]))
+    store.write(StoreBatch(identity=[link("anonymous_id:a-1", B), link("anonymous_id:a-1", A)]))
+    assert store.resolve(["anonymous_id:a-1"]) == A
+    assert store.identifiers_of(A) == ["anonymous_id:a-1"]
+    assert store.identifiers_of(B) == []
+    assert store.erase(A).identifiers == 1
+
+
+@pytest.mark.integration
+def test_redis_index_drops_a_moved_identifier(redis_server: RedisServer) -> None:
+    backend = Backend("redis", Path(), redis_server)
+    store = backend.make()
+    assert isinstance(store, RedisStore)
+    try:
+        store.write(StoreBatch(identity=[link("anonymous_id:a-1", A)]))
+        store.write(StoreBatch(identity=[link("anonymous_id:a-1", B)]))
+        raw = backend.raw(store)
+        assert f"{store.namespace}:{{{A}}}:ids".encode() not in raw  # emptied, so gone
+        assert raw[f"{store.namespace}:{{{B}}}:ids".encode()] == [b"anonymous_id:a-1"]
+    finally:
+        backend.cleanup()
+
+
+def test_deleting_a_profile_removes_only_its_value(store: OnlineStore) -> None:
+    store.write(
+        StoreBatch(
+            profiles=[ProfileWrite(A, b"a"), ProfileWrite(B, b"b")],
+            identity=[link("anonymous_id:a-1", A)],
+            merges=[merge("m-1", A)],
+            contacts=[contact("d-1", A)],
+        )
+    )
+    store.write(StoreBatch(deleted_profiles=[A]))
+    assert store.read_profile(A) is None
+    assert store.read_profile(B) == b"b"
+    assert store.resolve(["anonymous_id:a-1"]) == A
+    assert len(store.merges_of(A)) == 1 and len(store.contacts_of(A)) == 1
+
+    # Written and deleted in one batch: deletions apply after writes.
+    store.write(StoreBatch(profiles=[ProfileWrite(B, b"b2")], deleted_profiles=[B]))
+    assert store.read_profile(B) is None
+    store.write(StoreBatch(deleted_profiles=[B, "never:written"]))  # idempotent
+
+
+def _erasable(store: OnlineStore) -> None:
+    """A with everything; B with its own data; one of A's identifiers moved to B."""
+    store.write(
+        StoreBatch(
+            profiles=[ProfileWrite(A, b"a"), ProfileWrite(B, b"b")],
+            identity=[
+                link("anonymous_id:a-1", A),
+                link("device_id:d-1", A),
+                link("email_hash:em:0f", A),
+                link("anonymous_id:b-1", B),
+            ],
+            merges=[merge("m-1", A), merge("m-2", A, from_profile="anonymous_id:a-7")],
+            contacts=[contact("d-1", A), contact("d-2", A, T0 + timedelta(days=1))],
+        )
+    )
+    store.write(
+        StoreBatch(
+            identity=[link("email_hash:em:0f", B)],
+            merges=[
+                merge("m-9", B, identifier="anonymous_id:b-1", from_profile="anonymous_id:b-0")
+            ],
+            contacts=[contact("d-9", B)],
+        )
+    )
+
+
+def test_erase_removes_everything_of_the_profile(store: OnlineStore) -> None:
+    _erasable(store)
+    report = store.erase(A)
+    assert report == ErasureReport(profiles=1, identifiers=2, merges=2, contacts=2)
+    assert report.total == 7
+    assert store.read_profile(A) is None
+    assert store.resolve(["anonymous_id:a-1", "device_id:d-1"]) is None
+    assert store.identifiers_of(A) == []
+    assert store.merges_of(A) == [] and store.contacts_of(A) == []
+    # B is untouched, including the identifier that moved from A to B.
+    assert store.read_profile(B) == b"b"
+    assert store.identifiers_of(B) == ["anonymous_id:b-1", "email_hash:em:0f"]
+    assert [m.merge_id for m in store.merges_of(B)] == ["m-9"]
+    assert [c.decision_id for c in store.contacts_of(B)] == ["d-9"]
+    assert store.erase(A) == ErasureReport()  # idempotent
+
+
+def test_erase_leaves_no_trace(backend: Backend, store: OnlineStore) -> None:
+    _erasable(store)
+    store.erase(A)
+    traces = ("cu-1", "anonymous_id:a-1", "device_id:d-1", "anonymous_id:a-7", "d-1", "d-2")
+    raw = backend.raw(store)
+    if isinstance(store, RedisStore):
+        # Every key left (found by SCAN: fine in a test) and every value in it.
+        text = repr(raw)
+        assert all(f"{{{A}}}" not in key.decode() for key in raw)
+    else:
+        # Every row of every table, and the database file itself after the checkpoint.
+        assert set(raw) == {"contacts", "identities", "merges", "profiles"}
+        text = repr(raw) + Path(store.path).read_bytes().decode("latin-1")
+        wal = Path(f"{store.path}-wal")
+        if wal.exists():
+            text += wal.read_bytes().decode("latin-1")
+    for trace in traces:
+        assert trace not in text, trace
+    assert "customer_id:cu-2" in text  # B is still there: the check looks at the data
+
+
+def test_contact_log_is_ordered_and_filtered_by_since(store: OnlineStore) -> None:
+    late, early = T0 + timedelta(hours=2), T0 - timedelta(hours=2)
+    store.write(
+        StoreBatch(
+            contacts=[
+                contact("d-3", A, late, channel="sms"),
+                contact("d-1", A, early.astimezone(CET), offer_id="of-1", message_key="k"),
+                contact("d-2b", A, T0, kind="transactional", campaign=None),
+                contact("d-2a", A, T0, channel="push"),
+                contact("d-x", B, T0),
+            ]
+        )
+    )
+    got = store.contacts_of(A)
+    assert [c.decision_id for c in got] == ["d-1", "d-2a", "d-2b", "d-3"]
+    assert got[0] == contact("d-1", A, early, offer_id="of-1", message_key="k")
+    assert got[0].sent_at.utcoffset() == timedelta(hours=1)  # written offset kept
+    assert got[2].campaign is None and got[2].kind == "transactional"
+    assert [c.decision_id for c in store.contacts_of(A, since=T0)] == ["d-2a", "d-2b", "d-3"]
+    since = late.astimezone(CET)  # inclusive, compared as instants
+    assert [c.decision_id for c in store.contacts_of(A, since=since)] == ["d-3"]
+    after = late + timedelta(microseconds=1)
+    assert store.contacts_of(A, since=after) == []
+    assert store.contacts_of(C) == []
+
+
+def test_a_contact_record_is_keyed_by_its_decision(store: OnlineStore) -> None:
+    store.write(StoreBatch(contacts=[contact("d-1", A, T0, channel="email")]))
+    store.write(StoreBatch(contacts=[contact("d-1", A, T0 + timedelta(1), channel="sms")]))
+    assert store.contacts_of(A) == [contact("d-1", A, T0 + timedelta(1), channel="sms")]
+    assert store.contacts_of(A, since=T0 + timedelta(hours=1))[0].channel == "sms"
+
+
+def test_contacts_are_trimmed_by_event_time_retention(backend: Backend) -> None:
+    store = backend.make(contact_retention_days=10)
+    old, mid = T0 - timedelta(days=12), T0 - timedelta(days=5)
+    store.write(StoreBatch(contacts=[contact("d-old", A, old), contact("d-mid", A, mid)]))
+    # Event time, not the clock: both survive although T0 may be far from today.
+    assert len(store.contacts_of(A)) == 2
+    store.write(StoreBatch(contacts=[contact("d-new", A, T0), contact("d-b", B, old)]))
+    # Newest is T0 now: d-old is 12 days older and goes, d-mid (5 days) stays.
+    assert [c.decision_id for c in store.contacts_of(A)] == ["d-mid", "d-new"]
+    assert [c.decision_id for c in store.contacts_of(B)] == ["d-b"]  # B's own newest
+    store.write(StoreBatch(contacts=[contact("d-old", A, old)]))  # replayed: trimmed again
+    assert [c.decision_id for c in store.contacts_of(A)] == ["d-mid", "d-new"]
+
+    keep_all = backend.make(contact_retention_days=None)
+    keep_all.write(StoreBatch(contacts=[contact("d-old", A, old), contact("d-new", A, T0)]))
+    assert len(keep_all.contacts_of(A)) == 2
+
+
+def test_merges_are_ordered_by_time_then_id(store: OnlineStore) -> None:
+    store.write(
+        StoreBatch(
+            merges=[
+                merge("m-b", A, T0),
+                merge("m-c", A, T0 - timedelta(days=1)),
+                merge("m-a", A, T0.astimezone(CET)),
+                merge("m-z", B, T0),
+            ]
+        )
+    )
+    got = store.merges_of(A)
+    assert [m.merge_id for m in got] == ["m-c", "m-a", "m-b"]
+    assert got[0] == merge("m-c", A, T0 - timedelta(days=1))
+    store.write(StoreBatch(merges=[merge("m-c", A, T0 + timedelta(days=1), rule="card_scan")]))
+    assert [(m.merge_id, m.rule) for m in store.merges_of(A)][-1] == ("m-c", "card_scan")
+    assert len(store.merges_of(A)) == 3
+    assert store.merges_of(C) == []
+
+
+def test_profile_ttl_expires_values_only(backend: Backend) -> None:
+    store = backend.make(profile_ttl_s=0.2)
+    store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")], identity=[link("device_id:d", A)]))
+    assert store.read_profile(A) == b"v"
+    time.sleep(0.35)
+    assert store.read_profile(A) is None
+    assert store.read_profiles([A]) == [None]
+    assert store.resolve(["device_id:d"]) == A
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "text"),
+    [
+        (
+            StoreBatch(profiles=[ProfileWrite(A, "v")]),  # type: ignore[arg-type]
+            TypeError,
+            "profiles[0].value must be bytes; got str",
+        ),
+        (StoreBatch(profiles=[ProfileWrite("", b"v")]), ValueError, "profiles[0].profile_id"),
+        (StoreBatch(deleted_profiles=[""]), ValueError, "deleted_profiles[0] must be"),
+        (StoreBatch(identity=[link("", A)]), ValueError, "identity[0].identifier"),
+        (StoreBatch(identity=[link("x", "")]), ValueError, "identity[0].profile_id"),
+        (
+            StoreBatch(merges=[merge("m", A, datetime(2026, 3, 1))]),  # noqa: DTZ001
+            ValueError,
+            "merges[0].at must be timezone-aware; got naive 2026-03-01T00:00:00",
+        ),
+        (
+            StoreBatch(contacts=[contact("d", A, datetime(2026, 3, 1))]),  # noqa: DTZ001
+            ValueError,
+            "contacts[0].sent_at must be timezone-aware",
+        ),
+        (StoreBatch(contacts=[contact("", A)]), ValueError, "contacts[0].decision_id"),
+    ],
+)
+def test_bad_batches_are_rejected_before_anything_is_written(
+    backend: Backend, store: OnlineStore, batch: StoreBatch, error: type[Exception], text: str
+) -> None:
+    good = StoreBatch(profiles=[ProfileWrite(B, b"ok")])
+    mixed = StoreBatch(
+        profiles=batch.profiles + good.profiles,  # the bad one stays at [0]
+        deleted_profiles=batch.deleted_profiles,
+        identity=batch.identity,
+        merges=batch.merges,
+        contacts=batch.contacts,
+    )
+    before = backend.raw(store)
+    with pytest.raises(error) as info:
+        store.write(mixed)
+    assert text in str(info.value)
+    assert backend.raw(store) == before
+
+
+def test_naive_since_is_rejected(store: OnlineStore) -> None:
+    with pytest.raises(ValueError, match="since must be timezone-aware"):
+        store.contacts_of(A, since=datetime(2026, 3, 1))  # noqa: DTZ001
+    with pytest.raises(TypeError, match="write\\(\\) takes a StoreBatch; got dict"):
+        store.write({})  # type: ignore[arg-type]
+
+
+# --- replays converge (property) --------------------------------------------------------
+
+PROFILES = [A, B, "p{3}", "x}y"]  # braces: the hash tag must still be one per profile
+IDENTIFIERS = ["anonymous_id:a-1", "device_id:d-1", "customer_id:cu-1", "card_id:k-1"]
+DAYS = [0, 1, 30, 95, 200]  # spans the 90-day retention
+
+profiles_st = st.sampled_from(PROFILES)
+merges_st = st.builds(
+    merge,
+    st.sampled_from(["m-1", "m-2", "m-3"]),
+    profiles_st,
+    st.sampled_from(DAYS).map(lambda d: T0 + timedelta(days=d)),
+    rule=st.sampled_from(["login", "card_scan"]),
+)
+
+
+def _contact_of(decision: int, profile_id: str) -> ContactRecord:
+    # A contact is an immutable fact: its content is a function of its id.
+    day = DAYS[decision % len(DAYS)]
+    channel = ("email", "sms", "push")[decision % 3]
+    return contact(f"d-{decision}", profile_id, T0 + timedelta(days=day), channel=channel)
+
+
+batches_st = st.builds(
+    StoreBatch,
+    profiles=st.lists(st.builds(ProfileWrite, profiles_st, st.binary(max_size=4)), max_size=3),
+    deleted_profiles=st.lists(profiles_st, max_size=1),
+    identity=st.lists(
+        st.builds(IdentityWrite, st.sampled_from(IDENTIFIERS), st.none() | profiles_st),
+        max_size=3,
+    ),
+    merges=st.lists(merges_st, max_size=2),
+    contacts=st.lists(
+        st.builds(_contact_of, st.integers(0, 9), profiles_st),
+        max_size=3,
+    ),
+)
+
+
+def _replay(backend: Backend, batches: list[StoreBatch]) -> dict[str, Any]:
+    store = backend.make()
+    for batch in batches:
+        store.write(batch)
+    state = {
+        "raw": backend.raw(store),
+        "profiles": store.read_profiles(PROFILES),
+        "resolved": [store.resolve([i]) for i in IDENTIFIERS],
+        "ids": [store.identifiers_of(p) for p in PROFILES],
+        "merges": [store.merges_of(p) for p in PROFILES],
+        "contacts": [store.contacts_of(p) for p in PROFILES],
+    }
+    if isinstance(store, RedisStore):  # namespaces differ; compare the rest of the keys
+        state["raw"] = {k.split(b":", 1)[1]: v for k, v in state["raw"].items()}
+    return state
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batches=st.lists(batches_st, min_size=1, max_size=6), data=st.data())
+def test_replaying_any_suffix_converges(
+    backend: Backend, batches: list[StoreBatch], data: st.DataObject
+) -> None:
+    # A crash after `stop` batches, restarting from the checkpoint at `start` <= stop.
+    stop = data.draw(st.integers(0, len(batches)), label="crashed after")
+    start = data.draw(st.integers(0, stop), label="resumed from")
+    once = _replay(backend, batches)
+    assert _replay(backend, batches[:stop] + batches[start:]) == once
+    doubled = [b for batch in batches for b in (batch, batch)]
+    assert _replay(backend, doubled) == once
+    backend.cleanup()
+    backend.made.clear()
+
+
+# --- SQLite specifics -------------------------------------------------------------------
+
+
+def test_sqlite_in_memory_and_threads() -> None:
+    with SqliteStore(":memory:") as store:
+
+        def work(n: int) -> None:
+            for i in range(50):
+                pid = f"p-{n}-{i}"
+                store.write(StoreBatch(profiles=[ProfileWrite(pid, b"v")]))
+                assert store.read_profile(pid) == b"v"
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store.read_profiles([f"p-{n}-49" for n in range(4)]) == [b"v"] * 4
+    with pytest.raises(StoreError, match="is closed"):
+        store.read_profile("p-0-0")
+    store.close()  # idempotent
+
+
+def test_open_store_picks_the_implementation(tmp_path: Path) -> None:
+    with open_store("sqlite", sqlite_path=tmp_path / "a" / "s.db") as store:
+        assert isinstance(store, SqliteStore)
+    with pytest.raises(ValueError, match="needs redis_url"):
+        open_store("redis")
+    with pytest.raises(ValueError, match="must be 'sqlite' or 'redis'; got 'mongo'"):
+        open_store("mongo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="contact_retention_days must be positive"):
+        open_store("sqlite", contact_retention_days=0)
+    with pytest.raises(ValueError, match="profile_ttl_s must be positive"):
+        open_store("sqlite", profile_ttl_s=-1)
+
+
+# --- Redis specifics --------------------------------------------------------------------
+
+
+def _command_calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()}
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    changed.pop("info", None)  # our own INFO calls
+    return changed
+
+
+@pytest.mark.integration
+def test_redis_hot_reads_are_one_command_each(redis_server: RedisServer) -> None:
+    probe = redis_server.client()
+    with RedisStore(redis_server.url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")], identity=[link("device_id:d", A)]))
+        for call, expected in [
+            (lambda: store.read_profile(A), {"get": 1}),
+            (lambda: store.read_profiles([A, B]), {"mget": 1}),
+            (lambda: store.resolve(["anonymous_id:x", "device_id:d"]), {"mget": 1}),
+        ]:
+            before = _command_calls(probe)
+            call()
+            assert _delta(before, _command_calls(probe)) == expected
+    probe.close()
+
+
+@pytest.mark.integration
+def test_redis_keys_follow_the_layout(redis_server: RedisServer) -> None:
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    probe = redis_server.client()
+    with RedisStore(redis_server.url, namespace=namespace) as store:
+        for pid in [A, "x}y", "p{3}"]:
+            store.write(
+                StoreBatch(
+                    profiles=[ProfileWrite(pid, b"v")],
+                    identity=[link(f"device_id:{pid}", pid)],
+                    merges=[merge("m-1", pid)],
+                    contacts=[contact("d-1", pid)],
+                )
+            )
+            own = [k for k in probe.scan_iter(match=f"{namespace}:*") if b"id:{" not in k]
+            keys = sorted(k.decode() for k in own if k.startswith(f"{namespace}:{{{pid}".encode()))
+            assert keys == sorted(
+                f"{namespace}:{{{pid}}}:{part}"
+                for part in ("p", "ids", "merges", "contacts", "crec")
+            )
+            assert len({key_slot(k.encode()) for k in keys}) == 1  # one cluster slot
+            assert probe.get(f"{namespace}:id:{{device_id:{pid}}}") == pid.encode()
+            assert probe.ttl(store.profile_key(pid)) == -1  # no TTL by default
+            store.erase(pid)
+    with RedisStore(redis_server.url, namespace=namespace, profile_ttl_s=600) as store:
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")]))
+        assert 590 < probe.ttl(store.profile_key(A)) <= 600
+        store.erase(A)
+    probe.close()
+    for bad in ["", "a{b", "a}"]:
+        with pytest.raises(ValueError, match="namespace must be non-empty and without braces"):
+            RedisStore(redis_server.url, namespace=bad)
+
+
+@pytest.mark.integration
+def test_redis_survives_a_script_cache_flush(redis_server: RedisServer) -> None:
+    with RedisStore(redis_server.url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+        store.write(StoreBatch(identity=[link("device_id:d", A)], contacts=[contact("d-1", A)]))
+        probe = redis_server.client()
+        probe.script_flush()  # what a restart does to the script cache
+        store.write(StoreBatch(contacts=[contact("d-2", A)]))
+        probe.script_flush()
+        assert [c.decision_id for c in store.contacts_of(A)] == ["d-1", "d-2"]
+        probe.script_flush()
+        assert store.erase(A) == ErasureReport(profiles=0, identifiers=1, merges=0, contacts=2)
+        probe.close()
+
+
+@pytest.mark.integration
+def test_redis_outage_fails_fast_and_recovers(private_redis_server: RedisServer) -> None:
+    server = private_redis_server
+    with RedisStore(server.url, namespace="outage") as store:
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")]))
+        server.stop()
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match="read_profile: server unavailable"):
+                store.read_profile(A)
+            with pytest.raises(StoreUnavailableError):
+                store.write(StoreBatch(profiles=[ProfileWrite(A, b"w")]))
+            assert store.ping() is False
+            assert time.monotonic() - started < 1.0  # generous: the point is "not seconds"
+        finally:
+            server.start()
+        # Same port, empty server: the pooled connections are stale; one retry covers it.
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"back")]))
+        assert store.read_profile(A) == b"back"
+        assert store.ping() is True

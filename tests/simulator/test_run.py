@@ -1,0 +1,146 @@
+import re
+from datetime import datetime, timedelta
+
+import orjson
+import pytest
+
+from features.decisions import decode_decision
+from features.events import Event
+from features.topics import DECISIONS, EVENT_TOPICS
+from features.validation import Rejection, validate
+from simulator import FileSink, SimulationConfig, simulate
+from simulator.noise import EXPECTED_REASON
+from simulator.world import synthetic_contacts
+
+SMALL = SimulationConfig(customers=120, days=4, seed=5)
+
+
+def files(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path, catalog):
+    simulate(SMALL, catalog, FileSink(tmp_path / "a"))
+    simulate(SMALL, catalog, FileSink(tmp_path / "b"))
+    other = SimulationConfig(customers=120, days=4, seed=6)
+    simulate(other, catalog, FileSink(tmp_path / "c"))
+    a, b, c = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
+    assert a == b
+    assert set(a) == {f"{t}.jsonl" for t in (*EVENT_TOPICS, DECISIONS, "ground_truth")}
+    assert all(a[name] != c[name] for name in a)
+
+
+def test_stats_match_the_files(simulated):
+    stats = simulated.stats
+    for topic, count in stats.by_topic.items():
+        assert len(simulated.lines(topic)) == count
+    assert stats.messages == sum(stats.by_topic.values())
+    assert stats.decisions == stats.by_topic[DECISIONS] > 0
+    assert stats.customers == len(simulated.truth()) == simulated.config.customers
+    assert stats.duplicates > 0 and stats.late > 0 and stats.malformed > 0
+    assert stats.events_per_second > 0
+
+
+def test_progress_reports_every_day(tmp_path, catalog):
+    seen = []
+    simulate(SMALL, catalog, FileSink(tmp_path), lambda done, total: seen.append((done, total)))
+    assert seen == [(day, 4) for day in range(1, 5)]
+
+
+def test_malformed_lines_are_rejected_and_every_other_line_accepted(simulated):
+    key = simulated.config.contact_hash_key
+    reasons: dict[str, int] = {}
+    for topic in EVENT_TOPICS:
+        for line in simulated.lines(topic):
+            result = validate(line, key=key)
+            if isinstance(result, Rejection):
+                reasons[result.reason.code] = reasons.get(result.reason.code, 0) + 1
+            else:
+                assert isinstance(result, Event)
+    expected: dict[str, int] = {}
+    for kind, count in simulated.stats.malformed_by_kind.items():
+        expected[EXPECTED_REASON[kind]] = expected.get(EXPECTED_REASON[kind], 0) + count
+    assert reasons == expected
+    assert sum(reasons.values()) == simulated.stats.malformed
+
+
+def test_decisions_decode(simulated):
+    for line in simulated.lines(DECISIONS):
+        decode_decision(line)
+
+
+def test_duplicates_repeat_the_same_bytes(simulated):
+    lines = [line for topic in EVENT_TOPICS for line in simulated.lines(topic)]
+    by_id: dict[str, set[bytes]] = {}
+    for line in lines:
+        match = re.search(rb'"event_id":"([^"]+)"', line)
+        if match and b"~bad" not in line:
+            by_id.setdefault(match.group(1).decode(), set()).add(line)
+    repeated = [i for i in by_id if sum(1 for line in lines if f'"{i}"'.encode() in line) > 1]
+    assert repeated
+    assert all(len(by_id[i]) <= 2 for i in repeated)  # at most: the event and one broken copy
+
+
+def test_lines_are_in_arrival_order(simulated):
+    # Arrival = event time, except late events (up to max_late_hours) and re-sent duplicates.
+    slack = timedelta(hours=simulated.config.max_late_hours)
+    for topic in EVENT_TOPICS:
+        latest = None
+        behind = 0
+        for line in simulated.lines(topic):
+            event = validate(line, key=simulated.config.contact_hash_key)
+            if not isinstance(event, Event):
+                continue
+            if latest is not None and event.event_time < latest:
+                behind += 1
+                assert event.event_time >= latest - slack, (topic, event.event_id)
+            latest = event.event_time if latest is None else max(latest, event.event_time)
+        assert behind > 0, topic  # some events are late
+    times = [decode_decision(line).decided_at for line in simulated.lines(DECISIONS)]
+    assert times == sorted(times)
+
+
+def test_event_times_are_aware_and_within_the_horizon(simulated, events):
+    start = simulated.config.start
+    end = start + timedelta(days=simulated.config.days)
+    assert all(e.event_time.utcoffset() is not None for e in events)
+    assert all(start <= e.event_time < end for e in events)
+    assert len({e.event_id for e in events}) == len(events)
+
+
+def test_no_raw_contact_in_any_file(simulated):
+    email_like = re.compile(rb"@")
+    phone_like = re.compile(rb"\+\d[\d ()./-]{6,}\d")
+    raw = []
+    for index in range(simulated.config.customers):
+        email, phone = synthetic_contacts(simulated.config.seed, index)
+        digits = re.sub(r"\D", "", phone)
+        raw += [email.encode(), phone.encode(), digits.encode()]
+    for path in sorted(simulated.directory.iterdir()):
+        data = path.read_bytes()
+        assert not email_like.search(data), path.name
+        assert not phone_like.search(data), path.name
+        for contact in raw:
+            assert contact not in data, (path.name, contact)
+
+
+def test_ground_truth_has_hashes_and_traits(simulated):
+    for row in simulated.truth():
+        assert abs(sum(row["persona_mix"].values()) - 1) < 1e-9
+        assert max(row["persona_mix"], key=row["persona_mix"].get) == row["dominant_persona"]
+        if row["anonymous_only"]:
+            assert row["email_hash"] is None and row["card_id"] is None
+        else:
+            assert row["email_hash"].startswith("em:")
+        assert row["phone_hash"] is None or row["phone_hash"].startswith("ph:")
+
+
+@pytest.mark.parametrize("field", ["customers", "days"])
+def test_simulate_rejects_an_empty_world(field):
+    with pytest.raises(ValueError, match=f"{field} must be >= 1"):
+        SimulationConfig(**{field: 0})
+
+
+def test_decided_at_is_aware(simulated):
+    first = orjson.loads(simulated.lines(DECISIONS)[0])
+    assert datetime.fromisoformat(first["decided_at"]).tzinfo is not None
