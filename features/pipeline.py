@@ -16,7 +16,7 @@ Outputs for the online store are :class:`ProfileOut`, :class:`IdentityOut` and
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from features.aggregate import Aggregate, Applied, Contribution, contribution

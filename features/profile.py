@@ -162,7 +162,9 @@ def profile_features(record: dict[str, Any], as_of: int) -> dict[str, Any]:
     return f
 
 
-def _rfm(f: dict[str, Any], record: dict[str, Any], d30: Counters, d90: Counters, as_of: int) -> None:
+def _rfm(
+    f: dict[str, Any], record: dict[str, Any], d30: Counters, d90: Counters, as_of: int
+) -> None:
     for channel in (*SALES_CHANNELS, "all"):
         suffix = "" if channel == "all" else f":{channel}"
         last = _register(record, f"last_purchase{suffix}")

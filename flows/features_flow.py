@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import pickle
 import time
-from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def _ingester(config: FlowConfig) -> Callable[[Message], list[tuple[str, Any]]]:
         out = []
         for target, item in route(result):
             if message.produced_ms and isinstance(item, Observe):
-                item = Observe(item.contribution, message.produced_ms)  # noqa: PLW2901
+                item = Observe(item.contribution, message.produced_ms)
             out.append((target, (target, item)))
         return out
 

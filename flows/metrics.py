@@ -14,7 +14,9 @@ EVENTS_IN = Counter("omnioffer_flow_events_total", "Valid events read, by kind."
 DEADLETTERED = Counter(
     "omnioffer_flow_deadlettered_total", "Events sent to the dead-letter, by reason.", ["reason"]
 )
-MERGES = Counter("omnioffer_flow_merges_total", "Identifiers that changed profile, by rule.", ["rule"])
+MERGES = Counter(
+    "omnioffer_flow_merges_total", "Identifiers that changed profile, by rule.", ["rule"]
+)
 PROFILE_WRITES = Counter("omnioffer_flow_profile_writes_total", "Profile values written.")
 SINK_SECONDS = Histogram(
     "omnioffer_flow_sink_write_seconds",

@@ -206,7 +206,7 @@ def flow_features(
     redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker threads in this process.")] = 1,
     recovery_dir: Annotated[Path | None, typer.Option(help="Enable recovery here.")] = None,
-    snapshot_interval: Annotated[float | None, typer.Option(help="Seconds between snapshots.")] = None,
+    snapshot_interval: Annotated[float | None, typer.Option(help="Snapshot every N s.")] = None,
     tail: Annotated[bool | None, typer.Option(help="Keep reading Kafka at its end.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")] = None,
 ) -> None:
@@ -298,7 +298,8 @@ def features_show(
         console.print(f"[red]no profile for {identifier!r}[/red]")
         raise typer.Exit(1)
     features = profile_features(decode_profile(raw), int(time.time()))
-    sys.stdout.write(orjson.dumps({"profile_id": profile_id, **features}, option=orjson.OPT_INDENT_2).decode() + "\n")
+    document = orjson.dumps({"profile_id": profile_id, **features}, option=orjson.OPT_INDENT_2)
+    sys.stdout.write(document.decode() + "\n")
 
 
 bench_app = typer.Typer(help="Benchmarks: print a table and write JSON under bench/results/.")

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     seed: int = Field(7, description="Seed for simulation and training.")
     events_dir: Path | None = Field(None, description="File event log; default under data_dir.")
     sqlite_path: Path | None = Field(None, description="SQLite store; default under data_dir.")
-    recovery_dir: Path | None = Field(None, description="Bytewax recovery partitions; off if unset.")
+    recovery_dir: Path | None = Field(None, description="Bytewax recovery; off if unset.")
     snapshot_interval_s: float = Field(10.0, gt=0, description="Bytewax epoch/snapshot interval.")
     backup_interval_s: float = Field(0.0, ge=0, description="Keep old snapshots this long.")
     tail: bool = Field(False, description="Keep reading Kafka at the end of the topics.")
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         return self.store_opener()()
 
     def flow_config(self, **overrides: Any) -> FlowConfig:
-        """The feature flow's configuration from these settings."""
+        """Return the feature flow's configuration from these settings."""
         from flows.features_flow import FlowConfig
 
         values: dict[str, Any] = {

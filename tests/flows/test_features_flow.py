@@ -70,7 +70,8 @@ def test_malformed_events_reach_the_deadletter_and_the_rest_is_processed(small_w
     assert all(r["reason"]["message"] and r["raw"] for r in records)
     from flows import metrics
 
-    processed = sum(s.value for s in metrics.EVENTS_IN.collect()[0].samples if s.name.endswith("_total"))
+    samples = metrics.EVENTS_IN.collect()[0].samples
+    processed = sum(s.value for s in samples if s.name.endswith("_total"))
     assert processed >= valid
 
 

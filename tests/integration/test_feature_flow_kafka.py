@@ -104,7 +104,8 @@ def test_kill_and_recover_gives_the_same_store_as_an_uninterrupted_run(
 
     def converged():
         raws = store.read_profiles(list(expected_profiles))
-        got = {p: decode_profile(r) for p, r in zip(expected_profiles, raws) if r is not None}
+        pairs = zip(expected_profiles, raws, strict=True)
+        got = {p: decode_profile(r) for p, r in pairs if r is not None}
         return got == expected_profiles
 
     produce(bootstrap, messages[:half])
@@ -130,7 +131,7 @@ def test_kill_and_recover_gives_the_same_store_as_an_uninterrupted_run(
         store.close()
 
     rejected = set()
-    for topic, _key, raw in messages:
+    for _topic, _key, raw in messages:
         if isinstance(validate(raw, key=TEST_HASH_KEY), Rejection):
             rejected.add(raw)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dl-check",
