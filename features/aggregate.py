@@ -58,7 +58,6 @@ HOUR_HORIZON = 24
 Counters = dict[str, int]
 Register = tuple[int, str, Any]
 _NO_BUCKETS: dict[int, Counters] = {}
-_ONE_EVENT = (("ev", 1),)
 
 
 def epoch_day(when: datetime) -> int:
@@ -208,6 +207,14 @@ def _add(target: dict[int, Counters], bucket: int, items: Any, sign: int = 1) ->
         del target[bucket]
 
 
+def _count_event(hours: dict[int, Counters], hour: int) -> None:
+    bucket = hours.get(hour)
+    if bucket is None:
+        hours[hour] = {"ev": 1}
+    else:
+        bucket["ev"] += 1
+
+
 def _lww(registers: dict[str, Register], name: str, stamp: Register) -> None:
     current = registers.get(name)
     if current is None or stamp[:2] > current[:2]:
@@ -304,7 +311,7 @@ class Aggregate:
         if in_day:
             _add(self.days, c.ts // DAY, c.counters)
         if in_hour:
-            _add(self.hours, c.ts // HOUR, _ONE_EVENT)
+            _count_event(self.hours, c.ts // HOUR)
         if last == previous_last or hour_floor <= self.hour_floor:
             return Applied(in_day, in_hour, _NO_BUCKETS, _NO_BUCKETS)
         return Applied(in_day, in_hour, *self._evict(day_floor, hour_floor))
@@ -334,7 +341,7 @@ class Aggregate:
         if applied.in_day:
             _add(self.days, c.ts // DAY, c.counters)
         if applied.in_hour:
-            _add(self.hours, c.ts // HOUR, _ONE_EVENT)
+            _count_event(self.hours, c.ts // HOUR)
         if applied.evicted_days or applied.evicted_hours:
             self.add_buckets(applied.evicted_days, applied.evicted_hours, -1)
 

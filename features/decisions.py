@@ -3,6 +3,7 @@
 Serving, journeys and the simulator's logging policy all write this shape to the
 ``decisions`` topic; the outcome join and off-policy evaluation read it back.
 
+>>> from datetime import UTC, datetime
 >>> d = Decision(
 ...     decision_id="d-1", decided_at=datetime(2026, 3, 1, 9, tzinfo=UTC), surface="channel",
 ...     ids=Identifiers(customer_id="c-1"), policy="logging-v1",
@@ -14,7 +15,6 @@ Serving, journeys and the simulator's logging policy all write this shape to the
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Annotated, Literal
 
 import msgspec
@@ -25,7 +25,6 @@ Surface = Literal["offers", "channel", "journey"]
 ActionChannel = EngagementChannel | Literal["none"]
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
-__all__ = ["UTC", "Choice", "Decision", "DecisionContext", "decode_decision", "encode_decision"]
 
 
 class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):

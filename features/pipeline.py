@@ -18,9 +18,10 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from features.aggregate import Aggregate, Applied, Contribution, contribution
-from features.events import ErasureRequest, Event, IdentityLink
+from features.events import ErasureRequest, Event, Identifiers, IdentityLink
 from features.identity import (
     CUSTOMER,
     customer_profile,
@@ -132,6 +133,9 @@ class MoveOut:
 
 StoreItem = ProfileOut | IdentityOut | MoveOut
 ForProfile = tuple[str, ProfileInput | IdentityOut | MoveOut]
+# Identity and merge records go from the fragment's own step straight to the store, so one
+# worker (the identifier's) writes an identifier's mapping, in order.
+STORE = ""
 Keyed = tuple[str, object]
 
 
@@ -204,10 +208,10 @@ class FragmentLogic:
             self.profile = profile_for(self.fragment, self.customers)
 
     def on_input(self, item: FragmentInput, out: list[ForProfile]) -> None:
-        """Apply one input; append what each profile must hear to ``out``.
+        """Apply one input; append ``(profile, input)`` pairs and ``(STORE, record)`` to ``out``.
 
-        Every output is addressed to a profile: its inputs, and the identity and merge
-        records it forwards to the store (so one keyed step writes the store).
+        Profile inputs are addressed to a profile; identity and merge records to
+        :data:`STORE`, written by this fragment's own worker.
         """
         if isinstance(item, Observe):
             applied = self.state.apply(item.contribution)
@@ -215,7 +219,7 @@ class FragmentLogic:
                 return
             if not self.announced:
                 self.announced = True
-                out.append((self.profile, IdentityOut(self.fragment, self.profile)))
+                out.append((STORE, IdentityOut(self.fragment, self.profile)))
             out.append(
                 (self.profile, Delta(self.fragment, item.contribution, applied, item.produced_ms))
             )
@@ -236,14 +240,14 @@ class FragmentLogic:
             out.append((source, Leave(self.fragment, snapshot)))
             out.append((target, Join(self.fragment, snapshot)))
         rule = move_rule(self.customers)
-        out.append((target, MoveOut(self.fragment, source, target, rule, cause.at, cause.event_id)))
+        out.append((STORE, MoveOut(self.fragment, source, target, rule, cause.at, cause.event_id)))
         self.announced = True
-        out.append((target, IdentityOut(self.fragment, target)))
+        out.append((STORE, IdentityOut(self.fragment, target)))
 
     def _erase(self, item: EraseBefore, out: list[ForProfile]) -> None:
         if self.announced:
             out.append((self.profile, Leave(self.fragment, _copy(self.state), erased=True)))
-            out.append((self.profile, IdentityOut(self.fragment, None)))
+            out.append((STORE, IdentityOut(self.fragment, None)))
         self.state.erase_before(item.at)
         self.customers.clear()
         self.profile = profile_for(self.fragment, self.customers)
@@ -257,13 +261,9 @@ def _copy(state: Aggregate) -> Aggregate:
 
 # --- step 3: profiles -----------------------------------------------------------------------
 def apply_profile_inputs(
-    state: ProfileState, items: Iterable[ProfileInput | StoreItem], *, encode: bool = True
+    state: ProfileState, items: Iterable[ProfileInput], *, encode: bool = True
 ) -> list[StoreItem]:
-    """Apply a batch of inputs to a profile; return the store items it produces.
-
-    That is the profile's new absolute value (or its deletion) when any input changed it,
-    and the identity and merge records forwarded through it.
-    """
+    """Apply a batch of inputs to a profile; return its new absolute value (or deletion)."""
     erased = changed = False
     produced_ms = 0
     out: list[StoreItem] = []
@@ -275,12 +275,10 @@ def apply_profile_inputs(
         elif isinstance(item, Join):
             state.join(item.fragment, item.state)
             changed = True
-        elif isinstance(item, Leave):
+        else:
             state.leave(item.fragment, item.state)
             erased = erased or item.erased
             changed = True
-        else:
-            out.append(item)
     if changed and encode:
         value = None if state.empty else state.encode()
         out.append(ProfileOut(state.profile_id, value, erased and value is None, produced_ms))
@@ -297,47 +295,93 @@ class Recomputed:
     moves: list[MoveOut]
 
 
+class Replay:
+    """The three steps in-process, fed one event at a time, with profiles readable any time.
+
+    Batch recomputation is a replay of the whole log; point-in-time features (for training
+    sets) read profiles between events of a replay sorted by event time.
+
+    >>> from datetime import UTC, datetime
+    >>> from features.events import Identifiers, PageView
+    >>> replay = Replay()
+    >>> replay.feed(PageView(event_id="e1", event_time=datetime(2026, 3, 2, tzinfo=UTC),
+    ...                      source="web", ids=Identifiers(anonymous_id="a-1"), page="home"))
+    >>> replay.profile_of(Identifiers(anonymous_id="a-1"))["fragments"]
+    ['anonymous_id:a-1']
+    """
+
+    def __init__(self) -> None:
+        self.persons: dict[str, PersonIndex] = {}
+        self.fragments: dict[str, FragmentLogic] = {}
+        self.profiles: dict[str, ProfileState] = {}
+        self.identity: dict[str, str] = {}
+        self.moves: list[MoveOut] = []
+        self._pending: list[ForProfile] = []
+
+    def feed(self, event: Event) -> None:
+        """Apply one event, as the flow would."""
+        for key, item in route(event):
+            if needs_person_index(key, item):
+                person = self.persons.get(key)
+                if person is None:
+                    person = self.persons[key] = PersonIndex()
+                for fragment, fragment_item in person.on_event(key, item):  # type: ignore[arg-type]
+                    self._to_fragment(fragment, fragment_item)
+            else:
+                self._to_fragment(key, item)  # type: ignore[arg-type]
+
+    def _to_fragment(self, key: str, item: FragmentInput) -> None:
+        logic = self.fragments.get(key)
+        if logic is None:
+            logic = self.fragments[key] = FragmentLogic(key)
+        pending = self._pending
+        logic.on_input(item, pending)
+        for profile_id, item in pending:
+            if isinstance(item, IdentityOut):
+                if item.profile_id is None:
+                    self.identity.pop(item.identifier, None)
+                else:
+                    self.identity[item.identifier] = item.profile_id
+            elif isinstance(item, MoveOut):
+                self.moves.append(item)
+            else:
+                state = self.profiles.get(profile_id)
+                if state is None:
+                    state = self.profiles[profile_id] = ProfileState(profile_id)
+                apply_profile_inputs(state, [item], encode=False)
+                if state.empty:
+                    del self.profiles[profile_id]
+        pending.clear()
+
+    def resolve(self, ids: Identifiers) -> str | None:
+        """Return the profile id the identifiers resolve to now, strongest first."""
+        for identifier in identifiers_of(ids):
+            if (profile_id := self.identity.get(identifier)) is not None:
+                return profile_id
+        return None
+
+    def profile_of(self, ids: Identifiers) -> dict[str, Any] | None:
+        """Return the stored form of the profile ``ids`` resolve to now, or ``None``."""
+        profile_id = self.resolve(ids)
+        state = self.profiles.get(profile_id) if profile_id is not None else None
+        return None if state is None else state.to_record()
+
+    def result(self) -> Recomputed:
+        """Return what the store would hold now."""
+        profiles = {p: state.encode() for p, state in self.profiles.items() if not state.empty}
+        return Recomputed(profiles, dict(self.identity), list(self.moves))
+
+
 def recompute(events: Iterable[Event]) -> Recomputed:
     """Run the three steps in-process over ``events``, in the order given.
 
     The result is what the streaming flow writes for the same events; for events without
     erasures it does not depend on their order.
     """
-    persons: dict[str, PersonIndex] = {}
-    fragments: dict[str, FragmentLogic] = {}
-    profiles: dict[str, ProfileState] = {}
-    out = Recomputed({}, {}, [])
-    pending: list[ForProfile] = []
-
-    def to_fragment(key: str, item: FragmentInput) -> None:
-        logic = fragments.get(key)
-        if logic is None:
-            logic = fragments[key] = FragmentLogic(key)
-        logic.on_input(item, pending)
-        for profile_id, profile_item in pending:
-            state = profiles.get(profile_id)
-            if state is None:
-                state = profiles[profile_id] = ProfileState(profile_id)
-            for stored in apply_profile_inputs(state, [profile_item], encode=False):
-                if isinstance(stored, IdentityOut):
-                    if stored.profile_id is None:
-                        out.identity.pop(stored.identifier, None)
-                    else:
-                        out.identity[stored.identifier] = stored.profile_id
-                elif isinstance(stored, MoveOut):
-                    out.moves.append(stored)
-        pending.clear()
-
+    replay = Replay()
     for event in events:
-        for key, item in route(event):
-            if needs_person_index(key, item):
-                person = persons.setdefault(key, PersonIndex())
-                for fragment, fragment_item in person.on_event(key, item):  # type: ignore[arg-type]
-                    to_fragment(fragment, fragment_item)
-            else:
-                to_fragment(key, item)  # type: ignore[arg-type]
-    out.profiles = {p: state.encode() for p, state in profiles.items() if not state.empty}
-    return out
+        replay.feed(event)
+    return replay.result()
 
 
 __all__ = [
@@ -354,6 +398,7 @@ __all__ = [
     "PersonIndex",
     "ProfileOut",
     "Recomputed",
+    "Replay",
     "apply_profile_inputs",
     "fragment_id",
     "recompute",

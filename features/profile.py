@@ -74,9 +74,12 @@ class ProfileState:
 
     def to_record(self) -> dict[str, Any]:
         """Return the stored form: merged buckets and registers, fragments, time span."""
-        small = Small()
-        for fragment in sorted(self.fragments):
-            small.merge(self.fragments[fragment])
+        if len(self.fragments) == 1:
+            [small] = self.fragments.values()
+        else:
+            small = Small()
+            for fragment in sorted(self.fragments):
+                small.merge(self.fragments[fragment])
         return {
             "profile_id": self.profile_id,
             "fragments": sorted(self.fragments),
@@ -210,17 +213,19 @@ def _interest(f: dict[str, Any], d90: Counters) -> None:
 
 
 def _cart(f: dict[str, Any], record: dict[str, Any], as_of: int) -> None:
-    open_value, last_add, delays = 0, 0, []
+    open_value, last_add, delays, abandoned = 0, 0, [], 0
     for added, removed, first_add, last, closed in record["carts"].values():
         if closed and first_add and closed >= first_add:
             delays.append(closed - first_add)
         if not closed and last and last <= as_of:
             open_value += max(0, added - removed)
             last_add = max(last_add, last)
+            abandoned += as_of - last >= ABANDON_AFTER_S
     f["open_cart_value"] = open_value / 100
     f["hours_since_last_add"] = (as_of - last_add) / HOUR if last_add else None
     f["cart_abandoned"] = bool(open_value and last_add and as_of - last_add >= ABANDON_AFTER_S)
     f["carts_closed"] = len(delays)
+    f["carts_abandoned"] = abandoned
     f["median_cart_to_purchase_h"] = sorted(delays)[len(delays) // 2] / HOUR if delays else None
 
 
@@ -281,7 +286,8 @@ def persona_scores(f: dict[str, Any], d90: Counters) -> dict[str, float]:
     * ``toucher`` = in-store product views / (all product views + 2) × online share of purchases;
     * ``social`` = (push + messenger opens) / (all message opens + 2);
     * ``procrastinator`` = d / (d + 24) for the median cart-to-purchase delay d in hours
-      (0 without a closed cart), raised to the cart-abandonment share when that is larger.
+      (0 without a closed cart), raised to the share of carts abandoned (open an hour
+      after their last add) when that is larger and there were three carts or more.
 
     The ``+ 2`` terms shrink scores of customers with little history toward 0.
     """
@@ -291,8 +297,8 @@ def persona_scores(f: dict[str, Any], d90: Counters) -> dict[str, float]:
     opens = sum(f[f"opened_90d_{c}"] for c in MESSAGE_CHANNELS)
     social_opens = f["opened_90d_push"] + f["opened_90d_messenger"]
     delay = f["median_cart_to_purchase_h"] or 0.0
-    carts = f["add_to_cart_90d"]
-    abandon_share = max(0.0, 1 - f["carts_closed"] / carts) if carts else 0.0
+    carts = f["carts_closed"] + f["carts_abandoned"]
+    abandon_share = f["carts_abandoned"] / carts if carts else 0.0
     scores = {
         "discount_hunter": with_offer / (purchases + 2),
         "newcomer": max(0.0, 1 - f["tenure_days"] / 60) / (1 + purchases),

@@ -83,10 +83,17 @@ def _reason_from_msgspec(error: msgspec.ValidationError) -> Reason:
 
 
 def _semantic_reason(event: Event) -> Reason | None:
-    present = event.ids.present()
-    if not present:
+    ids = event.ids
+    if (
+        ids.customer_id is None
+        and ids.card_id is None
+        and ids.device_id is None
+        and ids.anonymous_id is None
+        and ids.email_hash is None
+        and ids.phone_hash is None
+    ):
         return Reason("no_identifier", "ids", "at least one identifier is required in 'ids'")
-    if isinstance(event, IdentityLink) and len(present) < 2:
+    if isinstance(event, IdentityLink) and len(present := ids.present()) < 2:
         message = f"an identity link needs two identifiers or more; got {sorted(present)}"
         return Reason("inconsistent", "ids", message)
     if isinstance(event, Purchase) and event.channel == "store" and event.store_id is None:

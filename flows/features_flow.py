@@ -14,6 +14,7 @@ configured by ``OMNIOFFER_*`` settings (source, store, addresses).
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from bytewax.run import cli_main
 
 from features.events import Event
 from features.pipeline import (
+    STORE,
     ForProfile,
     FragmentLogic,
     Observe,
@@ -62,6 +64,8 @@ class FlowConfig:
     max_event_bytes: int = 64 * 1024
     batch_size: int = 1000
     topics: tuple[str, ...] = field(default=EVENT_TOPICS)
+    # Copy state into snapshots; only a run known to have recovery off may turn it off.
+    recovery: bool = True
 
 
 # --- validation, routing and dead-letter ------------------------------------------------------
@@ -85,20 +89,23 @@ def deadletter_record(message: Message, rejection: Rejection) -> bytes:
     return orjson.dumps(record)
 
 
-def _ingester(config: FlowConfig) -> Callable[[Message], list[tuple[str, Any]]]:
-    """Validate, then key each item for its next step (one Python call per message)."""
+def _ingester(config: FlowConfig) -> Callable[[list[Message]], list[tuple[str, Any]]]:
+    """Validate, then key each item for its next step (one Python call per batch)."""
     key, limit = config.hash_key, config.max_event_bytes
+    observe = metrics.observe_validation
 
-    def ingest(message: Message) -> list[tuple[str, Any]]:
-        result = validate(message.value, key=key, max_bytes=limit)
-        metrics.observe_validation(message, result)
-        if isinstance(result, Rejection):
-            return [(_DEADLETTER, deadletter_record(message, result))]
-        out = []
-        for target, item in route(result):
-            if message.produced_ms and isinstance(item, Observe):
-                item = Observe(item.contribution, message.produced_ms)
-            out.append((target, (target, item)))
+    def ingest(batch: list[Message]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for message in batch:
+            result = validate(message.value, key=key, max_bytes=limit)
+            observe(message, result)
+            if isinstance(result, Rejection):
+                out.append((_DEADLETTER, deadletter_record(message, result)))
+                continue
+            for target, item in route(result):
+                if message.produced_ms and isinstance(item, Observe):
+                    item = Observe(item.contribution, message.produced_ms)
+                out.append((target, (target, item)))
         return out
 
     return ingest
@@ -118,18 +125,28 @@ def _person_index(
     return state, [(fragment, (fragment, item)) for fragment, item in state.on_event(key, event)]
 
 
-class _Pickled(StatefulBatchLogic[Any, Any, bytes]):
-    """Snapshot by pickling: an immutable copy that is cheaper than ``deepcopy``."""
+class _Snapshotting(StatefulBatchLogic[Any, Any, Any]):
+    """Snapshots by pickling (an immutable copy, cheaper than ``deepcopy``) under recovery.
+
+    Without recovery Bytewax still asks for snapshots and drops them: hand over the live
+    state instead of paying for a copy.
+    """
 
     state: Any
+    copy_snapshots: bool
 
-    def snapshot(self) -> bytes:
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+    def __init__(self, resume: Any, copy_snapshots: bool) -> None:
+        self.copy_snapshots = copy_snapshots
+        self.state = pickle.loads(resume) if isinstance(resume, bytes) else resume
+
+    def snapshot(self) -> Any:
+        if self.copy_snapshots:
+            return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return self.state
 
 
-class _Fragments(_Pickled):
-    def __init__(self, resume: bytes | None) -> None:
-        self.state: FragmentLogic | None = pickle.loads(resume) if resume else None
+class _Fragments(_Snapshotting):
+    state: FragmentLogic | None
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         if self.state is None:
@@ -140,9 +157,8 @@ class _Fragments(_Pickled):
         return [out], StatefulBatchLogic.RETAIN
 
 
-class _Profiles(_Pickled):
-    def __init__(self, resume: bytes | None) -> None:
-        self.state: ProfileState | None = pickle.loads(resume) if resume else None
+class _Profiles(_Snapshotting):
+    state: ProfileState | None
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         if self.state is None:
@@ -152,7 +168,12 @@ class _Profiles(_Pickled):
 
 
 def _to_profiles(keyed: tuple[str, list[ForProfile]]) -> list[tuple[str, Any]]:
-    return [(profile, (profile, item)) for profile, item in keyed[1]]
+    return [(profile, (profile, item)) for profile, item in keyed[1] if profile != STORE]
+
+
+def _to_store(keyed: tuple[str, list[ForProfile]]) -> list[tuple[str, list[Any]]]:
+    records = [item for profile, item in keyed[1] if profile == STORE]
+    return [(keyed[0], records)] if records else []
 
 
 def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Dataflow:
@@ -171,7 +192,7 @@ def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Da
         source = EventLogSource(config.event_log_dir, config.topics, config.batch_size)
         raw = op.input("read", flow, source)
 
-    ingested = op.flat_map("ingest", raw, _ingester(config))
+    ingested = op.flat_map_batch("ingest", raw, _ingester(config))
     common = op.branch("fragment_input", ingested, _is_fragment_input)
     rare = op.branch("person_or_deadletter", common.falses, lambda kv: kv[0] != _DEADLETTER)
     _deadletter(config, rare.falses, deadletter_path)
@@ -180,9 +201,17 @@ def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Da
         "fan_out", op.stateful_map("person_index", rare.trues, _person_index), lambda kv: kv[1]
     )
     fragment_inputs = op.merge("fragment_inputs", common.trues, fanned)
-    fragment_out = op.stateful_batch("fragments", fragment_inputs, _Fragments)
+    copies = config.recovery
+    fragment_out = op.stateful_batch(
+        "fragments", fragment_inputs, lambda resume: _Fragments(resume, copies)
+    )
     profile_inputs = op.flat_map("to_profiles", fragment_out, _to_profiles)
-    store_items = op.stateful_batch("profiles", profile_inputs, _Profiles)
+    profile_out = op.stateful_batch(
+        "profiles", profile_inputs, lambda resume: _Profiles(resume, copies)
+    )
+    # Not re-keyed: identity records are written by the worker of their identifier.
+    records = op.flat_map("to_store", fragment_out, _to_store)
+    store_items = op.merge("store_items", profile_out, records)
     op.output("online_store", store_items, StoreSink(config.open_store))
     return flow
 
@@ -220,6 +249,8 @@ def run(
             recovery_dir.mkdir(parents=True, exist_ok=True)
             init_db_dir(recovery_dir, max(1, workers))
         recovery = RecoveryConfig(str(recovery_dir), timedelta(seconds=backup_interval_s))
+    if recovery is None:
+        config = dataclasses.replace(config, recovery=False)
     cli_main(
         build_flow(config, deadletter_path=deadletter_path),
         workers_per_process=workers,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import typer
@@ -15,10 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from features.catalog import CatalogError, load_catalog
-from features.eventlog import read_topic
 from features.events import json_schemas
-from features.topics import EVENT_TOPICS
-from features.validation import Rejection, validate
+from features.profile import PERSONAS
 from omnioffer.settings import Settings
 
 app = typer.Typer(
@@ -143,49 +140,102 @@ def _print_simulation(stats, out: Path, to: str) -> None:
     console.print(table)
 
 
-def validate_log(directory: Path, key: bytes, max_bytes: int) -> tuple[Counter[str], Counter[str]]:
-    """Validate every event in a file event log; return counts of kinds and of reject reasons."""
-    kinds: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    for topic in EVENT_TOPICS:
-        for _offset, raw in read_topic(directory, topic):
-            result = validate(raw, key=key, max_bytes=max_bytes)
-            if isinstance(result, Rejection):
-                reasons[result.reason.code] += 1
-            else:
-                kinds[result.kind] += 1
-    return kinds, reasons
-
-
 @app.command()
 def demo(
     customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 2000,
     days: Annotated[int, typer.Option(min=1, help="How many days.")] = 14,
 ) -> None:
     """Run the pipeline end to end on embedded defaults (files + SQLite; no Kafka or Redis)."""
-    settings = _settings()
-    out = settings.data_dir / "demo" / "events"
+    import shutil
+
+    base = _settings().data_dir / "demo"
+    shutil.rmtree(base, ignore_errors=True)
+    settings = _settings(events_dir=base / "events", sqlite_path=base / "online.sqlite3")
+    out = settings.event_log_dir
     console.rule("[bold]1. simulate a world")
     stats = _run_simulation(settings, customers, days, out, "files", 0)
     _print_simulation(stats, out, "files")
 
-    console.rule("[bold]2. validate the event log (the event contract)")
-    kinds, reasons = validate_log(out, settings.hash_key, settings.max_event_bytes)
-    table = Table("accepted kind", "events")
-    for kind, count in kinds.most_common():
-        table.add_row(kind, f"{count:,}")
-    console.print(table)
-    table = Table("rejected (would go to deadletter)", "events")
-    for code, count in reasons.most_common():
-        table.add_row(code, f"{count:,}")
-    console.print(table)
+    console.rule("[bold]2. streaming feature flow: file event log -> Bytewax -> SQLite")
+    _demo_flow(settings)
+
+    console.rule("[bold]3. a few live profiles")
+    _demo_profiles(settings)
 
     console.rule("[bold]not built yet")
     console.print(
-        "The streaming feature flow, online store, models, serving API and journeys are not "
-        "built yet (issues 4-7); the demo runs them here as they land."
+        "Models and evaluation (issue 5), the serving API (issue 6) and triggered journeys "
+        "(issue 7) are not built yet; the demo runs them here as they land."
     )
-    console.print(f"outputs: {out} (event log, one JSONL per topic; ground_truth.jsonl)")
+    console.print(
+        f"outputs: {out} (event log, one JSONL per topic; deadletter.jsonl; ground_truth.jsonl), "
+        f"{settings.store_path} (online store)"
+    )
+
+
+def _demo_flow(settings: Settings) -> None:
+    import time
+
+    from flows import metrics
+    from flows.features_flow import run
+
+    started = time.perf_counter()
+    run(settings.flow_config(), workers=1)
+    elapsed = time.perf_counter() - started
+    kinds = _samples(metrics.EVENTS_IN, "kind")
+    reasons = _samples(metrics.DEADLETTERED, "reason")
+    merges = _samples(metrics.MERGES, "rule")
+    table = Table("accepted kind", "events", "dead-lettered reason", "events")
+    left = sorted(kinds.items(), key=lambda kv: -kv[1])
+    right = sorted(reasons.items(), key=lambda kv: -kv[1])
+    for row in range(max(len(left), len(right))):
+        kind, count = left[row] if row < len(left) else ("", 0)
+        code, dead = right[row] if row < len(right) else ("", 0)
+        table.add_row(kind, f"{count:,}" if kind else "", code, f"{dead:,}" if code else "")
+    console.print(table)
+    total = sum(kinds.values()) + sum(reasons.values())
+    console.print(
+        f"{total:,} events in {elapsed:.1f} s ({total / elapsed:,.0f}/s, one worker); "
+        f"identity moves: {merges}"
+    )
+
+
+def _samples(metric: Any, label: str) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                values[sample.labels[label]] = int(sample.value)
+    return values
+
+
+def _demo_profiles(settings: Settings) -> None:
+    from features.profile import decode_profile, profile_features
+
+    with settings.open_store() as store:
+        truth = settings.event_log_dir / "ground_truth.jsonl"
+        lines = truth.read_bytes().splitlines()[:400]
+        ids = [orjson.loads(line)["customer_id"] for line in lines]
+        raws = store.read_profiles([f"customer_id:{c}" for c in ids])
+    records = [decode_profile(raw) for raw in raws if raw is not None]
+    records.sort(key=lambda r: -sum(d.get("ev", 0) for d in r["days"].values()))
+    table = Table("profile", "ids", "orders", "spend", "top category", "strongest persona")
+    for record in records[:6]:
+        features = profile_features(record, record["last_seen"] + 3600)
+        persona = max(PERSONAS, key=lambda p: features[f"persona_{p}"])
+        table.add_row(
+            record["profile_id"],
+            str(len(record["fragments"])),
+            str(features["frequency_90d_all"]),
+            f"{features['monetary_90d_all']:.2f}",
+            str(features["top_category"]),
+            f"{persona} {features[f'persona_{persona}']:.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"{len(records)} of the first {len(ids)} customers have a profile; features are as of "
+        "an hour after each one's last event. Inspect one: omnioffer features show ID"
+    )
 
 
 flow_app = typer.Typer(help="Streaming dataflows (Bytewax).", no_args_is_help=True)
@@ -335,6 +385,50 @@ def bench_simulate(
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    console.print(f"wrote {json_path}")
+
+
+@bench_app.command("stream")
+def bench_stream(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the JSON.")] = Path(
+        "bench/results/stream.json"
+    ),
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka HOST:PORT (default: start a Tansu broker).")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis URL (default: start a redis-server).")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=1, help="~300,000 events over 14 days.")] = 2600,
+    days: Annotated[int, typer.Option(min=1)] = 14,
+    workers: Annotated[int, typer.Option(min=1, help="Flow worker threads.")] = 1,
+    rate: Annotated[int, typer.Option(min=1, help="Events/s in the freshness phase.")] = 5000,
+    freshness_seconds: Annotated[float, typer.Option(min=1.0)] = 30.0,
+) -> None:
+    """Measure the feature flow on Kafka + Redis: throughput vs a bare consumer, freshness."""
+    from bench.stream import BenchError, StreamBench, result_table, run_stream_bench
+
+    settings = _settings()
+    bench = StreamBench(
+        customers=customers,
+        days=days,
+        seed=settings.seed,
+        hash_key=settings.hash_key,
+        workers=workers,
+        rate=rate,
+        freshness_seconds=freshness_seconds,
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+    )
+    try:
+        with _progress() as progress:
+            result = run_stream_bench(bench, _catalog(settings), progress)
+    except BenchError as error:
+        console.print(f"[red]stream benchmark failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(result_table(result))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     console.print(f"wrote {json_path}")

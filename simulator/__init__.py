@@ -3,7 +3,7 @@
 from simulator.closed_loop import ClosedLoop, Outcome
 from simulator.noise import MALFORMED_KINDS, malformed
 from simulator.policy import LOGGING_POLICY, propensities
-from simulator.run import SimulationStats, simulate, write_ground_truth
+from simulator.run import SimulationStats, default_workers, simulate, write_ground_truth
 from simulator.sinks import EventSink, FileSink, KafkaSink
 from simulator.truth import (
     OfferFacts,
@@ -38,6 +38,7 @@ __all__ = [
     "SimulationStats",
     "World",
     "conversion_probability",
+    "default_workers",
     "make_customer",
     "make_world",
     "malformed",

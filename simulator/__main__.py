@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/sim"), help="event-log directory")
     parser.add_argument("--kafka", metavar="BOOTSTRAP", help="produce to Kafka instead of files")
     parser.add_argument("--rate", type=float, default=0.0, help="messages/s to Kafka (0 = max)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: auto)")
     args = parser.parse_args(argv)
     config = SimulationConfig(customers=args.customers, days=args.days, seed=args.seed)
     sink: EventSink
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(done: int, total: int) -> None:
         print(f"day {done}/{total}", file=sys.stderr, flush=True)
 
-    stats = simulate(config, load_catalog(), sink, progress)
+    stats = simulate(config, load_catalog(), sink, progress, workers=args.workers)
     print(json.dumps(stats.as_dict(), indent=2))
     return 0
 

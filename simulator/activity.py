@@ -38,9 +38,14 @@ def session(st: CustomerState, ts: int, channel: str) -> None:
     """Browse the web or the app: pages, products, searches, maybe a cart."""
     c = st.customer
     rng = st.rng
-    if channel == "app" and not (st.known and c.devices):
-        return
-    visit = open_visit(st, ts, channel)
+    device = None
+    if channel == "app":
+        # Before signing up only one's own devices are used (shared ones need a login).
+        usable = c.devices if st.known else [d for d in c.devices if d not in c.shared_devices]
+        if not usable:
+            return
+        device = usable[int(rng.random() * len(usable))]
+    visit = open_visit(st, ts, channel, device)
     src = channel
     st.emit(page_view(st, ts, visit, "home"), ts)
     if rng.random() < ONSITE_SHARE:
@@ -122,10 +127,10 @@ def cart(st: CustomerState, visit: Visit, ts: int, products: list[Product]) -> N
             ts,
         )
     late = st.customer.persona_mix["procrastinator"]
-    if rng.random() < 0.6 - 0.45 * late:
+    if rng.random() < 0.65 - 0.75 * late:
         checkout(st, visit, ts + st.between(30, 300), cart_id, items)
-    elif rng.random() < 0.35 + 0.5 * late:
-        mean = 3 * HOUR + 70 * HOUR * late
+    elif rng.random() < 0.3 + 0.6 * late:
+        mean = 2 * HOUR + 40 * HOUR * late
         delay = min(int(rng.expovariate(1 / mean)) + 600, 9 * DAY)
         device = visit.ids.device_id
         st.schedule(ts + delay, "return_to_cart", (visit.channel, device, cart_id, items))
@@ -311,11 +316,11 @@ def plan_day(st: CustomerState, today: Today) -> None:
     web = 0.4 + 0.3 * mix["discount_hunter"] + 0.5 * mix["toucher"] + 0.2 * mix["procrastinator"]
     for _ in range(st.poisson(web)):
         st.schedule(_session_ts(st, today), "web")
-    if not member:
-        return
     if c.app_user:
         for _ in range(st.poisson(0.45 + 0.6 * mix["newcomer"] + 0.3 * mix["social"])):
             st.schedule(_session_ts(st, today), "app")
+    if not member:
+        return
     for _ in range(st.poisson(0.25 + 0.5 * mix["toucher"])):
         planned = _plan_store_visit(st, today)
         if planned is not None:

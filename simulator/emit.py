@@ -104,7 +104,12 @@ class Emitter:
         key = routing_key(event)
         u = rng.random()
         if u >= self._bad:
-            self._put((ts, event.event_id, topic, key, value))
+            # The common path: a bucket that exists is a day not yet written.
+            bucket = self.buckets.get((ts - self.start_ts) // DAY)
+            if bucket is not None:
+                bucket.append((ts, event.event_id, topic, key, value))
+            else:
+                self._put((ts, event.event_id, topic, key, value))
         elif u < self._dup:
             self.noise.duplicates += 1
             self._put((ts, event.event_id, topic, key, value))

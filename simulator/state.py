@@ -75,6 +75,7 @@ class CustomerState:
     """What changes for one customer as the days go by, and its random streams."""
 
     __slots__ = (
+        "_queue",
         "agenda",
         "card_seen",
         "category_cum",
@@ -101,6 +102,7 @@ class CustomerState:
         self.customer = customer
         self.rng = random.Random(f"{seed}:{customer.index}:activity")
         self.noise_rng = random.Random(f"{seed}:{customer.index}:noise")
+        self._queue = sim.emitter.event
         self.tag = f"{seed}-{customer.index:06d}-"
         self.n = 0
         self.zone = customer.timezone
@@ -161,7 +163,7 @@ class CustomerState:
     def emit(self, event: Event, ts: int) -> None:
         """Queue an event of this customer; nothing is emitted after an erasure request."""
         if ts < self.stop_ts:
-            self.sim.emitter.event(self.noise_rng, event, ts)
+            self._queue(self.noise_rng, event, ts)
 
     def log_decision(self, decision: Decision, ts: int) -> None:
         """Queue a decision about this customer."""

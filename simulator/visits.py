@@ -35,6 +35,7 @@ class Visit:
 
 
 def link(st: CustomerState, ts: int, ids: Identifiers, reason: str, source: str) -> IdentityLink:
+    """Return an identity link: the identifiers in ``ids`` are one person."""
     return IdentityLink(
         event_id=st.next_id("ev"),
         event_time=st.at(ts),
@@ -45,7 +46,11 @@ def link(st: CustomerState, ts: int, ids: Identifiers, reason: str, source: str)
 
 
 def open_visit(st: CustomerState, ts: int, channel: str, device: str | None = None) -> Visit:
-    """Start a session: a cookie on the web, a device in the app (linked on first use)."""
+    """Start a session: a cookie on the web, a device in the app (linked on first use).
+
+    Members log in to the app once per device (``app_install``); a shared family device
+    sees a ``login`` each time someone else picks it up.
+    """
     c = st.customer
     rng = st.rng
     if channel == "web":
@@ -53,6 +58,9 @@ def open_visit(st: CustomerState, ts: int, channel: str, device: str | None = No
         member = Identifiers(customer_id=c.customer_id, anonymous_id=cookie) if st.known else None
         return Visit(st, channel, Identifiers(anonymous_id=cookie), member)
     device = device or rng.choice(c.devices)
+    if not st.known:
+        # Browsing the app before signing up: the device is all the app knows.
+        return Visit(st, channel, Identifiers(device_id=device), None)
     ids = Identifiers(customer_id=c.customer_id, device_id=device)
     if device not in st.linked_devices:
         reason = "login" if device in c.shared_devices and device != c.devices[0] else "app_install"
@@ -65,6 +73,7 @@ def open_visit(st: CustomerState, ts: int, channel: str, device: str | None = No
 
 
 def page_view(st: CustomerState, ts: int, visit: Visit, page: str) -> PageView:
+    """Return a page view in the visit."""
     return PageView(
         event_id=st.next_id("ev"),
         event_time=st.at(ts),
@@ -84,6 +93,7 @@ def product_view(
     session_id: str | None,
     store_id: str | None = None,
 ) -> ProductView:
+    """Return a product view: online in a session, or a shelf scan in a store."""
     return ProductView(
         event_id=st.next_id("ev"),
         event_time=st.at(ts),
