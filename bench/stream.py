@@ -12,6 +12,10 @@ Three measurements from one run (these machines are noisy, so compare within a r
 3. **freshness** — with the flow still tailing, a second world (another seed) is produced at
    a steady rate with 1% of it replaced by probe events; a poller thread times each probe
    from ``produce()`` until its profile is readable in Redis.
+
+Tansu holds a fetch for the consumer's whole ``fetch.wait.max.ms`` (librdkafka: 500 ms) even
+when data arrives meanwhile, so on Tansu freshness carries ~250 ms of fetch wait on average
+unless the flow's Kafka source lowers that setting.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from contextlib import ExitStack
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import ceil
@@ -281,13 +285,14 @@ class FlowProcess:
             raise BenchError(msg)
 
     def counter(self, name: str) -> float:
-        """Return a counter's total over all labels; 0 before the metrics server answers."""
+        """Return a counter's total over all labels, read from the flow's metrics endpoint."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
-            with self._http.open(url, timeout=2) as response:
+            with self._http.open(url, timeout=5) as response:
                 text = response.read().decode()
-        except OSError:
-            return 0.0
+        except OSError as error:
+            msg = f"cannot read the flow's metrics at {url}: {error}"
+            raise BenchError(msg) from error
         families = text_string_to_metric_families(text)
         return sum(s.value for f in families for s in f.samples if s.name == name)
 
@@ -300,15 +305,15 @@ def measure_throughput(
     sentinels: list[str],
     expected: int,
     progress: Progress,
-    timeout_s: float,
 ) -> dict[str, float]:
     """Time the flow from its first write (Redis grows) until every sentinel profile exists.
 
     Events already counted at the first write are left out of the rate, although part of
-    their work comes after it: the number errs low, never high.
+    their work comes after it: the number errs low, never high. Gives up after 120 s plus
+    2 ms per ``expected`` message (500 events/s would be far below any sane flow).
     """
     spawned = time.perf_counter()
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + 120 + expected / 500
     task = progress.add_task("flow: events processed", total=expected)
     while client.dbsize() == keys_before:
         _alive_in_time(flow, deadline, "the flow wrote nothing to Redis")
@@ -453,29 +458,40 @@ def produce_steadily(
 
 
 def _produce(producer: Producer, topic: str, key: str, value: bytes) -> None:
-    while True:
+    for _ in range(200):  # 10 s at most
         try:
             producer.produce(topic, value, key)
             return
         except BufferError:  # local queue full: let the client deliver some first
             producer.poll(0.05)
+    msg = f"freshness: the producer's queue stayed full for 10 s (topic {topic})"
+    raise BenchError(msg)
 
 
 def measure_freshness(
     bootstrap: str,
-    open_probe_store: Any,
+    flow: FlowProcess,
+    open_probe_store: Callable[[], OnlineStore],
     messages: list[Message],
     bench: StreamBench,
     run_id: str,
     when: datetime,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Produce the steady stream with probes and report produce→readable percentiles."""
+    """Produce the steady stream with probes and report produce→readable percentiles.
+
+    Also reports how fast the flow went meanwhile: below the produce rate, a backlog grows
+    and latency with it (the flow, not the path, is then the limit).
+    """
     store = open_probe_store()
     poller = ProbePoller(store)
     poller.start()
     try:
+        events_before, cpu_before = flow.counter(EVENTS_TOTAL), time.process_time()
         sent, seconds = produce_steadily(bootstrap, messages, bench, poller, run_id, when, progress)
+        flow_rate = (flow.counter(EVENTS_TOTAL) - events_before) / seconds
+        # On a small machine the producer and the poller compete with the flow: say how much.
+        own_cpu = (time.process_time() - cpu_before) / seconds
     finally:
         poller.finish(GRACE_S)
         poller.join(GRACE_S + 5)
@@ -492,7 +508,9 @@ def measure_freshness(
         "probes_missing": poller.missing,
         "redis_read_errors": poller.read_errors,
         "rate": bench.rate,
-        "achieved_rate": round(sent / seconds) if seconds else 0,
+        "achieved_rate": round(sent / seconds),
+        "flow_events_per_s": round(flow_rate),
+        "bench_cpu_percent": round(100 * own_cpu),
         "messages": sent,
         "seconds": round(seconds, 2),
     }
@@ -508,7 +526,7 @@ def run_stream_bench(bench: StreamBench, catalog: Catalog, progress: Progress) -
         contact_hash_key=bench.hash_key,
     )  # fmt: skip
     when = world.start + timedelta(days=bench.days)  # probes sit at the end of the world
-    with ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="omnioffer-bench-")))
         bootstrap = bench.bootstrap or stack.enter_context(KafkaBroker()).bootstrap
         redis_url = bench.redis_url or stack.enter_context(RedisServer()).url
@@ -519,8 +537,8 @@ def run_stream_bench(bench: StreamBench, catalog: Catalog, progress: Progress) -
         del prefill  # its idle producer would only log the broker's disconnects from now on
         ends = append_sentinels(bootstrap, run_id, when)
         last = {where: offset for where, (_id, offset) in ends.items()}
-        messages = produced + len(ends)
-        base_count, base_s = bare_consume(bootstrap, last, progress, 60 + messages / 2000)
+        prefilled = produced + len(ends)
+        base_count, base_s = bare_consume(bootstrap, last, progress, 120 + prefilled / 2000)
 
         # The freshness stream is simulated now so that it costs nothing while measuring.
         per_customer_day = max(produced / (bench.customers * bench.days), 0.1)
@@ -545,10 +563,10 @@ def run_stream_bench(bench: StreamBench, catalog: Catalog, progress: Progress) -
         )
         sentinels = [probe_profile(anonymous_id) for anonymous_id, _ in ends.values()]
         throughput = measure_throughput(
-            flow, client, keys_before, store, sentinels, messages, progress, 120 + messages / 500
+            flow, client, keys_before, store, sentinels, base_count, progress
         )
         freshness = measure_freshness(
-            bootstrap, open_probe_store, stream.kept, bench, run_id, when, progress
+            bootstrap, flow, open_probe_store, stream.kept, bench, run_id, when, progress
         )
         flow.check()  # it must have lived through the whole run
 
@@ -562,7 +580,10 @@ def run_stream_bench(bench: StreamBench, catalog: Catalog, progress: Progress) -
         "seed": bench.seed,
         "workers": bench.workers,
         "events": int(throughput["events"]),
-        "messages": messages,
+        # Both read every message up to the sentinels: more than prefilled if the topics
+        # (on a given broker) held messages before the run.
+        "messages": base_count,
+        "prefilled": prefilled,
         "events_per_s_per_worker": round(per_worker),
         "baseline_events_per_s": round(baseline),
         "ratio_to_baseline": round(per_worker / baseline, 3) if baseline else None,
@@ -574,7 +595,7 @@ def run_stream_bench(bench: StreamBench, catalog: Catalog, progress: Progress) -
             "events_per_s": round(throughput["events_per_s"]),
             "recovery": False,
         },
-        "baseline": {"messages": base_count, "elapsed_s": round(base_s, 2)},
+        "baseline": {"elapsed_s": round(base_s, 2)},
         "partitions_per_topic": len(ends) // len(EVENT_TOPICS),
         "services": {
             "kafka": "external" if bench.bootstrap else "tansu, started for the run",
@@ -603,6 +624,8 @@ def result_table(result: dict[str, Any]) -> Table:
         ("ratio to baseline", "n/a" if ratio is None else f"{ratio:.3f}"),
         ("freshness p50 / p99 / max", f"{ms['p50']:,} / {ms['p99']:,} / {ms['max']:,} ms"),
         ("  produce rate target / achieved", f"{fresh['rate']:,} / {fresh['achieved_rate']:,}/s"),
+        ("  flow rate meanwhile", f"{fresh['flow_events_per_s']:,}/s"),
+        ("  cpu of producer + poller", f"{fresh['bench_cpu_percent']}% of a core"),
         ("  probes (missing)", f"{fresh['probes']:,} ({fresh['probes_missing']})"),
         ("machine", f"{platform.system()} {platform.machine()}, {result['cpu_count']} cpus"),
         ("date", result["date"]),

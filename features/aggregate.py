@@ -70,7 +70,9 @@ def cents(amount: float) -> int:
     return round(amount * 100)
 
 
-@dataclass(slots=True, frozen=True)
+# Per-event shapes are plain slotted classes, not frozen ones: a frozen dataclass pays for
+# every field it sets, and these are made once per event. Nothing mutates them.
+@dataclass(slots=True)
 class Contribution:
     """What one event adds to a fragment: counters for its buckets and register updates."""
 
@@ -82,7 +84,7 @@ class Contribution:
     expiry: tuple[int, int] | None = None  # (expires_at_s, points)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Applied:
     """What applying one contribution changed in a fragment's buckets.
 
@@ -97,21 +99,25 @@ class Applied:
     evicted_hours: dict[int, Counters]
 
 
-def _local_hour(when: datetime) -> int:
-    return when.hour  # event times carry the customer's own offset
+# Event times carry the customer's own offset, so their hour is the local hour.
+_HOUR_KEYS = tuple(f"hr:{hour}" for hour in range(24))
 
 
 def contribution(event: Event) -> Contribution:
     """Return what ``event`` contributes to its fragment (pure; one event, no state)."""
-    ts = int(event.event_time.timestamp())
+    when = event.event_time
+    ts = int(when.timestamp())
     src = event.source
-    counters: list[tuple[str, int]] = [("ev", 1), (f"hr:{_local_hour(event.event_time)}", 1)]
-    registers: list[tuple[str, Any]] = [("tz_offset_min", _offset_minutes(event.event_time))]
+    counters: list[tuple[str, int]] = [("ev", 1), (_HOUR_KEYS[when.hour], 1)]
+    registers: list[tuple[str, Any]] = []
     cart = None
     expiry = None
     match event:
         case PageView():
             counters.append((f"pv:{src}", 1))
+            # The UTC offset (for quiet hours) is refreshed at session starts and at the
+            # till, not on every click: it changes at most twice a year.
+            registers.append(("tz_offset_min", _offset_minutes(when)))
         case ProductView(category=category, store_id=store_id):
             counters += [(f"vw:{src}", 1), (f"vw_cat:{category}", 1)]
             if store_id is not None:
@@ -127,6 +133,7 @@ def contribution(event: Event) -> Contribution:
         case CheckoutStart():
             counters.append((f"chk:{src}", 1))
         case Purchase() as purchase:
+            registers.append(("tz_offset_min", _offset_minutes(when)))
             counters, registers, cart = _purchase(purchase, ts, counters, registers)
         case PointsExpiry(points=points, expires_at=expires_at, points_balance=balance):
             expiry = (int(expires_at.timestamp()), points)

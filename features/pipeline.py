@@ -36,7 +36,7 @@ from features.profile import ProfileState
 
 
 # --- items between steps --------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Observe:
     """An event's contribution, for the fragment it belongs to.
 
@@ -67,7 +67,7 @@ class EraseBefore:
 FragmentInput = Observe | LinkTo | EraseBefore
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delta:
     """One event applied by ``fragment``, for its profile to mirror."""
 
@@ -140,7 +140,7 @@ Keyed = tuple[str, object]
 
 
 # --- step 0: routing --------------------------------------------------------------------------
-def route(event: Event) -> list[Keyed]:
+def route(event: Event, produced_ms: int = 0) -> list[Keyed]:
     """Key an event for the next step: person index (links, erasures) or its fragment.
 
     Returns ``("person", customer, event)``-style pairs as ``(key, item)`` where the item is
@@ -154,7 +154,7 @@ def route(event: Event) -> list[Keyed]:
     if isinstance(event, ErasureRequest):
         at = int(event.event_time.timestamp())
         return [(f, EraseBefore(at, event.event_id)) for f in identifiers_of(event.ids)]
-    return [(fragment, Observe(contribution(event)))]
+    return [(fragment, Observe(contribution(event), produced_ms))]
 
 
 def needs_person_index(key: str, item: object) -> bool:

@@ -37,7 +37,6 @@ from features.pipeline import (
     STORE,
     ForProfile,
     FragmentLogic,
-    Observe,
     PersonIndex,
     apply_profile_inputs,
     route,
@@ -63,6 +62,7 @@ class FlowConfig:
     tail: bool = False
     max_event_bytes: int = 64 * 1024
     batch_size: int = 1000
+    fetch_wait_ms: int = 10
     topics: tuple[str, ...] = field(default=EVENT_TOPICS)
     # Copy state into snapshots; only a run known to have recovery off may turn it off.
     recovery: bool = True
@@ -102,9 +102,7 @@ def _ingester(config: FlowConfig) -> Callable[[list[Message]], list[tuple[str, A
             if isinstance(result, Rejection):
                 out.append((_DEADLETTER, deadletter_record(message, result)))
                 continue
-            for target, item in route(result):
-                if message.produced_ms and isinstance(item, Observe):
-                    item = Observe(item.contribution, message.produced_ms)
+            for target, item in route(result, message.produced_ms):
                 out.append((target, (target, item)))
         return out
 
@@ -185,7 +183,11 @@ def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Da
     flow = Dataflow("omnioffer_features")
     if config.source == "kafka":
         source = kafka_source(
-            config.kafka_bootstrap, config.topics, tail=config.tail, batch_size=config.batch_size
+            config.kafka_bootstrap,
+            config.topics,
+            tail=config.tail,
+            batch_size=config.batch_size,
+            fetch_wait_ms=config.fetch_wait_ms,
         )
         raw = op.map("from_kafka", op.input("read", flow, source), from_kafka)
     else:

@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING
 from features.eventlog import topic_path
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """One message as the flows see it, whatever it was read from."""
 
@@ -90,14 +90,24 @@ class EventLogSource(FixedPartitionedSource[Message, tuple[int, int]]):
 
 
 def kafka_source(
-    bootstrap: str, topics: Sequence[str], *, tail: bool = True, batch_size: int = 1000
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    tail: bool = True,
+    batch_size: int = 1000,
+    fetch_wait_ms: int = 10,
 ) -> KafkaSource:
-    """Return Bytewax's Kafka source over ``topics``; offsets live in the recovery snapshots."""
+    """Return Bytewax's Kafka source over ``topics``; offsets live in the recovery snapshots.
+
+    ``fetch_wait_ms`` bounds how long the broker may hold a fetch: some brokers (Tansu)
+    hold it that long even when data arrives, which adds straight to freshness.
+    """
     return KafkaSource(
         [bootstrap],
         list(topics),
         tail=tail,
         starting_offset=OFFSET_BEGINNING,
+        add_config={"fetch.wait.max.ms": str(fetch_wait_ms)},
         batch_size=batch_size,
         raise_on_errors=False,
     )

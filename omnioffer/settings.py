@@ -21,6 +21,7 @@ from features.store import OnlineStore, open_store
 
 if TYPE_CHECKING:
     from flows.features_flow import FlowConfig
+    from models.attribution import AttributionWindows
 
 # Only for local runs: production deployments must set OMNIOFFER_CONTACT_HASH_KEY.
 _DEV_HASH_KEY = "omnioffer-local-dev-key-change-me"
@@ -47,12 +48,45 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(10.0, gt=0, description="Bytewax epoch/snapshot interval.")
     backup_interval_s: float = Field(0.0, ge=0, description="Keep old snapshots this long.")
     tail: bool = Field(False, description="Keep reading Kafka at the end of the topics.")
+    kafka_fetch_wait_ms: int = Field(10, ge=0, description="Longest a fetch may wait.")
     metrics_port: int | None = Field(None, description="Serve flow metrics on this port.")
+    serve_host: str = Field("127.0.0.1", description="Serving API: listen address.")
+    serve_port: int = Field(8000, description="Serving API: port.")
+    policies_path: Path | None = Field(None, description="Contact policy file; default: shipped.")
+    explore_epsilon: float = Field(0.05, ge=0, le=1, description="Epsilon-greedy exploration.")
+    decision_log: Literal["files", "kafka"] = Field("files", description="Where decisions go.")
+    decision_queue_size: int = Field(10_000, gt=0, description="Decision-log queue; full: drop.")
+    max_request_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies get a 413.")
+    model_pointer: Path | None = Field(None, description="Promoted-model pointer to watch.")
+    model_poll_s: float = Field(2.0, gt=0, description="How often to check the model pointer.")
+    registry_dir: Path | None = Field(None, description="Model registry; default under data_dir.")
+    click_window_hours: float = Field(24.0, gt=0, description="Opens/clicks count this long.")
+    conversion_window_days: float = Field(7.0, gt=0, description="Conversions count this long.")
+    outcome_lateness_hours: float = Field(6.0, ge=0, description="How late outcomes may arrive.")
+    scorer_backend: Literal["auto", "booster", "lleaves"] = Field(
+        "auto", description="LightGBM Booster or the lleaves-compiled model for scoring."
+    )
 
     @property
     def event_log_dir(self) -> Path:
         """The embedded event log (one JSONL file per topic)."""
         return self.events_dir or self.data_dir / "events"
+
+    @property
+    def model_registry_dir(self) -> Path:
+        """The model registry (versions and the ``promoted`` pointer)."""
+        return self.registry_dir or self.data_dir / "registry"
+
+    @property
+    def attribution_windows(self) -> AttributionWindows:
+        """The outcome join's windows, in seconds."""
+        from models.attribution import AttributionWindows
+
+        return AttributionWindows(
+            click=round(self.click_window_hours * 3600),
+            conversion=round(self.conversion_window_days * 86400),
+            lateness=round(self.outcome_lateness_hours * 3600),
+        )
 
     @property
     def store_path(self) -> Path:
@@ -89,6 +123,7 @@ class Settings(BaseSettings):
             "event_log_dir": self.event_log_dir,
             "kafka_bootstrap": self.kafka_bootstrap,
             "tail": self.tail,
+            "fetch_wait_ms": self.kafka_fetch_wait_ms,
             "max_event_bytes": self.max_event_bytes,
         }
         values.update(overrides)

@@ -1,0 +1,177 @@
+"""The outcome join as a Bytewax dataflow: decisions + outcomes -> labelled training examples.
+
+``read (decisions, events.engagement, events.purchases) -> parse -> shard -> join -> sink``
+
+Decisions and engagement outcomes are keyed by a stable hash of their ``decision_id`` into
+``shards`` join states; purchase redemptions (rare) go to every shard, because the decision
+they answer is found by identifier and offer, not by id. Every input batch also sends each
+shard its source's newest event time, so every shard's watermark advances from the events
+themselves (:class:`models.attribution.OutcomeJoin`), never from the wall clock: a replay
+of the same input gives the same examples. Invalid messages are skipped here (the feature
+flow dead-letters them). Run it with ``omnioffer``'s settings::
+
+    python -m bytewax.run "flows.outcome_join:flow"
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.connectors.files import FileSink
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+from bytewax.testing import run_main
+
+from features.decisions import decode_decision
+from features.topics import DECISIONS, ENGAGEMENT, PURCHASES
+from features.validation import Rejection, validate
+from flows.sources import EventLogSource, Message, from_kafka, kafka_source
+from models.attribution import (
+    AttributionWindows,
+    LabelledExample,
+    OutcomeJoin,
+    encode_example,
+    outcomes_of,
+)
+
+JOIN_TOPICS = (DECISIONS, ENGAGEMENT, PURCHASES)
+
+
+@dataclass(frozen=True)
+class OutcomeJoinConfig:
+    """What the outcome join reads and how it attributes."""
+
+    hash_key: bytes
+    windows: AttributionWindows = field(default_factory=AttributionWindows)
+    source: str = "files"
+    event_log_dir: Path = Path(".omnioffer/events")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    tail: bool = False
+    max_event_bytes: int = 64 * 1024
+    batch_size: int = 1000
+    shards: int = 8
+    topics: tuple[str, ...] = JOIN_TOPICS
+
+
+# Items between steps: (kind, payload); kinds are "decision", "outcome" and "progress".
+Item = tuple[str, Any]
+
+
+def shard_of(decision_id: str, shards: int) -> str:
+    """Return the shard key of a decision id (stable across processes, unlike ``hash``)."""
+    return str(zlib.crc32(decision_id.encode()) % shards)
+
+
+def parse_batch(config: OutcomeJoinConfig, batch: list[Message]) -> list[tuple[str, Item]]:
+    """Turn a batch of messages into keyed join inputs plus one progress item per shard.
+
+    A message that cannot be parsed is skipped, but it still counts for nothing in the
+    watermark (only valid event times advance it).
+    """
+    out: list[tuple[str, Item]] = []
+    newest: dict[str, int] = {}
+    every_shard = [str(s) for s in range(config.shards)]
+    for message in batch:
+        source = f"{message.topic}"
+        if message.topic == DECISIONS:
+            try:
+                decision = decode_decision(message.value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            at = int(decision.decided_at.timestamp())
+            out.append((shard_of(decision.decision_id, config.shards), ("decision", decision)))
+        else:
+            event = validate(message.value, key=config.hash_key, max_bytes=config.max_event_bytes)
+            if isinstance(event, Rejection):
+                continue
+            at = int(event.event_time.timestamp())
+            for outcome in outcomes_of(event):
+                if outcome.decision_id is not None:
+                    shard = shard_of(outcome.decision_id, config.shards)
+                    out.append((shard, ("outcome", outcome)))
+                else:
+                    out.extend((shard, ("outcome", outcome)) for shard in every_shard)
+        newest[source] = max(newest.get(source, at), at)
+    for source, at in sorted(newest.items()):
+        out.extend((shard, ("progress", (source, at))) for shard in every_shard)
+    return out
+
+
+class JoinLogic(StatefulBatchLogic[Item, LabelledExample, OutcomeJoin]):
+    """One shard's :class:`OutcomeJoin` inside Bytewax; flushes at the end of the input."""
+
+    def __init__(self, config: OutcomeJoinConfig, resume: OutcomeJoin | None) -> None:
+        self.join = resume or OutcomeJoin(config.windows, sources=config.topics)
+
+    def on_batch(self, values: list[Item]) -> tuple[Iterable[LabelledExample], bool]:
+        out: list[LabelledExample] = []
+        join = self.join
+        for kind, payload in values:
+            if kind == "decision":
+                out += join.on_decision(payload)
+            elif kind == "outcome":
+                join.on_outcome(payload)
+            else:
+                out += join.advance(*payload)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[LabelledExample], bool]:
+        return self.join.flush(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> OutcomeJoin:
+        return self.join
+
+
+def build_flow(config: OutcomeJoinConfig, out_path: Path) -> Dataflow:
+    """Build the outcome-join dataflow writing one JSON example per line to ``out_path``."""
+    flow = Dataflow("omnioffer_outcome_join")
+    if config.source == "kafka":
+        source = kafka_source(
+            config.kafka_bootstrap, config.topics, tail=config.tail, batch_size=config.batch_size
+        )
+        raw = op.map("from_kafka", op.input("read", flow, source), from_kafka)
+    else:
+        source = EventLogSource(config.event_log_dir, config.topics, config.batch_size)
+        raw = op.input("read", flow, source)
+    keyed = op.flat_map_batch("parse", raw, lambda batch: parse_batch(config, batch))
+    joined = op.stateful_batch("join", keyed, lambda resume: JoinLogic(config, resume))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(b"")
+    lines = op.map("encode", joined, lambda kv: ("examples", encode_example(kv[1]).decode()))
+    op.output("examples", lines, FileSink(out_path))
+    return flow
+
+
+def run(config: OutcomeJoinConfig, out_path: Path) -> None:
+    """Run the outcome join in this process until its (bounded) input ends."""
+    run_main(build_flow(config, out_path))
+
+
+def _from_settings() -> Dataflow:
+    from omnioffer.settings import Settings
+
+    settings = Settings()
+    config = OutcomeJoinConfig(
+        hash_key=settings.hash_key,
+        windows=settings.attribution_windows,
+        source=settings.source,
+        event_log_dir=settings.event_log_dir,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        tail=settings.tail,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    return build_flow(config, settings.data_dir / "examples.jsonl")
+
+
+def __getattr__(name: str) -> Any:
+    # `python -m bytewax.run flows.outcome_join:flow` builds the flow from OMNIOFFER_* settings.
+    if name == "flow":
+        return _from_settings()
+    message = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(message)
