@@ -73,7 +73,11 @@ class ProfileState:
         return not self.fragments
 
     def to_record(self) -> dict[str, Any]:
-        """Return the stored form: merged buckets and registers, fragments, time span."""
+        """Return the stored form: merged buckets and registers, fragments, time span.
+
+        The buckets are the live dicts, keyed by day / hour number: encode or copy them
+        before the state changes again.
+        """
         if len(self.fragments) == 1:
             [small] = self.fragments.values()
         else:
@@ -85,16 +89,16 @@ class ProfileState:
             "fragments": sorted(self.fragments),
             "first_seen": small.first_seen,
             "last_seen": small.last_seen,
-            "days": {str(d): c for d, c in self.merged.days.items()},
-            "hours": {str(h): c for h, c in self.merged.hours.items()},
-            "registers": {k: [t, e, v] for k, (t, e, v) in small.registers.items()},
+            "days": self.merged.days,
+            "hours": self.merged.hours,
+            "registers": small.registers,
             "carts": small.carts,
-            "expiries": {k: list(v) for k, v in small.expiries.items()},
+            "expiries": small.expiries,
         }
 
     def encode(self) -> bytes:
-        """Serialize :meth:`to_record` for the online store."""
-        return orjson.dumps(self.to_record())
+        """Serialize :meth:`to_record` for the online store (bucket numbers become strings)."""
+        return orjson.dumps(self.to_record(), option=orjson.OPT_NON_STR_KEYS)
 
 
 def _copy_small(small: Small) -> Small:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from features.catalog import Catalog
@@ -58,22 +60,37 @@ class ShardRun:
         yield sim.emitter.drain_all()
 
 
-_FRAME = struct.Struct("!Q")
+class Spool:
+    """Hand pickled batches from a worker to the parent through files.
 
+    The pipe carries only one short line per batch (the file's name); the bulk goes
+    through the page cache, so a busy parent never stalls a worker 64 KiB at a time.
+    """
 
-def send_frame(out: BinaryIO, value: object) -> None:
-    """Write one length-prefixed pickle to ``out``."""
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_FRAME.pack(len(data)))
-    out.write(data)
-    out.flush()
+    def __init__(self, directory: Path | str, shard: int) -> None:
+        self.directory = Path(directory)
+        self.shard = shard
+        self._sequence = 0
 
+    def put(self, out: BinaryIO, value: object) -> None:
+        """Write ``value`` to the next spool file and announce it on ``out``."""
+        path = self.directory / f"shard{self.shard}-{self._sequence}.pickle"
+        self._sequence += 1
+        with path.open("wb") as handle:
+            pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(path.name.encode() + b"\n")
+        out.flush()
 
-def _recv_exactly(stream: BinaryIO, size: int) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        raise EOFError
-    return data
+    def take(self, announcements: BinaryIO) -> object:
+        """Wait for the next announced file, load it and delete it; EOFError at the end."""
+        name = announcements.readline().strip()
+        if not name:
+            raise EOFError
+        path = self.directory / name.decode()
+        with path.open("rb") as handle:
+            value = pickle.load(handle)
+        path.unlink()
+        return value
 
 
 class ParallelRun:
@@ -89,6 +106,8 @@ class ParallelRun:
             raise ValueError(message)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._workers: list[subprocess.Popen[bytes]] = []
+        self._spool_dir = tempfile.mkdtemp(prefix="omnioffer-sim-")
+        self._spools = [Spool(self._spool_dir, shard) for shard in range(workers)]
         try:
             for shard in range(workers):
                 worker = subprocess.Popen(
@@ -98,20 +117,19 @@ class ParallelRun:
                     env=env,
                 )
                 self._workers.append(worker)
-                job = pickle.dumps((config, catalog, shard, workers))
+                job = pickle.dumps((config, catalog, shard, workers, self._spool_dir))
                 worker.stdin.write(job)  # type: ignore[union-attr]
                 worker.stdin.close()  # type: ignore[union-attr]
         except BaseException:
             self.close()
             raise
         self.noise = NoiseStats()
+        self._finished = False
 
     def _receive(self, shard: int) -> object:
         worker = self._workers[shard]
-        stream: BinaryIO = worker.stdout  # type: ignore[assignment]
         try:
-            (size,) = _FRAME.unpack(_recv_exactly(stream, _FRAME.size))
-            return pickle.loads(_recv_exactly(stream, size))
+            return self._spools[shard].take(worker.stdout)  # type: ignore[arg-type]
         except EOFError:
             code = worker.wait(10)
             message = f"simulator shard {shard} stopped early (exit code {code}); see its stderr"
@@ -134,10 +152,13 @@ class ParallelRun:
             noise.beyond_horizon += part.beyond_horizon
             for kind, count in part.malformed_by_kind.items():
                 noise.malformed_by_kind[kind] = noise.malformed_by_kind.get(kind, 0) + count
+        self._finished = True
 
     def close(self) -> None:
-        """Wait for the workers to finish (and stop those that do not)."""
+        """Wait for the workers to finish; stop them if the run was abandoned."""
         for worker in self._workers:
+            if not getattr(self, "_finished", False):
+                worker.kill()
             if worker.stdout is not None:
                 worker.stdout.close()
             try:
@@ -145,3 +166,4 @@ class ParallelRun:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+        shutil.rmtree(self._spool_dir, ignore_errors=True)

@@ -1,6 +1,8 @@
 import re
+import tempfile
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -39,6 +41,20 @@ def test_worker_processes_write_the_same_bytes(tmp_path, catalog):
         "elapsed_s": 0,
         "events_per_second": 0,
     }
+
+
+class FailingSink(FileSink):
+    def write(self, topic, key, value):
+        if sum(self.counts.values()) >= 100:
+            raise OSError("disk full")
+        super().write(topic, key, value)
+
+
+def test_an_abandoned_parallel_run_stops_its_workers_and_cleans_up(tmp_path, catalog):
+    spools = set(Path(tempfile.gettempdir()).glob("omnioffer-sim-*"))
+    with pytest.raises(OSError, match="disk full"):
+        simulate(SMALL, catalog, FailingSink(tmp_path), workers=2)
+    assert set(Path(tempfile.gettempdir()).glob("omnioffer-sim-*")) == spools
 
 
 def test_workers_must_be_positive(tmp_path, catalog):
