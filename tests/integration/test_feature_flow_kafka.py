@@ -1,6 +1,8 @@
 """The feature flow on the real broker and real Redis: crash, recover, converge."""
 
+import contextlib
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -63,6 +65,14 @@ def start_flow(bootstrap, redis_url, recovery_dir, namespace, metrics_port=None)
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
+def committed_epoch(recovery_dir):
+    epochs = [0]
+    for part in recovery_dir.glob("part-*.sqlite3"):
+        with contextlib.closing(sqlite3.connect(part)) as db:
+            epochs += [row[0] for row in db.execute("SELECT commit_epoch FROM commits")]
+    return max(epochs)
+
+
 def events_counted(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         families = text_string_to_metric_families(response.read().decode())
@@ -111,7 +121,8 @@ def test_kill_and_recover_gives_the_same_store_as_an_uninterrupted_run(
     produce(bootstrap, messages[:half])
     flow = start_flow(bootstrap, private_redis_server.url, tmp_path / "recovery", namespace)
     try:
-        wait_until(lambda: written() > 0, flow)
+        # Kill it mid-stream, once it has written profiles and committed a snapshot.
+        wait_until(lambda: written() > 0 and committed_epoch(tmp_path / "recovery") > 1, flow)
         flow.send_signal(signal.SIGKILL)
         flow.wait(10)
         produce(bootstrap, messages[half:])
