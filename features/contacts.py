@@ -22,6 +22,9 @@ import orjson
 
 from features.events import Event, Identifiers
 
+# For local runs and tests only; deployments set OMNIOFFER_CONTACT_HASH_KEY.
+DEV_CONTACT_HASH_KEY = b"omnioffer-local-dev-key-change-me"
+
 _NOT_DIGITS = re.compile(r"[^\d]")
 _EMAIL_LIKE = re.compile(rb"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 # International (+CC …) numbers only: bare digit runs are too often dates, ids or amounts.

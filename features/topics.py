@@ -9,7 +9,7 @@ partition: the most stable identifier the event carries.
 
 from __future__ import annotations
 
-from features.events import CLICKSTREAM_KINDS, ID_FIELDS, Event
+from features.events import CLICKSTREAM_KINDS, ID_FIELDS, Event, Identifiers
 
 CLICKSTREAM = "events.clickstream"
 PURCHASES = "events.purchases"
@@ -47,8 +47,15 @@ def topic_for(kind: str) -> str:
 
 def routing_key(event: Event) -> str:
     """Return the message key: the first identifier present in ``ID_FIELDS`` order."""
-    ids = event.ids
+    return routing_key_for(event.ids, event.event_id)
+
+
+def routing_key_for(ids: Identifiers, fallback: str) -> str:
+    """Return the first identifier of ``ids`` in ``ID_FIELDS`` order, else ``fallback``.
+
+    Decisions and outcomes are keyed like events, so one person stays in one partition.
+    """
     for name in ID_FIELDS:
         if (value := getattr(ids, name)) is not None:
             return value
-    return event.event_id
+    return fallback

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.contacts import DEV_CONTACT_HASH_KEY
 from features.store import OnlineStore, open_store
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from models.attribution import AttributionWindows
 
 # Only for local runs: production deployments must set OMNIOFFER_CONTACT_HASH_KEY.
-_DEV_HASH_KEY = "omnioffer-local-dev-key-change-me"
+_DEV_HASH_KEY = DEV_CONTACT_HASH_KEY.decode()
 
 
 class Settings(BaseSettings):

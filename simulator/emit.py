@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from features.decisions import Decision, encode_decision
 from features.events import EVENT_TYPES, Event, encode_event
-from features.topics import DECISIONS, routing_key, topic_for
+from features.topics import DECISIONS, routing_key, routing_key_for, topic_for
 from simulator.noise import MALFORMED_KINDS, duplicate_delay_seconds, late_delay_seconds, malformed
 from simulator.world import SimulationConfig
 
@@ -147,5 +147,4 @@ class Emitter:
 
 def routing_key_of_ids(decision: Decision) -> str:
     """Return the first identifier a decision carries, as events are keyed."""
-    present = decision.ids.present()
-    return next(iter(present.values()), decision.decision_id)
+    return routing_key_for(decision.ids, decision.decision_id)

@@ -13,11 +13,13 @@ from features.events import Consent, Engagement, Identifiers
 from simulator.commerce import basket, purchase
 from simulator.emit import DAY
 from simulator.policy import (
-    draw,
+    Table,
     message_actions,
     message_decision,
     onsite_actions,
     onsite_decision,
+    pick,
+    table,
 )
 from simulator.state import CustomerState, Today
 from simulator.truth import (
@@ -33,6 +35,7 @@ from simulator.world import MESSAGE_CHANNELS
 HOUR = 3600
 MAX_RESPONSE_S = 7 * DAY
 CLICK_ONLY_ONSITE = 0.03
+_NOTHING = Table([], [])  # no eligible action: nothing is sent or shown
 
 
 def _engagement(
@@ -74,16 +77,22 @@ def campaign_message(st: CustomerState, ts: int, today: Today, campaign_index: i
         return
     campaign = today.campaigns[campaign_index]
     when = st.at(ts)
-    actions = message_actions(campaign, st.sim.facts, channels, when, c.tier, c.home_store)
-    if not actions:
+    facts = st.sim.facts
+    valid = tuple(facts[o].valid_at(ts) for o in campaign.offer_ids)
+    key = ("message", campaign_index, tuple(channels), c.tier, c.home_store, valid)
+    distribution = today.tables.get(key)
+    if distribution is None:
+        actions = message_actions(campaign, facts, channels, when, c.tier, c.home_store)
+        distribution = today.tables[key] = table(actions) if actions else _NOTHING
+    if not distribution.candidates:
         return
-    picked = draw(actions, rng.random(), send_at=when)
+    picked = pick(distribution, rng.random(), send_at=when)
     decision_id = st.next_id("de")
     ids = Identifiers(customer_id=c.customer_id)
     st.log_decision(message_decision(decision_id, when, ids, campaign.campaign_id, picked), ts)
 
     offer_id, channel = picked.chosen.offer_id or "", str(picked.chosen.channel)
-    facts = st.sim.facts[offer_id]
+    offer = facts[offer_id]
     message_id = st.next_id("me")
     common = {
         "offer_id": offer_id,
@@ -93,7 +102,7 @@ def campaign_message(st: CustomerState, ts: int, today: Today, campaign_index: i
     }
     _engagement(st, ts + st.between(1, 90), ids, "delivered", channel, **common)
     hour = st.local_hour(ts)
-    convert = conversion_probability(c, facts, channel, hour)
+    convert = conversion_probability(c, offer, channel, hour)
     opened = max(open_probability(c, channel, hour), convert)
     u = rng.random()  # one draw: a redemption (u < convert) is always an open (u < opened)
     if u >= opened:
@@ -102,7 +111,7 @@ def campaign_message(st: CustomerState, ts: int, today: Today, campaign_index: i
     open_ts = ts + 60 + min(int(rng.expovariate(1 / mean_open)), 2 * DAY)
     _engagement(st, open_ts, ids, "opened", channel, **common)
     converted = u < convert
-    if converted or rng.random() < click_probability(c, facts):
+    if converted or rng.random() < click_probability(c, offer):
         _engagement(st, open_ts + st.between(5, 300), ids, "clicked", channel, **common)
     if converted:
         delay = int(rng.expovariate(1 / (response_delay_hours(c) * HOUR)))
@@ -184,10 +193,16 @@ def onsite_exposure(st: CustomerState, visit: Visit, ts: int) -> int:
     today = st.sim.today
     when = st.at(ts)
     tier = c.tier if visit.logged_in else None
-    actions = onsite_actions(today.featured[channel], st.sim.facts, channel, when, tier)
-    if not actions:
+    pool = today.featured[channel]
+    valid = tuple(st.sim.facts[o].valid_at(ts) for o in pool)
+    key = ("onsite", channel, tier, valid)
+    distribution = today.tables.get(key)
+    if distribution is None:
+        actions = onsite_actions(pool, st.sim.facts, channel, when, tier)
+        distribution = today.tables[key] = table(actions) if actions else _NOTHING
+    if not distribution.candidates:
         return ts
-    picked = draw(actions, rng.random())
+    picked = pick(distribution, rng.random())
     decision_id = st.next_id("de")
     st.log_decision(onsite_decision(decision_id, when, visit.ids, channel, picked), ts)
     offer_id = picked.chosen.offer_id or ""

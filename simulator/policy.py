@@ -19,11 +19,15 @@ traits; it only knows tier, home store and consent, as a real CRM would.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+import msgspec
 
 from features.decisions import Choice, Decision, DecisionContext
 from features.events import Identifiers
@@ -137,29 +141,36 @@ def onsite_actions(
     return actions
 
 
-def draw(actions: Sequence[Action], u: float, send_at: datetime | None = None) -> Draw:
-    """Pick an action by inverting the policy's distribution at the uniform draw ``u``."""
+@dataclass(frozen=True)
+class Table:
+    """The policy's distribution over one candidate set, ready to sample from."""
+
+    candidates: list[Choice]
+    cumulative: list[float]
+
+
+def table(actions: Sequence[Action]) -> Table:
+    """Return the candidates with their propensities, and the running sums to invert."""
     probs = propensities([a.score for a in actions])
     candidates = [
         Choice(offer_id=a.offer_id, channel=a.channel, propensity=p, score=a.score)  # type: ignore[arg-type]
         for a, p in zip(actions, probs, strict=True)
     ]
-    picked = len(actions) - 1
-    cumulative = 0.0
-    for i, p in enumerate(probs):
-        cumulative += p
-        if u < cumulative:
-            picked = i
-            break
-    a = actions[picked]
-    chosen = Choice(
-        offer_id=a.offer_id,
-        channel=a.channel,  # type: ignore[arg-type]
-        propensity=probs[picked],
-        score=a.score,
-        send_at=send_at,
-    )
-    return Draw(chosen, candidates)
+    return Table(candidates, list(itertools.accumulate(probs)))
+
+
+def pick(distribution: Table, u: float, send_at: datetime | None = None) -> Draw:
+    """Pick the candidate at the uniform draw ``u`` (inverse CDF), stamped with ``send_at``."""
+    index = min(bisect.bisect_right(distribution.cumulative, u), len(distribution.candidates) - 1)
+    chosen = distribution.candidates[index]
+    if send_at is not None:
+        chosen = msgspec.structs.replace(chosen, send_at=send_at)
+    return Draw(chosen, distribution.candidates)
+
+
+def draw(actions: Sequence[Action], u: float, send_at: datetime | None = None) -> Draw:
+    """Pick an action by inverting the policy's distribution at the uniform draw ``u``."""
+    return pick(table(actions), u, send_at)
 
 
 def campaigns_for_day(

@@ -10,14 +10,14 @@ import bisect
 import heapq
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from features.catalog import Catalog, Product, Store
 from features.decisions import Decision
 from features.events import Event
 from simulator.emit import DAY, Clock, Emitter
-from simulator.policy import Campaign, campaigns_for_day, featured_offers
+from simulator.policy import Campaign, Table, campaigns_for_day, featured_offers
 from simulator.truth import OfferFacts, offer_facts
 from simulator.world import MESSAGE_CHANNELS, Customer, World
 
@@ -69,6 +69,9 @@ class Today:
     start_ts: int
     campaigns: tuple[Campaign, ...]
     featured: dict[str, tuple[str, ...]]
+    # Policy distributions already built today, by candidate-set key: most customers
+    # share a few candidate sets, so each is scored once.
+    tables: dict[tuple[object, ...], Table] = field(default_factory=dict)
 
 
 class CustomerState:

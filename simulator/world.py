@@ -18,14 +18,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from features.catalog import Catalog
-from features.contacts import hash_email, hash_phone
+from features.contacts import DEV_CONTACT_HASH_KEY, hash_email, hash_phone
 
 PERSONAS = ("discount_hunter", "newcomer", "toucher", "social", "procrastinator")
 MESSAGE_CHANNELS = ("email", "push", "sms", "messenger")
 TIER_MULTIPLIER = {"basic": 1.0, "silver": 1.25, "gold": 1.5}
 
 DEFAULT_START = datetime(2026, 3, 2, tzinfo=UTC)
-DEFAULT_CONTACT_HASH_KEY = b"omnioffer-dev-contact-key"
+DEFAULT_CONTACT_HASH_KEY = DEV_CONTACT_HASH_KEY
 
 # How often each persona dominates a customer's mix.
 _DOMINANT_SHARES = (0.25, 0.15, 0.2, 0.2, 0.2)

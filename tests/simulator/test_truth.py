@@ -98,3 +98,20 @@ def test_onsite_offers_need_the_sales_channel(world, facts):
     c = world.customers[0]
     assert onsite_conversion_probability(c, facts["of-pts-app-install"], "web") == 0
     assert onsite_conversion_probability(c, facts["of-pts-app-install"], "app") > 0
+
+
+def test_message_probabilities_open_at_least_as_often_as_they_convert(world, facts):
+    from datetime import UTC, datetime
+
+    from simulator.truth import message_probabilities
+
+    when = datetime(2026, 3, 3, 18, tzinfo=UTC)
+    for c in world.customers[:200]:
+        for f in facts.values():
+            opened, converted = message_probabilities(c, f, "email", when)
+            assert 0 <= converted <= opened <= 1
+    too_late = datetime(2030, 1, 1, tzinfo=UTC)
+    assert message_probabilities(world.customers[0], facts["of-disc-dairy"], "email", too_late) == (
+        0,
+        0,
+    )
