@@ -26,7 +26,7 @@ from typing import Any
 import bytewax.operators as op
 import orjson
 from bytewax.connectors.files import FileSink
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -89,20 +89,32 @@ def deadletter_record(message: Message, rejection: Rejection) -> bytes:
     return orjson.dumps(record)
 
 
-def _ingester(config: FlowConfig) -> Callable[[list[Message]], list[tuple[str, Any]]]:
-    """Validate, then key each item for its next step (one Python call per batch)."""
+def _ingester(config: FlowConfig) -> Callable[[list[Any]], list[tuple[str, Any]]]:
+    """Validate, then key each item for its next step (one Python call per batch).
+
+    Takes file-log :class:`Message`s or Kafka source items as they come, so Kafka
+    messages need no conversion step of their own.
+    """
     key, limit = config.hash_key, config.max_event_bytes
     observe = metrics.observe_validation
 
-    def ingest(batch: list[Message]) -> list[tuple[str, Any]]:
+    def ingest(batch: list[Any]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
-        for message in batch:
-            result = validate(message.value, key=key, max_bytes=limit)
-            observe(message, result)
+        for raw in batch:
+            if type(raw) is KafkaSourceMessage:
+                stamp = raw.timestamp
+                value, produced_ms = raw.value or b"", stamp[1] if stamp and stamp[0] else 0
+            elif type(raw) is Message:
+                value, produced_ms = raw.value, raw.produced_ms
+            else:
+                value, produced_ms = b"", 0  # a Kafka error item: dead-letter it
+            result = validate(value, key=key, max_bytes=limit)
+            observe(result)
             if isinstance(result, Rejection):
+                message = raw if type(raw) is Message else from_kafka(raw)
                 out.append((_DEADLETTER, deadletter_record(message, result)))
                 continue
-            for target, item in route(result, message.produced_ms):
+            for target, item in route(result, produced_ms):
                 out.append((target, (target, item)))
         return out
 
@@ -189,7 +201,7 @@ def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Da
             batch_size=config.batch_size,
             fetch_wait_ms=config.fetch_wait_ms,
         )
-        raw = op.map("from_kafka", op.input("read", flow, source), from_kafka)
+        raw = op.input("read", flow, source)
     else:
         source = EventLogSource(config.event_log_dir, config.topics, config.batch_size)
         raw = op.input("read", flow, source)

@@ -10,7 +10,6 @@ from prometheus_client import Counter, Histogram
 
 from features.events import Event
 from features.validation import Rejection
-from flows.sources import Message
 
 EVENTS_IN = Counter("omnioffer_flow_events_total", "Valid events read, by kind.", ["kind"])
 DEADLETTERED = Counter(
@@ -37,7 +36,7 @@ def _events_in(kind: str) -> Any:
     return EVENTS_IN.labels(kind)
 
 
-def observe_validation(message: Message, result: Event | Rejection) -> None:
+def observe_validation(result: Event | Rejection) -> None:
     """Count one validated message by kind, or by rejection reason."""
     if isinstance(result, Rejection):
         DEADLETTERED.labels(result.reason.code).inc()

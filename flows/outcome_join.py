@@ -71,8 +71,8 @@ def shard_of(decision_id: str, shards: int) -> str:
 def parse_batch(config: OutcomeJoinConfig, batch: list[Message]) -> list[tuple[str, Item]]:
     """Turn a batch of messages into keyed join inputs plus one progress item per shard.
 
-    A message that cannot be parsed is skipped, but it still counts for nothing in the
-    watermark (only valid event times advance it).
+    A message that cannot be parsed is skipped (the feature flow dead-letters it); only
+    valid event times advance the watermark. Progress is tracked per topic.
     """
     out: list[tuple[str, Item]] = []
     newest: dict[str, int] = {}

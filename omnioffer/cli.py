@@ -434,6 +434,301 @@ def bench_stream(
     console.print(f"wrote {json_path}")
 
 
+# --- models: train, evaluate, registry (issue 5) ------------------------------------------------
+models_app = typer.Typer(help="Model registry: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _stage_progress(progress: Progress):
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return update
+
+
+def _metrics_table(title: str, report: dict[str, Any]) -> Table:
+    table = Table("model", "AUC", "log loss", "ECE", "test rows", "positives", title=title)
+    rows = [("next best offer", report["nbo"]), ("channel", report["channel"])]
+    for kind in ("nbo", "channel"):
+        for name, m in report.get("baselines", {}).get(kind, {}).items():
+            rows.append((f"  {kind} {name} baseline", m))
+    for name, m in rows:
+        table.add_row(name, f"{m['auc']:.3f}", f"{m['logloss']:.4f}", f"{m['ece']:.4f}",
+                      str(m.get("n", "")), str(m.get("positives", "")))
+    return table
+
+
+@app.command()
+def train(
+    events: Annotated[Path | None, typer.Option(help="File event log folder.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed (default: settings).")] = None,
+    promote: Annotated[bool, typer.Option(help="Promote the new version.")] = False,
+) -> None:
+    """Build point-in-time training sets, train and calibrate both models, register them."""
+    from models.train import TrainConfig
+    from models.workflow import train as train_models
+
+    settings = _settings(seed=seed)
+    folder = events or settings.event_log_dir
+    if not (folder / "decisions.jsonl").exists():
+        console.print(f"[red]no decisions.jsonl in {folder}[/red]: run `omnioffer simulate` first")
+        raise typer.Exit(2)
+    with _progress() as progress:
+        version, _bundle, ts, report = train_models(
+            settings, folder, config=TrainConfig(seed=settings.seed), promote=promote,
+            progress=_stage_progress(progress),
+        )
+    console.print(_metrics_table(f"{version}: held-out time slice", report))
+    state = "promoted" if promote else "registered (promote with `omnioffer models promote`)"
+    console.print(f"{version} {state}: {len(ts):,} labelled decisions, "
+                  f"registry {settings.model_registry_dir}")
+
+
+@app.command()
+def evaluate(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the JSON.")] = Path(
+        "bench/results/evaluate.json"
+    ),
+    events: Annotated[
+        Path | None, typer.Option(help="Train on this event log (default: simulate one).")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=1, help="Training world customers.")] = 6000,
+    days: Annotated[int, typer.Option(min=1, help="Training world days.")] = 28,
+    eval_customers: Annotated[int, typer.Option(min=1, help="Fresh world customers.")] = 2500,
+    eval_days: Annotated[int, typer.Option(min=2, help="Fresh world days.")] = 21,
+    warmup_days: Annotated[int, typer.Option(min=0, help="Fresh history before scoring.")] = 7,
+    bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
+    measure: Annotated[bool, typer.Option(help="Time 1M-row training and scoring.")] = True,
+    promote: Annotated[bool, typer.Option(help="Promote the trained version.")] = True,
+) -> None:
+    """Train, then evaluate: held-out metrics, OPE and the closed loop on fresh customers."""
+    from models.workflow import EvaluationConfig, run_evaluation, simulate_world
+
+    settings = _settings()
+    with _progress() as progress:
+        update = _stage_progress(progress)
+        folder = events
+        if folder is None:
+            folder = settings.data_dir / "evaluate" / f"world-{customers}x{days}-s{settings.seed}"
+            if not (folder / "ground_truth.jsonl").exists():
+                simulate_world(folder, customers, days, settings.seed, settings,
+                               _catalog(settings), update)
+        document = run_evaluation(
+            settings, folder, promote=promote, progress=update,
+            evaluation=EvaluationConfig(eval_customers=eval_customers, eval_days=eval_days,
+                                        warmup_days=warmup_days, n_bootstrap=bootstrap,
+                                        measure=measure),
+        )
+    console.print(_metrics_table("held-out time slice", document["heldout"]))
+    table = Table("policy", "reward / decision (sampled)", "expected", title="closed loop")
+    for name, value in document["closed_loop"].items():
+        table.add_row(name, f"{value:.4f}", f"{document['closed_loop_expected'][name]:.4f}")
+    console.print(table)
+    ope = Table("estimator", "value", "95 % interval", title="off-policy estimates")
+    for name, e in document["ope"].items():
+        ope.add_row(name, f"{e['value']:.4f}", f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]")
+    ope.add_row("closed loop (truth)", f"{document['ope_true_value']:.4f}", "")
+    console.print(ope)
+    console.print(document["targets"])
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    console.print(f"wrote {json_path}; plots in {document['run_dir']}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List registered model versions; the promoted one is marked."""
+    from models.registry import Registry
+
+    registry = Registry(_settings().model_registry_dir)
+    promoted = registry.promoted()
+    table = Table("", "version", "created", "data", "nbo AUC", "channel AUC", "seed", "commit")
+    for version in registry.versions():
+        meta = registry.metadata(version)
+        data = meta.get("data_range", {})
+        m = meta.get("metrics", {})
+        table.add_row(
+            "*" if version == promoted else "",
+            version,
+            meta.get("created_at", ""),
+            f"{data.get('first_decision', '')[:10]} .. {data.get('last_decision', '')[:10]}",
+            f"{m.get('nbo', {}).get('auc', float('nan')):.3f}",
+            f"{m.get('channel', {}).get('auc', float('nan')):.3f}",
+            str(meta.get("seed", "")),
+            str(meta.get("git_commit", ""))[:12],
+        )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(version: Annotated[str, typer.Argument(help="e.g. v0003")]) -> None:
+    """Promote a version: serving picks it up without a restart."""
+    from models.registry import Registry, RegistryError
+
+    registry = Registry(_settings().model_registry_dir)
+    try:
+        registry.promote(version)
+    except RegistryError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"promoted {version}")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Promote the previously promoted version again."""
+    from models.registry import Registry, RegistryError
+
+    registry = Registry(_settings().model_registry_dir)
+    try:
+        version = registry.rollback()
+    except RegistryError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"rolled back to {version}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    store: Annotated[StoreKind | None, typer.Option(help="Online store.")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
+    policies: Annotated[Path | None, typer.Option(help="Policies file (levers, caps).")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Exploration rate.")] = None,
+    decision_log: Annotated[Source | None, typer.Option(help="Files or Kafka.")] = None,
+    model_pointer: Annotated[Path | None, typer.Option(help="Promoted-model pointer.")] = None,
+    demo: Annotated[bool, typer.Option(help="Serve what `omnioffer demo` built.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the decision API (offers, channel choice, profiles, erasure, /metrics, /docs)."""
+    import uvicorn
+
+    from features.policy import PolicyError
+    from serving.app import create_app
+
+    base = _settings().data_dir / "demo"
+    settings = _settings(
+        serve_host=host,
+        serve_port=port,
+        store=store,
+        redis_url=redis_url,
+        policies_path=policies,
+        explore_epsilon=epsilon,
+        decision_log=decision_log,
+        model_pointer=model_pointer,
+        **({"events_dir": base / "events", "sqlite_path": base / "online.sqlite3"} if demo else {}),
+    )
+    try:
+        api = create_app(settings)
+    except (PolicyError, CatalogError) as error:
+        console.print(f"[red]cannot start:[/red] {error}")
+        raise typer.Exit(2) from None
+    where = settings.redis_url if settings.store == "redis" else settings.store_path
+    console.print(
+        f"decision API on http://{settings.serve_host}:{settings.serve_port} (docs at /docs); "
+        f"store {settings.store} {where}; model {api.state.engine.scorers.current.version}; "
+        f"decisions to {settings.decision_log}"
+    )
+    if workers > 1:  # each worker process builds its own app from the environment
+        from serving.server import export_settings
+
+        api.state.engine.decisions.close()
+        export_settings(settings)
+        uvicorn.run(
+            "serving.server:app_from_env", factory=True, workers=workers,
+            host=settings.serve_host, port=settings.serve_port, log_level="warning",
+            access_log=False,
+        )  # fmt: skip
+        return
+    uvicorn.run(
+        api, host=settings.serve_host, port=settings.serve_port, log_level="warning",
+        access_log=False,
+    )  # fmt: skip
+
+
+@app.command()
+def decisions(
+    suppressed: Annotated[bool, typer.Option(help="Who was capped/suppressed, and why.")] = False,
+    events: Annotated[Path | None, typer.Option(help="Embedded event log folder.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 30,
+) -> None:
+    """Read the embedded decision log: counts, or (--suppressed) who was capped and why."""
+    from collections import Counter
+
+    from serving.decision_log import read_decisions
+    from serving.report import suppressions
+
+    folder = events or _settings().event_log_dir
+    logged = list(read_decisions(folder))
+    if not logged:
+        console.print(f"no decisions in {folder}/decisions.jsonl")
+        raise typer.Exit(1)
+    report = suppressions(logged)
+    if suppressed:
+        table = Table("decided at", "surface", "who", "about", "suppressed by", title="suppressed")
+        for row in report.rows[-limit:]:
+            rule = row.rule + (" (degraded)" if row.degraded else "")
+            table.add_row(row.decided_at.isoformat(timespec="seconds"), row.surface, row.who,
+                          row.about, rule)  # fmt: skip
+        sys.stdout.flush()
+        Console().print(table)
+    counts = Table("rule", "decisions suppressed", "candidates blocked", title="by rule")
+    for rule in sorted(set(report.by_rule) | set(report.blocked_by_rule)):
+        counts.add_row(rule, str(report.by_rule.get(rule, 0)),
+                       str(report.blocked_by_rule.get(rule, 0)))  # fmt: skip
+    Console().print(counts)
+    if not suppressed:
+        chosen = Counter(
+            (d.surface, c.channel if d.surface == "channel" else c.offer_id or "")
+            for d in logged for c in d.chosen[:1]
+        )
+        top = Table("surface", "first choice", "decisions", title="most chosen")
+        for (surface, what), n in chosen.most_common(limit):
+            top.add_row(surface, what, str(n))
+        Console().print(top)
+    console.print(
+        f"{report.decisions:,} decisions, {len(report.rows):,} suppressed, in {folder}"
+    )
+
+
+@bench_app.command("serve")
+def bench_serve(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the JSON.")] = Path(
+        "bench/results/serve.json"
+    ),
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis URL (default: start a redis-server).")
+    ] = None,
+    profiles: Annotated[int, typer.Option(min=1, help="Profiles in Redis.")] = 100_000,
+    rate: Annotated[int, typer.Option(min=1, help="Offered load, requests/s.")] = 500,
+    seconds: Annotated[float, typer.Option(min=1.0, help="Seconds per endpoint.")] = 20.0,
+    feast: Annotated[bool, typer.Option(help="Measure Feast's read in its own venv.")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 2,
+) -> None:
+    """Measure the decision API against Redis at a fixed load, side by side with Feast."""
+    from bench.serve import BenchError, ServeBench, result_table, run_serve_bench
+
+    settings = _settings()
+    bench = ServeBench(
+        profiles=profiles, rate=rate, seconds=seconds, redis_url=redis_url, seed=settings.seed,
+        feast=feast, registry_dir=settings.model_registry_dir, workers=workers,
+    )  # fmt: skip
+    try:
+        result = run_serve_bench(bench, console)
+    except BenchError as error:
+        console.print(f"[red]serve benchmark failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    Console().print(result_table(result))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    console.print(f"wrote {json_path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
