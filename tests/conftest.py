@@ -31,6 +31,13 @@ def kafka_broker() -> Iterator[KafkaBroker]:
         yield broker
 
 
+@pytest.fixture
+def private_kafka_broker() -> Iterator[KafkaBroker]:
+    """Yield a broker of the test's own, for tests that fill the fixed ``events.*`` topics."""
+    with KafkaBroker() as broker:
+        yield broker
+
+
 @pytest.fixture(scope="module")
 def private_redis_server() -> Iterator[RedisServer]:
     """Yield a Redis server of the module's own, which its tests may stop and restart.

@@ -2,8 +2,8 @@
 
 import contextlib
 import os
-import sqlite3
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -97,9 +97,9 @@ def wait_until(predicate, proc, deadline_s=120.0):
 
 
 def test_kill_and_recover_gives_the_same_store_as_an_uninterrupted_run(
-    kafka_broker, private_redis_server, small_world, small_world_events, tmp_path
+    private_kafka_broker, private_redis_server, small_world, small_world_events, tmp_path
 ):
-    bootstrap = kafka_broker.bootstrap
+    bootstrap = private_kafka_broker.bootstrap
     create_topics(bootstrap, [*EVENT_TOPICS, DEADLETTER], partitions=3)
     messages = world_messages(small_world)
     half = len(messages) // 2

@@ -1,0 +1,580 @@
+"""Serving benchmark: the decision API against Redis at a fixed offered load, beside Feast.
+
+One run, side by side (these machines are noisy, so only compare within a run):
+
+1. **fill** — a simulated world (the simulator, then the feature pipeline's own
+   :func:`features.pipeline.recompute`) gives realistic stored profiles; they are replicated
+   under new customer ids up to ``profiles`` (100,000) and written to Redis in pipelined
+   batches, with their identity mappings.
+2. **catalog** — a bench catalog of 200 offers with no channel, store or tier limits, so
+   every request has 200 eligible candidates to score and arbitrate.
+3. **API** — ``omnioffer serve`` in a subprocess (uvicorn, one worker) on that Redis, with
+   the promoted model if serving can load one, else the heuristic (the JSON says which).
+4. **load** — a separate process offers a fixed load (open loop: requests are scheduled at
+   ``rate`` per second whatever the answers do, over ``connections`` keep-alive
+   connections), first to ``POST /v1/offers``, then to ``POST /v1/channel``. Latency runs
+   from each request's *scheduled* time, so queueing in front of a slow server counts.
+   ``wrk`` is not used: it is closed-loop and cannot hold a fixed offered load.
+5. **Feast** — Feast's own ``get_online_features`` for the same profile features of the
+   same customers from the same Redis, in a separate virtualenv (never the project's), one
+   entity per call as at a page load. If Feast cannot be installed or run, ``feast_p99_ms``
+   is ``null`` and ``feast_error`` says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from features.catalog import DEFAULT_CATALOG_DIR, load_catalog
+from features.policy import DEFAULT_POLICIES_PATH
+from features.profile import decode_profile, profile_features
+from features.store import IdentityWrite, ProfileWrite, StoreBatch, open_store
+from omnioffer.services import RedisServer, free_port
+
+FEAST_VENV = Path("/tmp/feast-venv")
+FEAST_VERSION = "0.67.0"
+NAMESPACE = "bench"
+KINDS = ("discount", "bonus_points", "free_delivery", "cross_sell")
+
+
+class BenchError(RuntimeError):
+    """A phase failed: the API did not start, the load generator died, and so on."""
+
+
+@dataclass(frozen=True)
+class ServeBench:
+    """What to run. ``redis_url`` ``None`` starts a throwaway redis-server."""
+
+    profiles: int = 100_000
+    rate: int = 500
+    seconds: float = 20.0
+    redis_url: str | None = None
+    seed: int = 7
+    feast: bool = True
+    registry_dir: Path | None = None
+    world_customers: int = 2_000
+    world_days: int = 14
+    offers: int = 200
+    connections: int = 32
+    warmup_s: float = 3.0
+    feast_calls: int = 3_000
+    workers: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- 1. profiles ---------------------------------------------------------------------------
+
+
+def world_profiles(bench: ServeBench, now: datetime) -> list[bytes]:
+    """Simulate a world ending now and return its stored customer profiles."""
+    from features.pipeline import recompute
+    from flows.rebuild import load_events
+    from simulator import FileSink, SimulationConfig, simulate
+
+    key = b"bench-serve-key"
+    with tempfile.TemporaryDirectory(prefix="omnioffer-bench-world-") as folder:
+        start = (now - timedelta(days=bench.world_days)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        config = SimulationConfig(customers=bench.world_customers, days=bench.world_days,
+                                  seed=bench.seed, start=start, contact_hash_key=key)  # fmt: skip
+        simulate(config, load_catalog(), FileSink(folder))
+        result = recompute(load_events(folder, key=key))
+    return [v for p, v in sorted(result.profiles.items()) if p.startswith("customer_id:")]
+
+
+def customer(i: int) -> str:
+    """Return the bench customer id number ``i``."""
+    return f"bench-{i:06d}"
+
+
+def fill_redis(url: str, base: list[bytes], n: int, chunk: int = 2_000) -> float:
+    """Write ``n`` profiles (replicas of ``base`` under new ids) and their identity maps."""
+    started = time.perf_counter()
+    with open_store("redis", redis_url=url, namespace=NAMESPACE, socket_timeout=10.0) as store:
+        records = [decode_profile(raw) for raw in base]
+        for first in range(0, n, chunk):
+            profiles, identity = [], []
+            for i in range(first, min(n, first + chunk)):
+                record = records[i % len(records)]
+                profile_id = f"customer_id:{customer(i)}"
+                renamed = {**record, "profile_id": profile_id, "fragments": [profile_id]}
+                value = orjson.dumps(renamed)
+                profiles.append(ProfileWrite(profile_id, value))
+                identity.append(IdentityWrite(profile_id, profile_id))
+                identity.append(IdentityWrite(f"anonymous_id:a-{customer(i)}", profile_id))
+            store.write(StoreBatch(profiles=profiles, identity=identity))
+    return time.perf_counter() - started
+
+
+# --- 2. catalog and policies ----------------------------------------------------------------
+
+
+def bench_catalog(folder: Path, offers: int) -> None:
+    """Write a catalog whose ``offers`` offers are eligible everywhere (no limits)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("categories", "products", "stores", "channels"):
+        shutil.copy(DEFAULT_CATALOG_DIR / f"{name}.yaml", folder / f"{name}.yaml")
+    categories = [c["id"] for c in yaml.safe_load((folder / "categories.yaml").read_text())]
+    rng = random.Random(7)
+    entries = []
+    for i in range(offers):
+        kind = KINDS[i % len(KINDS)]
+        value = {"discount": rng.choice([5, 10, 15, 20]), "bonus_points": rng.choice([100, 200])}
+        entries.append({
+            "id": f"of-bench-{i:03d}", "name": f"bench offer {i}", "kind": kind,
+            "value": float(value.get(kind, rng.choice([2.5, 4.9]))),
+            "cost": round(rng.uniform(0.5, 4.0), 2),
+            "valid_from": "2020-01-01T00:00:00+00:00", "valid_to": "2099-12-31T00:00:00+00:00",
+            "category": categories[i % len(categories)],
+        })  # fmt: skip
+    (folder / "offers.yaml").write_text(yaml.safe_dump(entries, sort_keys=False))
+    load_catalog(folder)  # fail here, not in the server, if the file is wrong
+
+
+def bench_policies(path: Path) -> None:
+    """Write the shipped policies without per-offer entries (the bench offers differ)."""
+    document = yaml.safe_load(DEFAULT_POLICIES_PATH.read_text())
+    document["levers"]["offers"] = {}
+    document["values"]["offers"] = {}
+    document["budget_spent"] = {}
+    path.write_text(yaml.safe_dump(document))
+
+
+def model_note(registry_dir: Path | None) -> tuple[Path | None, str]:
+    """Return the promoted-model pointer to serve (if serving can load it) and a note."""
+    from serving.registry import default_loader
+
+    pointer = registry_dir / "promoted" if registry_dir else None
+    if pointer is None or not pointer.exists():
+        return None, "heuristic: no model is promoted in the registry"
+    if default_loader() is None:
+        return None, (
+            f"heuristic: {pointer.read_text().strip()} is promoted but serving has no loader "
+            "for registry models yet (models.registry.load_scorer)"
+        )
+    return pointer, f"promoted model {pointer.read_text().strip()}"
+
+
+# --- 3. the API ----------------------------------------------------------------------------
+
+
+def start_api(
+    env: dict[str, str], port: int, log: Path, workers: int = 1
+) -> subprocess.Popen[bytes]:
+    """Start ``omnioffer serve`` and wait until ``/readyz`` answers 200."""
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "omnioffer.cli", "serve", "--workers", str(workers)],
+        env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            message = f"the API exited with {process.returncode}: {log.read_text()[-2000:]}"
+            raise BenchError(message)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    message = f"the API did not become ready in 60 s: {log.read_text()[-2000:]}"
+    raise BenchError(message)
+
+
+def served_model(port: int, tries: int = 20) -> str:
+    """Return the model version the API answers with (after the watcher's first poll)."""
+    body = orjson.dumps({"customer_id": customer(0), "context": {"channel": "web"}})
+    version = "unknown"
+    for _ in range(tries):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/offers", data=body,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            version = orjson.loads(answer.read())["model_version"]
+        if not version.startswith("heuristic"):
+            break
+        time.sleep(0.25)
+    return version
+
+
+def metric(port: int, name: str) -> float:
+    """Sum a Prometheus counter of the running API over its labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+# --- 4. the load generator (runs in its own process: python -m bench.serve loadgen) ----------
+
+
+def _bodies(kind: str, n: int, customers: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        who = customer(rng.randrange(customers))
+        if kind == "offers":
+            body = {"customer_id": who, "context": {"channel": rng.choice(["web", "app"]),
+                    "page": "home"}, "limit": 5}  # fmt: skip
+        else:
+            body = {"customer_id": who, "message": {"campaign": f"bench-{i}", "kind": "marketing",
+                    "urgency": "normal"}}  # fmt: skip
+        out.append(orjson.dumps(body))
+    return out
+
+
+async def _load(port: int, path: str, bodies: list[bytes], rate: float, connections: int,
+                warmup: int) -> dict[str, Any]:  # fmt: skip
+    requests = [
+        (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+         f"Content-Length: {len(b)}\r\n\r\n").encode() + b
+        for b in bodies
+    ]  # fmt: skip
+    jobs: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    results: list[tuple[int, float, float, float, int, bool]] = []
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (job := await jobs.get()) is not None:
+            number, scheduled = job
+            sent = time.perf_counter()
+            writer.write(requests[number])
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length)
+            degraded = b'"degraded":true' in body
+            results.append((number, scheduled, sent, time.perf_counter(), status, degraded))
+        writer.close()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(connections)]
+    await asyncio.sleep(0.2)  # connections open before the clock starts
+    t0 = time.perf_counter()
+    for number in range(len(requests)):
+        scheduled = t0 + number / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        jobs.put_nowait((number, scheduled))
+    for _ in tasks:
+        jobs.put_nowait(None)
+    await asyncio.gather(*tasks)
+    measured = [r for r in results if r[0] >= warmup]
+    from_schedule = sorted((r[3] - r[1]) * 1000 for r in measured)
+    service = sorted((r[3] - r[2]) * 1000 for r in measured)
+    first = min(r[1] for r in measured)
+    last = max(r[3] for r in measured)
+    statuses: dict[str, int] = {}
+    for r in measured:
+        statuses[str(r[4])] = statuses.get(str(r[4]), 0) + 1
+    return {
+        "requests": len(measured),
+        "offered_rps": rate,
+        "rps": round(len(measured) / (last - first), 1),
+        "p50_ms": round(_quantile(from_schedule, 0.50), 3),
+        "p90_ms": round(_quantile(from_schedule, 0.90), 3),
+        "p99_ms": round(_quantile(from_schedule, 0.99), 3),
+        "max_ms": round(from_schedule[-1], 3),
+        "service_p50_ms": round(_quantile(service, 0.50), 3),
+        "service_p99_ms": round(_quantile(service, 0.99), 3),
+        "statuses": statuses,
+        "degraded": sum(1 for r in measured if r[5]),
+    }
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_load(port: int, kind: str, bench: ServeBench) -> dict[str, Any]:
+    """Run the load generator in a separate process and return its measurements."""
+    command = [
+        sys.executable, "-m", "bench.serve", "loadgen", "--port", str(port), "--kind", kind,
+        "--rate", str(bench.rate), "--seconds", str(bench.seconds), "--warmup",
+        str(bench.warmup_s), "--customers", str(bench.profiles), "--connections",
+        str(bench.connections), "--seed", str(bench.seed),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, timeout=bench.seconds * 3 + 120)
+    if done.returncode != 0:
+        message = f"load generator failed: {done.stderr.decode()[-2000:]}"
+        raise BenchError(message)
+    return json.loads(done.stdout)
+
+
+# --- 5. Feast -------------------------------------------------------------------------------
+
+FEAST_SCRIPT = textwrap.dedent(
+    '''
+    import json, sys, time, random
+    from datetime import datetime, timezone
+    from pathlib import Path
+    import pandas as pd
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64
+
+    repo, redis_port, features_file = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    calls = int(sys.argv[4])
+    rows = [json.loads(line) for line in open(features_file)]
+    names = [k for k in rows[0] if k != "customer_id"]
+    (repo / "feature_store.yaml").write_text(
+        "project: omnioffer_bench\\nregistry: registry.db\\nprovider: local\\n"
+        "entity_key_serialization_version: 3\\n"
+        f"online_store:\\n  type: redis\\n  connection_string: 127.0.0.1:{redis_port}\\n"
+        "offline_store:\\n  type: file\\n"
+    )
+    now = datetime.now(timezone.utc)
+    frame = pd.DataFrame(rows)
+    frame["event_timestamp"] = now
+    frame.to_parquet(repo / "profiles.parquet")
+    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
+    view = FeatureView(
+        name="profile", entities=[customer], ttl=None, online=True,
+        schema=[Field(name=n, dtype=Float64) for n in names],
+        source=FileSource(path=str(repo / "profiles.parquet"), timestamp_field="event_timestamp"),
+    )
+    store = FeatureStore(repo_path=str(repo))
+    store.apply([customer, view])
+    started = time.perf_counter()
+    for first in range(0, len(frame), 5000):
+        store.write_to_online_store("profile", frame.iloc[first:first + 5000])
+    write_s = time.perf_counter() - started
+    refs = [f"profile:{n}" for n in names]
+    ids = [r["customer_id"] for r in rows]
+    rng = random.Random(7)
+    for _ in range(200):
+        entity = [{"customer_id": rng.choice(ids)}]
+        store.get_online_features(features=refs, entity_rows=entity).to_dict()
+    latencies = []
+    for _ in range(calls):
+        who = rng.choice(ids)
+        t = time.perf_counter()
+        entity = [{"customer_id": who}]
+        result = store.get_online_features(features=refs, entity_rows=entity).to_dict()
+        latencies.append((time.perf_counter() - t) * 1000)
+        assert result["customer_id"] == [who]
+    assert all(v[0] is not None for v in result.values()), "features came back empty"
+    latencies.sort()
+    q = lambda p: latencies[min(len(latencies) - 1, round(p * (len(latencies) - 1)))]
+    print(json.dumps({"feast_version": __import__("feast").__version__, "features": len(names),
+        "entities": len(rows), "calls": calls, "write_s": round(write_s, 1),
+        "p50_ms": round(q(0.5), 3), "p99_ms": round(q(0.99), 3)}))
+    '''
+)
+
+
+def feast_features(base: list[bytes], n: int, now: datetime, path: Path) -> int:
+    """Write the numeric profile features of the ``n`` bench customers as JSONL for Feast."""
+    as_of = int(now.timestamp())
+    computed = []
+    for raw in base:
+        features = profile_features(decode_profile(raw), as_of)
+        computed.append({
+            k: float(v) if v is not None else 0.0
+            for k, v in features.items()
+            if isinstance(v, int | float | bool | None) and k != "hour_histogram"
+        })  # fmt: skip
+    with path.open("wb") as handle:
+        for i in range(n):
+            handle.write(orjson.dumps({"customer_id": customer(i), **computed[i % len(computed)]}))
+            handle.write(b"\n")
+    return len(computed[0])
+
+
+def run_feast(bench: ServeBench, redis_port: int, base: list[bytes], now: datetime,
+              work: Path, console: Console) -> dict[str, Any]:  # fmt: skip
+    """Install Feast in its own venv if needed and measure its online read."""
+    python = FEAST_VENV / "bin" / "python"
+    try:
+        if not python.exists():
+            console.print(f"installing feast[redis]=={FEAST_VERSION} into {FEAST_VENV}")
+            base_python = shutil.which("python3") or "python3"  # not the project's venv
+            subprocess.run([base_python, "-m", "venv", str(FEAST_VENV)], check=True,
+                           capture_output=True)  # fmt: skip
+        check = subprocess.run([str(python), "-c", "import feast"], capture_output=True)
+        if check.returncode != 0:
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", f"feast[redis]=={FEAST_VERSION}"],
+                check=True, capture_output=True, timeout=1200,
+            )  # fmt: skip
+    except (subprocess.SubprocessError, OSError) as error:
+        detail = getattr(error, "stderr", b"") or b""
+        return {"error": f"cannot install Feast: {error} {detail.decode()[-500:]}"}
+    repo = work / "feast_repo"
+    repo.mkdir()
+    features_file = work / "features.jsonl"
+    feast_features(base, bench.profiles, now, features_file)
+    script = work / "feast_bench.py"
+    script.write_text(FEAST_SCRIPT)
+    done = subprocess.run(
+        [str(python), str(script), str(repo), str(redis_port), str(features_file),
+         str(bench.feast_calls)], capture_output=True, timeout=1800,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return {"error": f"Feast run failed: {done.stderr.decode()[-1500:]}"}
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
+    """Run every phase and return the result document."""
+    now = datetime.now(UTC)
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="omnioffer-serve-")))
+        url = bench.redis_url
+        if url is None:
+            server = stack.enter_context(RedisServer())
+            url = server.url
+        redis_port = int(url.rsplit(":", 1)[1].split("/")[0])
+        console.print(f"simulating {bench.world_customers:,} customers × {bench.world_days} days")
+        base = world_profiles(bench, now)
+        console.print(f"writing {bench.profiles:,} profiles ({len(base):,} simulated) to Redis")
+        fill_s = fill_redis(url, base, bench.profiles)
+        bench_catalog(work / "catalog", bench.offers)
+        bench_policies(work / "policies.yaml")
+        pointer, model = model_note(bench.registry_dir)
+        port = free_port()
+        env = {
+            "OMNIOFFER_STORE": "redis", "OMNIOFFER_REDIS_URL": url,
+            "OMNIOFFER_REDIS_NAMESPACE": NAMESPACE, "OMNIOFFER_CATALOG_DIR": str(work / "catalog"),
+            "OMNIOFFER_POLICIES_PATH": str(work / "policies.yaml"),
+            "OMNIOFFER_DATA_DIR": str(work / "data"), "OMNIOFFER_SERVE_PORT": str(port),
+            "OMNIOFFER_DECISION_LOG": "files",
+        }  # fmt: skip
+        if pointer is not None:
+            env["OMNIOFFER_MODEL_POINTER"] = str(pointer.resolve())
+            env["OMNIOFFER_REGISTRY_DIR"] = str(pointer.resolve().parent)
+        api = start_api(env, port, work / "api.log", bench.workers)
+        stack.callback(_stop, api)
+        served = served_model(port)
+        console.print(f"API up on :{port} ({model}); offering {bench.rate} req/s")
+        offers = run_load(port, "offers", bench)
+        channel = run_load(port, "channel", bench)
+        dropped = metric(port, 'omnioffer_serve_decision_log_total{outcome="dropped"}')
+        feast: dict[str, Any] = {"error": "skipped (--no-feast)"}
+        if bench.feast:
+            console.print("measuring Feast get_online_features on the same Redis")
+            feast = run_feast(bench, redis_port, base, now, work, console)
+    feast_p99 = feast.get("p99_ms")
+    return {
+        "benchmark": "serve",
+        "profiles": bench.profiles,
+        "candidates_per_request": bench.offers,
+        "offered_rps": bench.rate,
+        "seconds": bench.seconds,
+        "model": model,
+        "model_served": served,
+        "fill_s": round(fill_s, 1),
+        "offers": offers,
+        "channel": channel,
+        "rps": offers["rps"],
+        "p50_ms": offers["p50_ms"],
+        "p99_ms": offers["p99_ms"],
+        "channel_rps": channel["rps"],
+        "channel_p50_ms": channel["p50_ms"],
+        "channel_p99_ms": channel["p99_ms"],
+        "decision_log_dropped": dropped,
+        "feast_p50_ms": feast.get("p50_ms"),
+        "feast_p99_ms": feast_p99,
+        "feast": feast,
+        "feast_error": feast.get("error"),
+        "ratio_p99_to_feast": round(offers["p99_ms"] / feast_p99, 3) if feast_p99 else None,
+        "target": "POST /v1/offers p99 < 10 ms at >= 500 req/s; p99 <= Feast's read",
+        "load_generator": "open-loop asyncio HTTP/1.1 client in its own process (bench.serve)",
+        "server": f"uvicorn, {bench.workers} worker(s), h11 (no httptools/uvloop installed)",
+        "workers": bench.workers,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "measured_at": now.isoformat(timespec="seconds"),
+    }
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def result_table(result: dict[str, Any]) -> Table:
+    """Return the side-by-side table of one run."""
+    table = Table("", "rps", "p50 ms", "p99 ms", "max ms", "statuses", "degraded",
+                  title=f"serve bench: {result['profiles']:,} profiles, "
+                  f"{result['candidates_per_request']} candidates, {result['model']}")  # fmt: skip
+    for name, key in (("POST /v1/offers", "offers"), ("POST /v1/channel", "channel")):
+        row = result[key]
+        table.add_row(
+            name, f"{row['rps']:,.0f}", f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}",
+            f"{row['max_ms']:.1f}", json.dumps(row["statuses"]), str(row["degraded"]),
+        )  # fmt: skip
+    feast = result["feast_p99_ms"]
+    table.add_row("Feast get_online_features", "", _fmt(result["feast_p50_ms"]), _fmt(feast), "",
+                  "", "")  # fmt: skip
+    table.add_row("ratio p99 offers / Feast", "", "", _fmt(result["ratio_p99_to_feast"]), "", "",
+                  "")  # fmt: skip
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve")
+    sub = parser.add_subparsers(dest="command", required=True)
+    load = sub.add_parser("loadgen", help="offer a fixed load to one endpoint; print JSON")
+    load.add_argument("--port", type=int, required=True)
+    load.add_argument("--kind", choices=["offers", "channel"], required=True)
+    load.add_argument("--rate", type=float, default=500)
+    load.add_argument("--seconds", type=float, default=20)
+    load.add_argument("--warmup", type=float, default=3)
+    load.add_argument("--customers", type=int, default=100_000)
+    load.add_argument("--connections", type=int, default=32)
+    load.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    warmup = int(args.warmup * args.rate)
+    total = warmup + int(args.seconds * args.rate)
+    bodies = _bodies(args.kind, total, args.customers, args.seed)
+    path = "/v1/offers" if args.kind == "offers" else "/v1/channel"
+    result = asyncio.run(_load(args.port, path, bodies, args.rate, args.connections, warmup))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    _main()

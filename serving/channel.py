@@ -1,0 +1,132 @@
+"""Channel choice for one message, as a pure function of its inputs.
+
+Every messaging channel of the catalog is judged by the contact policy
+(:func:`features.policy.check_contact`: offer suppression, consent, quiet hours and active
+hour, duplicates, caps) and scored (probability the customer reads it × (message value −
+channel cost) × channel lever). The **model's choice** is the best channel the policy allows,
+ignoring the campaign's ``allowed_channels``; the answer is the best among the channels that
+are also allowed (ε-greedy, exact propensity), so marketers see when their restriction
+overrides the model. With no channel left the answer is ``none``, and ``suppressed_by``
+names the rule that blocked the best-scoring allowed channel with consent (or, when no
+allowed channel has consent, the consent rule of the best-scoring one).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from features.catalog import ChannelSpec
+from features.policy import ContactFacts, Message, Policies, Verdict, check_contact
+from features.store import ContactRecord
+from serving.arbitration import Pick, explore, first_slot_propensities, rank
+from serving.scoring import Candidate, ScoreContext, Scored, Scorer
+
+NOT_ALLOWED = "not_allowed"
+CONSENT_RULES = frozenset({"consent_opt_out", "consent_missing"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOption:
+    """One channel: policy verdict, score, arbitration score, campaign permission."""
+
+    channel: str
+    verdict: Verdict
+    scored: Scored
+    score: float
+    allowed: bool
+
+    @property
+    def rule(self) -> str | None:
+        """The rule that blocks this channel (policy first, then the campaign), or ``None``."""
+        return self.verdict.rule or (None if self.allowed else NOT_ALLOWED)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOutcome:
+    """The pick (or none), every option, the model's own choice and the deciding rule."""
+
+    options: list[ChannelOption]
+    pick: Pick | None
+    eligible: list[int]
+    first_slot: dict[int, float]
+    model_choice: int | None
+    suppressed_by: str | None
+
+    @property
+    def chosen(self) -> ChannelOption | None:
+        """The chosen option, or ``None``."""
+        return None if self.pick is None else self.options[self.pick.index]
+
+
+def decide_channel(
+    message: Message,
+    *,
+    channels: Mapping[str, ChannelSpec],
+    allowed: Sequence[str] | None,
+    features: Mapping[str, Any] | None,
+    facts: ContactFacts,
+    history: Sequence[ContactRecord],
+    now: datetime,
+    policies: Policies,
+    scorer: Scorer,
+    score_context: ScoreContext,
+    epsilon: float,
+    rng: random.Random,
+) -> ChannelOutcome:
+    """Choose the channel and send time for ``message``; see the module docstring."""
+    names = sorted(channels)
+    scored = scorer.score(features, [Candidate.via(c) for c in names], score_context)
+    if len(scored) != len(names):
+        message_text = f"scorer returned {len(scored)} scores for {len(names)} channels"
+        raise ValueError(message_text)
+    options = []
+    for name, score in zip(names, scored, strict=True):
+        spec = channels[name]
+        verdict = check_contact(
+            message,
+            name,
+            facts=facts,
+            history=history,
+            now=now,
+            policy=policies.contact,
+            quiet_hours_apply=spec.quiet_hours_apply,
+        )
+        value = policies.channel_value(spec.cost) * policies.channel_lever(name)
+        permitted = allowed is None or name in allowed
+        options.append(ChannelOption(name, verdict, score, score.probability * value, permitted))
+    scores = [o.score for o in options]
+    by_score = rank(names, scores)
+    passing = [i for i in by_score if options[i].verdict.allowed]
+    model_choice = passing[0] if passing else None
+    eligible = [i for i in passing if options[i].allowed]
+    picks = explore(eligible, 1, epsilon, rng)
+    first = dict(zip(eligible, first_slot_propensities(len(eligible), epsilon), strict=True))
+    suppressed_by = None
+    if not picks:
+        suppressed_by = _deciding_rule([options[i] for i in by_score if options[i].allowed])
+    return ChannelOutcome(
+        options=options,
+        pick=picks[0] if picks else None,
+        eligible=eligible,
+        first_slot=first,
+        model_choice=model_choice,
+        suppressed_by=suppressed_by,
+    )
+
+
+def _deciding_rule(permitted: Sequence[ChannelOption]) -> str:
+    """Name the rule that kept the message from the best channel the customer consented to.
+
+    Consent is a standing fact per channel; when a channel with consent exists, the rule
+    that blocked it (a cap, a duplicate, …) is the one worth reporting.
+    """
+    if not permitted:
+        return NOT_ALLOWED
+    for option in permitted:
+        if option.rule not in CONSENT_RULES:
+            return option.rule or NOT_ALLOWED
+    return permitted[0].rule or NOT_ALLOWED

@@ -1,0 +1,309 @@
+"""The decision log: every decision to the ``decisions`` topic, off the request path.
+
+Requests hand :class:`~features.decisions.Decision` records (or functions building them)
+to :meth:`DecisionLog.submit`, which never blocks: a bounded buffer feeds one writer thread,
+and a full buffer drops the record and counts it
+(``omnioffer_serve_decision_log_total{outcome="dropped"}``). The writer sends to a
+:class:`Sink`: :class:`FileSink` appends to the embedded event log
+(``<event log dir>/decisions.jsonl``), :class:`KafkaSink` produces to Kafka keyed by the
+profile (or strongest id). Erasure (:meth:`DecisionLog.erase`) drains the queue first, then
+removes a person's records where the sink can (the file); Kafka topics expire by retention.
+
+>>> import tempfile
+>>> from datetime import UTC, datetime
+>>> from features.decisions import Choice, Decision, Identifiers
+>>> d = Decision(decision_id="d-1", decided_at=datetime(2026, 3, 2, tzinfo=UTC),
+...     surface="offers", ids=Identifiers(anonymous_id="a-1"), policy="p",
+...     chosen=[Choice(offer_id="of-1", channel="web", propensity=1.0)])
+>>> with tempfile.TemporaryDirectory() as folder:
+...     log = DecisionLog(FileSink(folder))
+...     log.submit(d), log.flush(), log.close()
+...     [r.decision_id for r in read_decisions(folder)]
+(True, True, None)
+['d-1']
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from features.decisions import Decision, decode_decision, encode_decision
+from features.eventlog import topic_path
+from features.identity import fragment_id
+from features.topics import DECISIONS
+
+log = logging.getLogger(__name__)
+
+Record = tuple[str, bytes | None, bytes]  # topic, key, value
+Item = tuple[str, bytes | None, "Decision | bytes | Callable[[], Decision]"]
+Match = Callable[[Decision], bool]
+
+
+class Sink(Protocol):
+    """Where records go; called from the writer thread only (no locking needed there)."""
+
+    def send(self, records: list[Record]) -> None:
+        """Write a batch of records (blocking is fine: this is the writer thread)."""
+        ...
+
+    def erase(self, match: Match) -> int:
+        """Remove the decisions for which ``match`` is true; return how many."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release."""
+        ...
+
+
+class FileSink:
+    """Append to the embedded event log: one JSONL file per topic in ``directory``."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._files: dict[str, Any] = {}
+
+    def _handle(self, topic: str) -> Any:
+        handle = self._files.get(topic)
+        if handle is None:
+            handle = self._files[topic] = topic_path(self.directory, topic).open("ab")
+        return handle
+
+    def send(self, records: list[Record]) -> None:
+        """Append each value as one line, then flush once."""
+        touched = set()
+        for topic, _key, value in records:
+            self._handle(topic).write(value + b"\n")
+            touched.add(topic)
+        for topic in touched:
+            self._files[topic].flush()
+
+    def erase(self, match: Match) -> int:
+        """Rewrite ``decisions.jsonl`` without the matching records (atomic rename)."""
+        path = topic_path(self.directory, DECISIONS)
+        handle = self._files.pop(DECISIONS, None)
+        if handle is not None:
+            handle.close()
+        if not path.exists():
+            return 0
+        removed = 0
+        temporary = path.with_suffix(".jsonl.tmp")
+        with path.open("rb") as source, temporary.open("wb") as target:
+            for line in source:
+                if line.strip() and _matches(line, match):
+                    removed += 1
+                    continue
+                target.write(line)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temporary, path)
+        return removed
+
+    def close(self) -> None:
+        """Close every open file."""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+
+def _matches(line: bytes, match: Match) -> bool:
+    try:
+        return match(decode_decision(line.rstrip(b"\n")))
+    except ValueError:
+        return False  # a line that is not a decision is left alone
+
+
+class KafkaSink:
+    """Produce to Kafka (confluent-kafka, idempotent); delivery failures are counted."""
+
+    def __init__(self, bootstrap: str, on_failure: Callable[[int], None] | None = None) -> None:
+        from confluent_kafka import Producer
+
+        self._producer: Producer | None = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "queue.buffering.max.messages": 100_000,
+            }
+        )
+        self._on_failure = on_failure
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            log.warning("decision not delivered: %s", error)
+            if self._on_failure is not None:
+                self._on_failure(1)
+
+    def send(self, records: list[Record]) -> None:
+        """Produce each record; on a full local queue, serve callbacks and retry once."""
+        if self._producer is None:
+            message = "the Kafka sink is closed"
+            raise RuntimeError(message)
+        for topic, key, value in records:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+            except BufferError:
+                self._producer.poll(0.1)
+                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+        self._producer.poll(0)
+
+    def erase(self, match: Match) -> int:
+        """Kafka records cannot be deleted one by one: they expire with the topic's retention."""
+        return 0
+
+    def close(self) -> None:
+        """Deliver what is queued (up to 10 s) and drop the producer; idempotent."""
+        if self._producer is not None:
+            self._producer.flush(10.0)
+            # Dropping the last reference ends librdkafka's threads and connections.
+            self._producer = None
+
+
+class DecisionLog:
+    """A bounded in-memory buffer and one writer thread in front of a :class:`Sink`.
+
+    Publishing is an append to a deque (no lock, no wake-up: cheaper than ``queue.Queue``
+    on the request path); the writer drains the buffer every ``interval_s`` seconds.
+    Values may be built lazily: a callable returning the :class:`Decision` is called in the
+    writer thread, so a request does not pay for a record with 200 candidates.
+    ``on_outcome(outcome, n)`` is called with ``"written"`` / ``"dropped"`` / ``"failed"``.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        max_queue: int = 10_000,
+        batch: int = 512,
+        interval_s: float = 0.02,
+        on_outcome: Callable[[str, int], None] | None = None,
+    ) -> None:
+        if max_queue < 1:
+            message = f"max_queue must be >= 1; got {max_queue!r}"
+            raise ValueError(message)
+        self.sink = sink
+        self._items: deque[Item] = deque()
+        self._max = max_queue
+        self._batch = batch
+        self._interval_s = interval_s
+        self._on_outcome = on_outcome
+        self._lock = threading.Lock()  # the sink is used by the writer or by erase, not both
+        self._accepted = itertools.count(1)  # next() is atomic: safe from request threads
+        self._dropped = itertools.count(1)
+        self._last_accepted = 0
+        self._done = 0
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written."""
+        return len(self._items)
+
+    def submit(self, decision: Decision | Callable[[], Decision]) -> bool:
+        """Queue a decision (or a function building it) for the ``decisions`` topic."""
+        return self.publish(DECISIONS, None, decision)
+
+    def publish(
+        self, topic: str, key: bytes | None, value: Decision | bytes | Callable[[], Decision]
+    ) -> bool:
+        """Queue one record; never blocks; ``False`` (and counted) when the buffer is full."""
+        if len(self._items) >= self._max:
+            self.dropped = next(self._dropped)
+            self._count("dropped", 1)
+            return False
+        self._last_accepted = next(self._accepted)
+        self._items.append((topic, key, value))
+        return True
+
+    def _count(self, outcome: str, n: int) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome, n)
+
+    def _run(self) -> None:
+        while True:
+            if not self._items:
+                if self._stop.is_set():
+                    return
+                self._stop.wait(self._interval_s)
+                continue
+            items = []
+            while self._items and len(items) < self._batch:
+                items.append(self._items.popleft())
+            try:
+                records = [_encoded(i) for i in items]
+                with self._lock:
+                    self.sink.send(records)
+                self._count("written", len(records))
+            except Exception:  # a failing sink must not kill the writer thread
+                log.exception("decision log sink failed; %d records lost", len(items))
+                self._count("failed", len(items))
+            self._done += len(items)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record accepted so far is written; ``False`` on timeout."""
+        target = self._last_accepted
+        deadline = time.monotonic() + timeout
+        while self._done < target:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.002)
+        return True
+
+    def erase(self, match: Match) -> int:
+        """Drain the buffer, then remove matching decisions from the sink; return how many."""
+        self.flush()
+        with self._lock:
+            return self.sink.erase(match)
+
+    def close(self) -> None:
+        """Write what is buffered, stop the thread and close the sink; idempotent."""
+        self._stop.set()
+        self._thread.join(timeout=10.0)
+        with self._lock:
+            self.sink.close()
+
+
+def _encoded(item: Item) -> Record:
+    topic, key, value = item
+    if isinstance(value, bytes):
+        return topic, key, value
+    decision = value if isinstance(value, Decision) else value()
+    return topic, key or decision_key(decision), encode_decision(decision)
+
+
+def decision_key(decision: Decision) -> bytes | None:
+    """Return the message key: the profile, else the strongest identifier, else ``None``."""
+    if decision.profile_id:
+        return decision.profile_id.encode()
+    present = decision.ids.present()
+    if present:
+        name, value = next(iter(present.items()))
+        return fragment_id(name, value).encode()
+    return None
+
+
+def read_decisions(directory: Path | str) -> Iterator[Decision]:
+    """Yield the decisions in the embedded log ``directory`` (skipping unreadable lines)."""
+    path = topic_path(directory, DECISIONS)
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                yield decode_decision(line.rstrip(b"\n"))
+            except ValueError:
+                continue

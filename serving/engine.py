@@ -1,0 +1,602 @@
+"""The decision engine: the I/O around the pure decisions (store, model, log, metrics).
+
+One :class:`Engine` per app. Each call reads the profile (two round trips: resolve, GET; plus
+the contact log for channel choice), computes features *as of now* with the stream's own
+:func:`features.profile.profile_features`, runs the pure decision, answers, and hands the
+decision record to the log without waiting. It degrades instead of failing:
+
+* store unreachable or slow → offers from the context alone (``degraded: true``); channel
+  choice answers ``none`` with ``suppressed_by: "store_unavailable"`` (consent and caps
+  cannot be checked, so nothing is sent);
+* the model raises → the heuristic scores this request (``fallbacks{cause="model_error"}``);
+* anything else unexpected → the same context-only answer, counted as an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from features.catalog import Catalog
+from features.decisions import DecisionContext
+from features.events import ID_FIELDS, ErasureRequest, Identifiers, encode_event
+from features.identity import fragment_id, is_customer
+from features.policy import (
+    WEEK,
+    ContactFacts,
+    Message,
+    contact_facts,
+    in_quiet_hours,
+    local_zone,
+)
+from features.profile import decode_profile, profile_features
+from features.store import ContactRecord, OnlineStore, StoreBatch, StoreError
+from features.topics import CONSENT
+from serving.channel import ChannelOutcome, decide_channel
+from serving.decision_log import DecisionLog
+from serving.eligibility import OfferContext
+from serving.metrics import ServingMetrics
+from serving.offers import OffersOutcome, decide_offers
+from serving.policy_source import PolicySource
+from serving.reasons import codes, reasons
+from serving.records import channel_decision, offers_decision
+from serving.registry import ScorerHolder
+from serving.schemas import (
+    Alternative,
+    ChannelRequest,
+    ChannelResponse,
+    ModelChoice,
+    OfferOut,
+    OffersRequest,
+    OffersResponse,
+    RequestError,
+)
+from serving.scoring import ScoreContext, Scored, Scorer
+
+log = logging.getLogger(__name__)
+
+STORE_UNAVAILABLE = "store_unavailable"
+NO_ELIGIBLE_OFFER = "no_eligible_offer"
+
+
+def utc_now() -> datetime:
+    """Return the current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count()
+
+
+def new_decision_id() -> str:
+    """Return a fresh decision id: a random per-process prefix and a counter.
+
+    Unique across processes and restarts (64 random bits per process) without a system
+    call per request, which ``uuid4`` makes.
+    """
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+
+
+@dataclass
+class Lookup:
+    """What the store said about the requester."""
+
+    profile_id: str | None = None
+    features: dict[str, Any] | None = None
+    history: list[ContactRecord] = field(default_factory=list)
+    degraded: bool = False
+
+
+class UnavailableError(RuntimeError):
+    """The store cannot answer a support request (profile read, erasure): retry later."""
+
+
+class Engine:
+    """Decide offers and channels; read profiles; erase people."""
+
+    def __init__(
+        self,
+        *,
+        store: OnlineStore,
+        catalog: Catalog,
+        policies: PolicySource,
+        scorers: ScorerHolder,
+        decisions: DecisionLog,
+        metrics: ServingMetrics,
+        epsilon: float,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = new_decision_id,
+    ) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            message = f"epsilon must be within [0, 1]; got {epsilon!r}"
+            raise ValueError(message)
+        self.store = store
+        self.catalog = catalog
+        self.policies = policies
+        self.scorers = scorers
+        self.decisions = decisions
+        self.metrics = metrics
+        self.epsilon = epsilon
+        self.clock = clock
+        self.new_id = new_id
+        self.policy_name = f"serve-egreedy-{epsilon:g}"
+
+    # --- reading the profile ------------------------------------------------------------
+
+    def _lookup(self, fragments: Sequence[str], now: datetime, *, contacts: bool) -> Lookup:
+        if not fragments:
+            return Lookup()
+        try:
+            profile_id = self.store.resolve(fragments)
+            raw = self.store.read_profile(profile_id) if profile_id else None
+            history: list[ContactRecord] = []
+            if contacts:
+                # Future (deferred) sends count too, so read from a week back onwards.
+                history = self.store.contacts_of(profile_id or fragments[0], now - WEEK)
+        except StoreError as error:
+            log.warning("store unavailable, degrading: %s", error)
+            self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
+            return Lookup(degraded=True)
+        if raw is None:
+            return Lookup(profile_id=profile_id, history=history)
+        try:
+            features = profile_features(decode_profile(raw), int(now.timestamp()))
+        except (ValueError, KeyError, TypeError) as error:
+            log.error("profile %s unreadable, degrading: %s", profile_id, error)
+            self.metrics.fallbacks.labels(cause="profile_unreadable").inc()
+            return Lookup(profile_id=profile_id, history=history, degraded=True)
+        return Lookup(profile_id, features, history)
+
+    def _with_fallback(self, run: Callable[[Scorer], Any]) -> tuple[Any, str]:
+        """Run a decision with the current model; on a model error, with the heuristic."""
+        scorer = self.scorers.current
+        try:
+            return run(scorer), scorer.version
+        except Exception:
+            if scorer is self.scorers.fallback:
+                raise
+            log.exception("model %s failed; this request falls back to the heuristic", scorer)
+            self.metrics.fallbacks.labels(cause="model_error").inc()
+            fallback = self.scorers.fallback
+            return run(fallback), fallback.version
+
+    # --- POST /v1/offers -----------------------------------------------------------------
+
+    def offers(self, request: OffersRequest) -> OffersResponse:
+        """Decide the offers of one page load."""
+        ctx = request.context
+        store = None
+        if ctx.store_id is not None:
+            store = self.catalog.stores.get(ctx.store_id)
+            if store is None:
+                message = f"context.store_id: unknown store {ctx.store_id!r}"
+                raise RequestError(message, field="context.store_id")
+        now = self.clock()
+        decision_id = self.new_id()
+        lookup = self._lookup(request.fragments(), now, contacts=False)
+        features = lookup.features
+        last_store = (features or {}).get("last_store")
+        offer_ctx = OfferContext(
+            channel=ctx.channel,
+            now=now,
+            store=store,
+            home_store=self.catalog.stores.get(last_store) if last_store else None,
+            tier=(features or {}).get("tier"),
+            basket_value=ctx.basket_value,
+        )
+        score_ctx = ScoreContext(
+            surface="offers",
+            channel=ctx.channel,
+            page=ctx.page,
+            store_id=ctx.store_id,
+            placement=ctx.placement,
+            now=now,
+        )
+        loaded = self.policies.get()
+        facts = contact_facts(features)
+
+        def run(scorer: Scorer) -> OffersOutcome:
+            return decide_offers(
+                loaded.plans,
+                features=features,
+                facts=facts,
+                context=offer_ctx,
+                score_context=score_ctx,
+                scorer=scorer,
+                policies=loaded.policies,
+                limit=request.limit,
+                epsilon=self.epsilon,
+                rng=random.Random(decision_id),
+                cache=loaded.eligibility,
+            )
+
+        outcome, version = self._with_fallback(run)
+        suppressed_by = None if outcome.picks else NO_ELIGIBLE_OFFER
+        # Built in the log's writer thread: a record of 200 candidates costs a millisecond.
+        self.decisions.submit(
+            lambda: offers_decision(
+                decision_id=decision_id,
+                now=now,
+                ids=request.identifiers(),
+                profile_id=lookup.profile_id,
+                context=DecisionContext(
+                    channel=ctx.channel,
+                    page=ctx.page,
+                    store_id=ctx.store_id,
+                    placement=ctx.placement,
+                ),
+                outcome=outcome,
+                policy=self.policy_name,
+                model_version=version,
+                degraded=lookup.degraded,
+                suppressed_by=suppressed_by,
+            )
+        )
+        self._count_offers(outcome, ctx.channel, suppressed_by)
+        return OffersResponse(
+            decision_id=decision_id,
+            offers=[_offer_out(outcome, pick_no) for pick_no in range(len(outcome.picks))],
+            model_version=version,
+            degraded=lookup.degraded,
+            cold_start=features is None,
+            profile_id=lookup.profile_id if features is not None else None,
+            policy=self.policy_name,
+            suppressed_by=suppressed_by,
+        )
+
+    def _count_offers(self, outcome: OffersOutcome, channel: str, rule: str | None) -> None:
+        m = self.metrics
+        for pick in outcome.picks:
+            offer_id = outcome.candidates[pick.index].action_id
+            m.decisions.labels(surface="offers", offer=offer_id, channel=channel).inc()
+            top = codes(outcome.scored[pick.index].contributions, top=1)
+            m.reasons.labels(surface="offers", reason=top[0] if top else "none").inc()
+        for _offer, suppressed in outcome.suppressed:
+            m.suppressed.labels(surface="offers", rule=suppressed).inc()
+        if rule:
+            m.suppressed.labels(surface="offers", rule=rule).inc()
+
+    # --- POST /v1/channel ----------------------------------------------------------------
+
+    def channel(self, request: ChannelRequest) -> ChannelResponse:
+        """Decide the channel and send time of one message."""
+        fragments = request.fragments()
+        if not fragments:
+            message = "customer_id: at least one identifier is required (customer_id, …)"
+            raise RequestError(message, field="customer_id")
+        msg = request.message
+        now = self.clock()
+        decision_id = self.new_id()
+        lookup = self._lookup(fragments, now, contacts=True)
+        message = Message(msg.campaign, msg.offer_id, msg.kind, msg.urgency)
+        context = DecisionContext(channel="messaging", campaign=msg.campaign, message_kind=msg.kind)
+        facts = contact_facts(lookup.features)
+        if lookup.degraded:
+            return self._channel_unavailable(request, decision_id, now, context, lookup)
+        loaded = self.policies.get()
+        score_ctx = ScoreContext(
+            surface="channel",
+            campaign=msg.campaign,
+            offer_id=msg.offer_id,
+            message_kind=msg.kind,
+            now=now,
+        )
+
+        def run(scorer: Scorer) -> ChannelOutcome:
+            return decide_channel(
+                message,
+                channels=self.catalog.channels,
+                allowed=msg.allowed_channels,
+                features=lookup.features,
+                facts=facts,
+                history=lookup.history,
+                now=now,
+                policies=loaded.policies,
+                scorer=scorer,
+                score_context=score_ctx,
+                epsilon=self.epsilon,
+                rng=random.Random(decision_id),
+            )
+
+        outcome, version = self._with_fallback(run)
+        chosen = outcome.chosen
+        profile_key = lookup.profile_id or fragments[0]
+        if chosen is not None and chosen.verdict.send_at is not None:
+            record = ContactRecord(
+                profile_id=profile_key,
+                decision_id=decision_id,
+                channel=chosen.channel,  # type: ignore[arg-type]
+                sent_at=chosen.verdict.send_at,
+                kind=msg.kind,
+                campaign=msg.campaign,
+                offer_id=msg.offer_id,
+                message_key=msg.campaign,
+            )
+            try:
+                # Synchronous on purpose: the next request must see this contact, or caps leak.
+                self.store.write(StoreBatch(contacts=[record]))
+            except StoreError as error:
+                log.warning("contact log unavailable, not sending: %s", error)
+                self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
+                return self._channel_unavailable(request, decision_id, now, context, lookup)
+        self.decisions.submit(
+            lambda: channel_decision(
+                decision_id=decision_id,
+                now=now,
+                ids=request.identifiers(),
+                profile_id=profile_key,
+                context=context,
+                offer_id=msg.offer_id,
+                outcome=outcome,
+                policy=self.policy_name,
+                model_version=version,
+                degraded=False,
+            )
+        )
+        self._count_channel(outcome)
+        return _channel_response(
+            outcome,
+            decision_id=decision_id,
+            now=now,
+            facts=facts,
+            quiet=loaded.policies.contact.quiet_hours,
+            channels=self.catalog.channels,
+            version=version,
+            profile_id=lookup.profile_id,
+            policy=self.policy_name,
+        )
+
+    def _channel_unavailable(
+        self,
+        request: ChannelRequest,
+        decision_id: str,
+        now: datetime,
+        context: DecisionContext,
+        lookup: Lookup,
+    ) -> ChannelResponse:
+        version = self.scorers.current.version
+        self.decisions.submit(
+            channel_decision(
+                decision_id=decision_id,
+                now=now,
+                ids=request.identifiers(),
+                profile_id=lookup.profile_id,
+                context=context,
+                offer_id=request.message.offer_id,
+                outcome=None,
+                policy=self.policy_name,
+                model_version=version,
+                degraded=True,
+                suppressed_by=STORE_UNAVAILABLE,
+            )
+        )
+        self.metrics.suppressed.labels(surface="channel", rule=STORE_UNAVAILABLE).inc()
+        return ChannelResponse(
+            decision_id=decision_id,
+            channel="none",
+            send_at=None,
+            reason="the online store is unavailable: consent and caps cannot be checked; retry",
+            suppressed_by=STORE_UNAVAILABLE,
+            propensity=None,
+            alternatives=[],
+            model_choice=ModelChoice(channel=None, score=None, allowed=False, matches=False),
+            model_version=version,
+            degraded=True,
+            profile_id=None,
+            policy=self.policy_name,
+        )
+
+    def _count_channel(self, outcome: ChannelOutcome) -> None:
+        m = self.metrics
+        chosen = outcome.chosen
+        if chosen is None:
+            m.decisions.labels(surface="channel", offer="", channel="none").inc()
+            m.suppressed.labels(surface="channel", rule=outcome.suppressed_by or "none").inc()
+            return
+        m.decisions.labels(surface="channel", offer="", channel=chosen.channel).inc()
+        top = codes(chosen.scored.contributions, top=1)
+        m.reasons.labels(surface="channel", reason=top[0] if top else "none").inc()
+
+    # --- support: GET /v1/profiles/{id}, DELETE /v1/customers/{id} ----------------------
+
+    def profile(self, identifier: str) -> dict[str, Any] | None:
+        """Return the profile an identifier resolves to, with features as of now."""
+        now = self.clock()
+        try:
+            profile_id = self.store.resolve([identifier]) or identifier
+            raw = self.store.read_profile(profile_id)
+            if raw is None:
+                return None
+            identifiers = self.store.identifiers_of(profile_id)
+            contacts = self.store.contacts_of(profile_id, now - WEEK)
+        except StoreError as error:
+            raise UnavailableError(str(error)) from error
+        features = profile_features(decode_profile(raw), int(now.timestamp()))
+        prefix = "persona_"
+        personas = {k[len(prefix) :]: v for k, v in features.items() if k.startswith(prefix)}
+        return {
+            "profile_id": profile_id,
+            "identifiers": identifiers,
+            "as_of": now,
+            "personas": personas,
+            "features": features,
+            "recent_contacts": [
+                {"channel": c.channel, "sent_at": c.sent_at, "kind": c.kind, "campaign": c.campaign}
+                for c in contacts
+            ],
+        }
+
+    def erase(self, identifier: str) -> dict[str, Any]:
+        """Erase a person everywhere serving can reach, and ask the flows to forget them too.
+
+        Online store (profile, identity map, merges, contact log) and the decision log
+        entries of the profile or any of its identifiers; then an ``erasure_request`` event
+        is published on ``events.consent`` so the feature flow drops its state as well.
+        """
+        now = self.clock()
+        try:
+            profile_id = self.store.resolve([identifier])
+            if profile_id is None and is_customer(identifier):
+                profile_id = identifier
+            identifiers = set(self.store.identifiers_of(profile_id)) if profile_id else set()
+            report = self.store.erase(profile_id) if profile_id else None
+        except StoreError as error:
+            raise UnavailableError(str(error)) from error
+        identifiers.add(identifier)
+        targets = {profile_id, *identifiers} - {None}
+        removed = self.decisions.erase(
+            lambda d: d.profile_id in targets
+            or any(fragment_id(k, v) in targets for k, v in d.ids.present().items())
+        )
+        field_name, _, value = identifier.partition(":")
+        event = ErasureRequest(
+            event_id=f"erase-{self.new_id()}",
+            event_time=now,
+            source="contact_center",
+            ids=Identifiers(**{field_name: value}),
+        )
+        self.decisions.publish(CONSENT, value.encode(), encode_event(event))
+        return {
+            "identifier": identifier,
+            "profile_id": profile_id,
+            "identifiers": sorted(identifiers),
+            "removed": {
+                "profiles": report.profiles if report else 0,
+                "identifiers": report.identifiers if report else 0,
+                "merges": report.merges if report else 0,
+                "contacts": report.contacts if report else 0,
+                "decisions": removed,
+            },
+            "erasure_event": CONSENT,
+        }
+
+
+def parse_identifier(raw: str, default_field: str = "customer_id") -> str:
+    """Return ``field:value`` for a path id: ``cu-1`` means ``customer_id:cu-1``.
+
+    Raises
+    ------
+    RequestError
+        If the field is not an identifier field or the value is empty or too long.
+
+    """
+    name, sep, value = raw.partition(":")
+    if not sep:
+        name, value = default_field, raw
+    if name not in ID_FIELDS:
+        message = f"id: unknown identifier field {name!r}; expected one of {list(ID_FIELDS)}"
+        raise RequestError(message, field="id")
+    if not value or len(value) > 128:
+        message = f"id: the value must be 1 to 128 characters; got {len(value)}"
+        raise RequestError(message, field="id")
+    return fragment_id(name, value)
+
+
+def _offer_out(outcome: OffersOutcome, number: int) -> OfferOut:
+    pick = outcome.picks[number]
+    candidate = outcome.candidates[pick.index]
+    scored: Scored = outcome.scored[pick.index]
+    offer = candidate.offer
+    words = reasons(scored.contributions)
+    if pick.explored:
+        words.append("exploration")
+    return OfferOut(
+        offer_id=candidate.action_id,
+        name=offer.name if offer else candidate.action_id,
+        kind=offer.kind if offer else "",
+        score=round(outcome.scores[pick.index], 6),
+        probability=round(scored.probability, 6),
+        propensity=round(pick.propensity, 6),
+        position=number,
+        reasons=words,
+    )
+
+
+def _timing(
+    send_at: datetime, now: datetime, facts: ContactFacts, quiet: Any, quiet_applies: bool
+) -> str:
+    if send_at <= now:
+        return "send now"
+    local = send_at.astimezone(local_zone(facts.tz_offset_min)).strftime("%H:%M")
+    if quiet_applies and in_quiet_hours(now, facts.tz_offset_min, quiet):
+        return f"deferred past the quiet hours to {local} local time"
+    return f"waits for the customer's active hour, {local} local time"
+
+
+def _channel_response(
+    outcome: ChannelOutcome,
+    *,
+    decision_id: str,
+    now: datetime,
+    facts: ContactFacts,
+    quiet: Any,
+    channels: Mapping[str, Any],
+    version: str,
+    profile_id: str | None,
+    policy: str,
+) -> ChannelResponse:
+    options = outcome.options
+    alternatives = [
+        Alternative(
+            channel=o.channel,
+            score=round(o.score, 6),
+            allowed=o.allowed,
+            suppressed_by=o.rule,
+            send_at=o.verdict.send_at,
+        )
+        for o in sorted(options, key=lambda o: (-o.score, o.channel))
+    ]
+    model = options[outcome.model_choice] if outcome.model_choice is not None else None
+    chosen = outcome.chosen
+    model_choice = ModelChoice(
+        channel=model.channel if model else None,
+        score=round(model.score, 6) if model else None,
+        allowed=bool(model and model.allowed),
+        matches=bool(model and chosen and model.channel == chosen.channel),
+    )
+    if chosen is None or outcome.pick is None:
+        permitted = [o for o in sorted(options, key=lambda o: -o.score) if o.allowed]
+        best = f" (best allowed channel: {permitted[0].channel})" if permitted else ""
+        return ChannelResponse(
+            decision_id=decision_id,
+            channel="none",
+            send_at=None,
+            reason=f"suppressed by {outcome.suppressed_by}{best}",
+            suppressed_by=outcome.suppressed_by,
+            propensity=None,
+            alternatives=alternatives,
+            model_choice=model_choice,
+            model_version=version,
+            degraded=False,
+            profile_id=profile_id,
+            policy=policy,
+        )
+    send_at = chosen.verdict.send_at or now
+    why = "exploration (epsilon-greedy)" if outcome.pick.explored else "best allowed channel"
+    words = ", ".join(reasons(chosen.scored.contributions)) or "prior"
+    quiet_applies = bool(channels[chosen.channel].quiet_hours_apply)
+    timing = _timing(send_at, now, facts, quiet, quiet_applies)
+    override = ""
+    if model is not None and not model.allowed:
+        override = f"; the model preferred {model.channel}, which the campaign does not allow"
+    return ChannelResponse(
+        decision_id=decision_id,
+        channel=chosen.channel,
+        send_at=send_at,
+        reason=f"{why} ({words}); {timing}{override}",
+        suppressed_by=None,
+        propensity=round(outcome.pick.propensity, 6),
+        alternatives=alternatives,
+        model_choice=model_choice,
+        model_version=version,
+        degraded=False,
+        profile_id=profile_id,
+        policy=policy,
+    )
+

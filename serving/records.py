@@ -1,0 +1,140 @@
+"""Decision records (:class:`features.decisions.Decision`) from the outcomes of both surfaces.
+
+Offers: ``candidates`` holds every eligible offer with its arbitration score and its
+first-position propensity, plus each suppressed offer with propensity 0 and the reason
+``suppressed_by:<rule>``; ``chosen`` holds the slate, each with its propensity at its
+position and its top reason codes. Channel: one candidate per messaging channel (propensity
+0 and ``suppressed_by:<rule>`` when blocked), ``chosen`` the channel with its send time, or
+a ``none`` choice with ``suppressed_by`` set.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from features.decisions import Choice, Decision, DecisionContext
+from features.events import Identifiers
+from serving.channel import ChannelOutcome
+from serving.offers import OffersOutcome
+from serving.reasons import codes
+
+# A Choice's channel is a messaging or online channel; an in-store display has none yet.
+_CHOICE_CHANNEL = {"web": "web", "app": "app"}
+
+
+def offers_decision(
+    *,
+    decision_id: str,
+    now: datetime,
+    ids: Identifiers,
+    profile_id: str | None,
+    context: DecisionContext,
+    outcome: OffersOutcome,
+    policy: str,
+    model_version: str,
+    degraded: bool,
+    suppressed_by: str | None = None,
+) -> Decision:
+    """Return the record of one offers decision."""
+    channel = _CHOICE_CHANNEL.get(context.channel or "", "none")
+    first, scores = outcome.first_slot, outcome.scores
+    # Positional arguments (offer_id, channel, propensity, score): 200 of these per record.
+    candidates = [
+        Choice(candidate.action_id, channel, first.get(i, 0.0), round(scores[i], 6))  # type: ignore[arg-type]
+        for i, candidate in enumerate(outcome.candidates)
+    ]
+    candidates += [
+        Choice(
+            offer_id=offer_id,
+            channel=channel,  # type: ignore[arg-type]
+            propensity=0.0,
+            reasons=[f"suppressed_by:{rule}"],
+        )
+        for offer_id, rule in outcome.suppressed
+    ]
+    chosen = [
+        Choice(
+            offer_id=outcome.candidates[pick.index].action_id,
+            channel=channel,  # type: ignore[arg-type]
+            propensity=pick.propensity,
+            score=outcome.scores[pick.index],
+            position=position,
+            reasons=codes(outcome.scored[pick.index].contributions),
+        )
+        for position, pick in enumerate(outcome.picks)
+    ]
+    return Decision(
+        decision_id=decision_id,
+        decided_at=now,
+        surface="offers",
+        ids=ids,
+        policy=policy,
+        chosen=chosen,
+        context=context,
+        profile_id=profile_id,
+        candidates=candidates,
+        model_version=model_version,
+        suppressed_by=suppressed_by,
+        degraded=degraded,
+    )
+
+
+def channel_decision(
+    *,
+    decision_id: str,
+    now: datetime,
+    ids: Identifiers,
+    profile_id: str | None,
+    context: DecisionContext,
+    offer_id: str | None,
+    outcome: ChannelOutcome | None,
+    policy: str,
+    model_version: str,
+    degraded: bool,
+    suppressed_by: str | None = None,
+) -> Decision:
+    """Return the record of one channel decision (``outcome`` is ``None`` when degraded)."""
+    candidates: list[Choice] = []
+    chosen: list[Choice] = []
+    if outcome is not None:
+        for i, option in enumerate(outcome.options):
+            rule = option.rule
+            candidates.append(
+                Choice(
+                    offer_id=offer_id,
+                    channel=option.channel,  # type: ignore[arg-type]
+                    propensity=outcome.first_slot.get(i, 0.0),
+                    score=option.score,
+                    send_at=option.verdict.send_at,
+                    reasons=[f"suppressed_by:{rule}"] if rule else [],
+                )
+            )
+        picked = outcome.chosen
+        if picked is not None and outcome.pick is not None:
+            chosen.append(
+                Choice(
+                    offer_id=offer_id,
+                    channel=picked.channel,  # type: ignore[arg-type]
+                    propensity=outcome.pick.propensity,
+                    score=picked.score,
+                    send_at=picked.verdict.send_at,
+                    reasons=codes(picked.scored.contributions),
+                )
+            )
+        suppressed_by = suppressed_by or outcome.suppressed_by
+    if not chosen:
+        chosen.append(Choice(offer_id=offer_id, channel="none", propensity=1.0))
+    return Decision(
+        decision_id=decision_id,
+        decided_at=now,
+        surface="channel",
+        ids=ids,
+        policy=policy,
+        chosen=chosen,
+        context=context,
+        profile_id=profile_id,
+        candidates=candidates,
+        model_version=model_version,
+        suppressed_by=suppressed_by,
+        degraded=degraded,
+    )

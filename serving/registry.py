@@ -1,0 +1,154 @@
+"""Hot swap of the scoring model: a holder read by requests, a watcher of the promoted pointer.
+
+The model registry (issue 5) promotes a model by rewriting a small *pointer file* (its
+content names the promoted model, e.g. a version or a folder). :class:`ModelWatcher` polls
+that file's modification time and content; when they change it calls the ``loader`` given
+to it with the content, in its own thread, and swaps the result into the
+:class:`ScorerHolder` with one reference assignment. A request reads ``holder.current`` once,
+so it scores with one model from start to end, and no request waits for a load. A loader
+that fails leaves the model being served in place (the heuristic if none was ever loaded).
+
+>>> from serving.scoring import HeuristicScorer
+>>> holder = ScorerHolder(HeuristicScorer())
+>>> holder.current.version
+'heuristic-v1'
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[str], Scorer]
+
+
+class ScorerHolder:
+    """The scorer in use; reads and swaps are single reference operations (atomic)."""
+
+    def __init__(self, fallback: Scorer, on_swap: Callable[[Scorer], None] | None = None) -> None:
+        self.fallback = fallback
+        self.current: Scorer = fallback
+        self._on_swap = on_swap
+
+    def swap(self, scorer: Scorer) -> None:
+        """Serve ``scorer`` from the next request on."""
+        self.current = scorer
+        if self._on_swap is not None:
+            self._on_swap(scorer)
+
+
+@dataclass
+class WatchState:
+    """What the watcher saw last: the pointer's stamp and content, the last error."""
+
+    stamp: tuple[int, int] | None = None
+    target: str | None = None
+    error: str | None = None
+    swaps: int = 0
+    failures: int = 0
+
+
+class ModelWatcher:
+    """Poll ``pointer`` every ``interval_s`` seconds; load and swap when it changes.
+
+    ``on_event`` is called with ``"swap"`` or ``"load_failure"`` (for metrics).
+    """
+
+    def __init__(
+        self,
+        holder: ScorerHolder,
+        pointer: Path | str,
+        loader: Loader,
+        *,
+        interval_s: float = 2.0,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            message = f"interval_s must be positive; got {interval_s!r}"
+            raise ValueError(message)
+        self.holder = holder
+        self.pointer = Path(pointer)
+        self.loader = loader
+        self.interval_s = interval_s
+        self.state = WatchState()
+        self._on_event = on_event
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll_once(self) -> bool:
+        """Check the pointer once; return whether a new model was swapped in."""
+        try:
+            info = self.pointer.stat()
+            stamp = (info.st_mtime_ns, info.st_size)
+            if stamp == self.state.stamp:
+                return False
+            target = self.pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return False  # nothing promoted yet
+        except OSError as error:
+            self._failed(f"cannot read {self.pointer}: {error}")
+            return False
+        self.state.stamp = stamp
+        if not target or target == self.state.target:
+            return False
+        try:
+            scorer = self.loader(target)
+            version = scorer.version
+        except Exception as error:  # any loader bug must leave serving running
+            self._failed(f"loading {target!r} failed: {type(error).__name__}: {error}")
+            return False
+        self.holder.swap(scorer)
+        self.state.target, self.state.error = target, None
+        self.state.swaps += 1
+        log.info("serving model %s (from %s)", version, target)
+        if self._on_event is not None:
+            self._on_event("swap")
+        return True
+
+    def _failed(self, reason: str) -> None:
+        self.state.error = reason
+        self.state.failures += 1
+        log.warning("model not swapped: %s", reason)
+        if self._on_event is not None:
+            self._on_event("load_failure")
+
+    def start(self) -> None:
+        """Poll once now, then in a daemon thread until :meth:`stop`."""
+        self.poll_once()
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll_once()
+
+    def stop(self) -> None:
+        """Stop polling; idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+
+def default_loader() -> Loader | None:
+    """Return the model registry's scorer loader once ``models/`` provides one, else ``None``.
+
+    The registry is built in parallel (issue 5); serving expects
+    ``models.registry.load_scorer(target: str) -> Scorer``.
+    """
+    try:
+        from models import registry  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    loader = getattr(registry, "load_scorer", None)
+    return loader if callable(loader) else None

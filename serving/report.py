@@ -1,0 +1,95 @@
+"""Who was capped or suppressed, and why: a query over the decision log (pure).
+
+``omnioffer decisions --suppressed`` prints :func:`suppressions` of the embedded log as a
+table and counts by rule. A decision is *suppressed* when nothing was chosen and
+``suppressed_by`` names the rule; a candidate is *blocked* when its reasons say
+``suppressed_by:<rule>`` (a channel over its cap while another channel was used, say).
+
+>>> from datetime import UTC, datetime
+>>> from features.decisions import Choice, Decision, Identifiers
+>>> d = Decision(decision_id="d", decided_at=datetime(2026, 3, 2, tzinfo=UTC), surface="channel",
+...     ids=Identifiers(customer_id="c"), policy="p", suppressed_by="total_cap_day",
+...     chosen=[Choice(offer_id=None, channel="none", propensity=1.0)])
+>>> report = suppressions([d])
+>>> report.by_rule, report.rows[0].who
+({'total_cap_day': 1}, 'customer_id:c')
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from features.decisions import Decision
+
+PREFIX = "suppressed_by:"
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """One suppressed decision."""
+
+    decided_at: datetime
+    decision_id: str
+    surface: str
+    who: str
+    about: str
+    rule: str
+    degraded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionReport:
+    """Suppressed decisions, counts by rule, and blocked candidates by rule."""
+
+    rows: list[Suppressed]
+    by_rule: dict[str, int]
+    blocked_by_rule: dict[str, int]
+    decisions: int
+
+
+def _who(decision: Decision) -> str:
+    if decision.profile_id:
+        return decision.profile_id
+    present = decision.ids.present()
+    return ", ".join(f"{k}:{v}" for k, v in present.items()) or "(anonymous)"
+
+
+def _about(decision: Decision) -> str:
+    context = decision.context
+    if decision.surface == "channel":
+        offer = decision.chosen[0].offer_id if decision.chosen else None
+        parts = [context.campaign or "", context.message_kind or "", offer or ""]
+        return " / ".join(p for p in parts if p)
+    return " / ".join(p for p in (context.channel, context.page, context.store_id) if p)
+
+
+def suppressions(decisions: Iterable[Decision]) -> SuppressionReport:
+    """Collect the suppressed decisions and count rules (decisions and blocked candidates)."""
+    rows: list[Suppressed] = []
+    by_rule: Counter[str] = Counter()
+    blocked: Counter[str] = Counter()
+    total = 0
+    for decision in decisions:
+        total += 1
+        for candidate in decision.candidates:
+            for reason in candidate.reasons:
+                if reason.startswith(PREFIX):
+                    blocked[reason[len(PREFIX) :]] += 1
+        if decision.suppressed_by is None:
+            continue
+        by_rule[decision.suppressed_by] += 1
+        rows.append(
+            Suppressed(
+                decided_at=decision.decided_at,
+                decision_id=decision.decision_id,
+                surface=decision.surface,
+                who=_who(decision),
+                about=_about(decision),
+                rule=decision.suppressed_by,
+                degraded=decision.degraded,
+            )
+        )
+    return SuppressionReport(rows, dict(by_rule.most_common()), dict(blocked.most_common()), total)

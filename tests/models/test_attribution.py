@@ -1,0 +1,148 @@
+"""Outcome join window semantics: late outcomes inside the window count, outside are dropped."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from features.decisions import Choice, Decision
+from features.events import Engagement, Identifiers, Item, PageView, Purchase
+from models.attribution import (
+    AttributionWindows,
+    Outcome,
+    OutcomeJoin,
+    decode_example,
+    encode_example,
+    join_in_time_order,
+    outcomes_of,
+)
+
+T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+HOUR = 3600
+WINDOWS = AttributionWindows(click=24 * HOUR, conversion=7 * 24 * HOUR, lateness=2 * HOUR)
+
+
+def decision(n=1, at=T0, offer="of-a", **ids):
+    return Decision(
+        decision_id=f"d-{n}", decided_at=at, surface="channel", policy="logging-v1",
+        ids=Identifiers(**(ids or {"customer_id": "c-1"})),
+        chosen=[Choice(offer_id=offer, channel="email", propensity=0.25)],
+    )
+
+
+def ts(hours):
+    return int((T0 + timedelta(hours=hours)).timestamp())
+
+
+def outcome(kind, hours, n=1):
+    return Outcome(ts(hours), kind, f"e-{kind}-{hours}", decision_id=f"d-{n}")
+
+
+def test_late_outcome_inside_the_window_counts():
+    join = OutcomeJoin(WINDOWS, sources=("decisions", "engagement"))
+    assert join.on_decision(decision()) == []
+    join.advance("decisions", ts(0))
+    # The engagement topic runs ahead to hour 100, then a conversion from hour 30 arrives
+    # late: still inside the 7-day window and before the watermark closed the decision.
+    join.advance("engagement", ts(100))
+    join.on_outcome(outcome("converted", 30))
+    join.advance("decisions", ts(200))
+    [example] = join.advance("engagement", ts(200))
+    assert example.labels.converted and example.complete
+    assert join.stats.outside_window == 0
+
+
+def test_outcome_outside_its_window_is_dropped():
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    join.on_decision(decision())
+    join.on_outcome(outcome("clicked", 25))  # click window is 24 h
+    join.on_outcome(outcome("converted", 7 * 24 + 1))  # conversion window is 7 days
+    join.on_outcome(outcome("opened", 23))
+    [example] = join.advance("all", ts(7 * 24 + 3))
+    assert example.labels.opened
+    assert not example.labels.clicked and not example.labels.converted
+    assert join.stats.outside_window == 2
+
+
+def test_outcome_after_the_watermark_closed_the_decision_is_dropped_as_too_late():
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    join.on_decision(decision())
+    [closed] = join.advance("all", ts(7 * 24 + 2))
+    assert not closed.labels.converted
+    join.on_outcome(outcome("converted", 10))  # inside the window, but hours too late
+    assert join.stats.too_late == 1
+    assert join.flush() == []
+
+
+def test_outcome_before_its_decision_arrives_waits_for_it():
+    join = OutcomeJoin(WINDOWS, sources=("decisions", "engagement"))
+    join.advance("engagement", ts(5))
+    join.on_outcome(outcome("clicked", 5))
+    join.advance("decisions", ts(-1))
+    join.on_decision(decision())
+    [example] = join.flush()
+    assert example.labels.clicked and not example.complete
+
+
+def test_outcome_whose_decision_never_comes_is_dropped_once_the_watermark_passes():
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    join.on_outcome(outcome("clicked", 1, n=9))
+    join.advance("all", ts(4))
+    assert join.stats.orphaned == 1
+
+
+def test_watermark_waits_for_every_source():
+    join = OutcomeJoin(WINDOWS, sources=("decisions", "engagement"))
+    join.on_decision(decision())
+    assert join.advance("decisions", ts(1000)) == []  # engagement has not reported yet
+    assert len(join.advance("engagement", ts(1000))) == 1
+
+
+def test_purchase_redemption_is_attributed_by_identifier_and_offer():
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    join.on_decision(decision(1, offer="of-a", customer_id="c-1"))
+    join.on_decision(decision(2, offer="of-b", customer_id="c-1"))
+    join.on_decision(decision(3, offer="of-a", customer_id="c-2"))
+    purchase = Purchase(
+        event_id="p-1", event_time=T0 + timedelta(hours=50), source="web",
+        ids=Identifiers(customer_id="c-1", anonymous_id="a-1"), order_id="o-1",
+        channel="web", payment_channel="web", items=[Item("p", "dairy", 2.0)], total=2.0,
+        offers_redeemed=["of-a"],
+    )
+    for o in outcomes_of(purchase):
+        join.on_outcome(o)
+    labels = {x.decision.decision_id: x.labels.redeemed for x in join.flush()}
+    assert labels == {"d-1": True, "d-2": False, "d-3": False}
+
+
+def test_only_reactions_with_a_decision_are_outcomes():
+    base = {"event_time": T0, "ids": Identifiers(customer_id="c")}
+    delivered = Engagement(event_id="e1", source="messaging", action="delivered",
+                           channel="email", decision_id="d-1", **base)
+    no_decision = Engagement(event_id="e2", source="messaging", action="opened",
+                             channel="email", **base)
+    page = PageView(event_id="e3", source="web", page="home", **base)
+    assert outcomes_of(delivered) == outcomes_of(no_decision) == outcomes_of(page) == []
+
+
+def test_batch_join_labels_and_round_trips_as_json():
+    events = [
+        Engagement(event_id="e1", event_time=T0 + timedelta(hours=2), source="messaging",
+                   ids=Identifiers(customer_id="c-1"), action="opened", channel="email",
+                   decision_id="d-1"),
+    ]
+    [example] = join_in_time_order([decision()], events, WINDOWS)
+    assert example.labels.opened and not example.complete and example.propensity == 0.25
+    assert decode_example(encode_example(example)) == example
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("click", -1), ("conversion", 1.5), ("lateness", "6h")]
+)
+def test_bad_windows_are_named(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a whole number of seconds"):
+        AttributionWindows(**{field: value})
+
+
+def test_a_join_needs_sources():
+    with pytest.raises(ValueError, match="sources must name at least one"):
+        OutcomeJoin(WINDOWS, sources=())

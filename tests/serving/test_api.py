@@ -1,0 +1,202 @@
+"""The HTTP API: happy paths, bad inputs, unknown ids, sizes, docs and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from omnioffer.settings import Settings
+from tests.serving.conftest import channel_body, offers_body
+
+
+@pytest.fixture
+def client(filled_store, make_client):
+    return make_client(filled_store)
+
+
+def test_offers_for_a_known_customer_are_ranked_with_reasons(client, customers):
+    response = client.post("/v1/offers", json=offers_body(customer_id=customers[0]))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == "heuristic-v1"
+    assert body["degraded"] is False and body["cold_start"] is False
+    assert body["profile_id"] == f"customer_id:{customers[0]}"
+    assert body["decision_id"]
+    assert len(body["offers"]) == 3
+    for position, offer in enumerate(body["offers"]):
+        assert set(offer) == {"offer_id", "name", "kind", "score", "probability", "propensity",
+                              "position", "reasons"}  # fmt: skip
+        assert offer["position"] == position
+        assert offer["reasons"] and all(isinstance(r, str) for r in offer["reasons"])
+        assert 0 < offer["propensity"] <= 1
+    assert len({o["offer_id"] for o in body["offers"]}) == 3
+
+
+def test_an_unknown_visitor_gets_popular_offers_for_the_context(client):
+    web = client.post("/v1/offers", json={"anonymous_id": "c-81f", "context": {"channel": "web",
+                      "page": "home"}, "limit": 5}).json()  # fmt: skip
+    assert web["cold_start"] is True and web["degraded"] is False
+    assert len(web["offers"]) == 5
+    app = client.post("/v1/offers", json={"context": {"channel": "app"}, "limit": 50}).json()
+    ids = {o["offer_id"] for o in app["offers"]}
+    assert "of-pts-app-install" in ids
+    assert not ids & {"of-pts-web-pay", "of-free-delivery-web", "of-coffee-corner"}
+
+
+def test_store_context_limits_offers_to_that_store(client):
+    body = {"context": {"channel": "store", "store_id": "st-007"}, "limit": 50}
+    ids = {o["offer_id"] for o in client.post("/v1/offers", json=body).json()["offers"]}
+    assert {"of-coffee-corner", "of-hyper-household"} <= ids  # st-007: hypermarket + coffee
+    body["context"]["store_id"] = "st-001"  # supermarket without coffee corner
+    ids = {o["offer_id"] for o in client.post("/v1/offers", json=body).json()["offers"]}
+    assert not ids & {"of-coffee-corner", "of-hyper-household", "of-conv-snacks"}
+    assert "of-super-bakery" in ids
+
+
+def test_channel_choice_for_a_customer(client, customers):
+    response = client.post("/v1/channel", json=channel_body(customers[1], offer_id="of-disc-dairy",
+                           urgency="low"))  # fmt: skip
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) >= {"channel", "send_at", "alternatives", "reason", "suppressed_by",
+                         "model_choice", "model_version", "decision_id", "degraded"}  # fmt: skip
+    assert body["channel"] in {"email", "push", "sms", "messenger", "none"}
+    assert {a["channel"] for a in body["alternatives"]} == {"email", "push", "sms", "messenger"}
+    if body["channel"] == "none":
+        assert body["suppressed_by"]
+    else:
+        assert body["send_at"] and body["suppressed_by"] is None and body["reason"]
+
+
+def test_allowed_channels_are_honoured_and_compared_with_the_model(client, customers):
+    for customer in customers[:20]:
+        body = client.post("/v1/channel", json=channel_body(
+            customer, campaign=f"c-{customer}", allowed_channels=["email"])).json()  # fmt: skip
+        assert body["channel"] in {"email", "none"}
+        choice = body["model_choice"]
+        if choice["channel"] not in (None, "email"):
+            assert choice["allowed"] is False and choice["matches"] is False
+            if body["channel"] == "email":
+                assert "does not allow" in body["reason"]
+
+
+def test_a_second_send_of_the_same_campaign_is_suppressed(client, customers):
+    consented = next(
+        c for c in customers
+        if client.get(f"/v1/profiles/{c}").json()["features"]["consent_email"] is True
+    )
+    first = client.post("/v1/channel", json=channel_body(
+        consented, kind="transactional", urgency="immediate", allowed_channels=["email"]))
+    assert first.json()["channel"] == "email"
+    # The first decision wrote the contact log, so the duplicate rule sees it at once.
+    again = client.post("/v1/channel", json=channel_body(consented, allowed_channels=["email"]))
+    assert again.json()["channel"] == "none"
+    assert again.json()["suppressed_by"] == "duplicate_message"
+    recent = client.get(f"/v1/profiles/{consented}").json()["recent_contacts"]
+    assert [c["campaign"] for c in recent] == ["spring"]
+
+
+def test_the_profile_endpoint_shows_personas(client, customers):
+    response = client.get(f"/v1/profiles/customer_id:{customers[0]}")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body["personas"]) == {"discount_hunter", "newcomer", "toucher", "social",
+                                     "procrastinator"}  # fmt: skip
+    assert f"customer_id:{customers[0]}" in body["identifiers"]
+    assert client.get(f"/v1/profiles/{customers[0]}").json()["profile_id"] == body["profile_id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "text"),
+    [
+        ("/v1/offers", {"context": {"channel": "web"}, "limit": "5"}, "limit",
+         "limit: Expected `int`, got `str`"),
+        ("/v1/offers", {"context": {"channel": "web"}, "limit": 0}, "limit", "limit: Expected"),
+        ("/v1/offers", {"context": {"channel": "tv"}}, "context.channel", "context.channel"),
+        ("/v1/offers", {"limit": 3}, "context", "context: required field is missing"),
+        ("/v1/offers", {"customer_id": 5, "context": {"channel": "web"}}, "customer_id",
+         "customer_id: Expected `str | null`, got `int`"),
+        ("/v1/offers", {"custmer_id": "x", "context": {"channel": "web"}}, "custmer_id",
+         "custmer_id: unknown field"),
+        ("/v1/offers", {"context": {"channel": "store", "store_id": "st-999"}},
+         "context.store_id", "unknown store 'st-999'"),
+        ("/v1/offers", [1, 2], "(body)", "Expected `object`, got `array`"),
+        ("/v1/channel", {"message": {"campaign": "c", "kind": "marketing"}}, "customer_id",
+         "at least one identifier"),
+        ("/v1/channel", {"customer_id": "c", "message": {"campaign": "c", "kind": "promo"}},
+         "message.kind", "message.kind"),
+        ("/v1/channel", {"customer_id": "c", "message": {"campaign": "c", "kind": "marketing",
+         "allowed_channels": []}}, "message.allowed_channels", "length >= 1"),
+        ("/v1/channel", {"customer_id": "c", "message": {"campaign": "c", "kind": "marketing",
+         "urgency": 3}}, "message.urgency", "message.urgency"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_422_naming_the_field(client, path, body, field, text):
+    response = client.post(path, json=body)
+    assert response.status_code == 422
+    error = response.json()
+    assert error["field"] == field
+    assert text in error["error"]
+    assert error["detail"][0]["loc"][0] == "body"
+
+
+@pytest.mark.parametrize("content", [b"", b"   ", b"{", b"not json", b"\xff\xfe"])
+@pytest.mark.parametrize("path", ["/v1/offers", "/v1/channel"])
+def test_empty_or_malformed_bodies_get_422(client, path, content):
+    response = client.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["field"] == "(body)"
+    assert response.json()["error"].startswith("(body): ")
+
+
+def test_huge_bodies_are_refused_with_413(filled_store, make_client, tmp_path):
+    client = make_client(filled_store, settings=Settings(data_dir=tmp_path, max_request_bytes=1000))
+    big = json.dumps({"anonymous_id": "a", "context": {"channel": "web", "page": "x" * 5000}})
+    response = client.post("/v1/offers", content=big)
+    assert response.status_code == 413
+    assert "the limit is 1,000 bytes" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the limit is counted while reading
+        for _ in range(20):
+            yield b" " * 100
+
+    response = client.post("/v1/channel", content=chunks())
+    assert response.status_code == 413
+
+
+def test_unknown_ids_on_support_endpoints(client):
+    missing = client.get("/v1/profiles/customer_id:nobody")
+    assert missing.status_code == 404
+    assert "no profile for 'customer_id:nobody'" in missing.json()["error"]
+    bad = client.get("/v1/profiles/shoe_size:42")
+    assert bad.status_code == 422 and bad.json()["field"] == "id"
+    erased = client.delete("/v1/customers/nobody")
+    assert erased.status_code == 200
+    assert erased.json()["removed"]["profiles"] == 0
+
+
+def test_unknown_customer_on_the_channel_endpoint_is_answered(client):
+    body = client.post("/v1/channel", json=channel_body("cu-unknown")).json()
+    assert body["channel"] == "none" and body["suppressed_by"] == "consent_missing"
+    receipt = client.post("/v1/channel", json=channel_body("cu-unknown", kind="transactional"))
+    assert receipt.json()["channel"] != "none"
+
+
+def test_health_readiness_docs_and_metrics(client, customers):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model_version"] == "heuristic-v1"
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/offers", "/v1/channel", "/v1/profiles/{id}", "/v1/customers/{id}"} <= set(
+        schema["paths"]
+    )
+    assert "OffersRequest" in schema["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+    client.post("/v1/offers", json=offers_body(customer_id=customers[0]))
+    client.post("/v1/offers", json={"context": {"channel": "web"}, "limit": "x"})
+    text = client.get("/metrics").text
+    assert 'omnioffer_serve_request_seconds_count{endpoint="/v1/offers"} 2.0' in text
+    assert 'omnioffer_serve_errors_total{endpoint="/v1/offers",kind="client"} 1.0' in text
+    assert 'omnioffer_serve_decisions_total{channel="web"' in text
+    assert 'omnioffer_serve_model_info{version="heuristic-v1"} 1.0' in text

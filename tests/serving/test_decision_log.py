@@ -1,0 +1,141 @@
+"""Decisions reach the log with exact propensities, without blocking; Kafka too."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from features.decisions import Choice, Decision, decode_decision
+from features.events import Identifiers
+from features.topics import DECISIONS
+from omnioffer.services import create_topics
+from omnioffer.settings import Settings
+from serving.decision_log import DecisionLog, FileSink, read_decisions
+from tests.serving.conftest import channel_body, offers_body
+
+
+def test_every_decision_reaches_the_log_with_propensities(filled_store, make_client,
+                                                          customers, tmp_path):  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data", explore_epsilon=0.3)
+    client = make_client(filled_store, settings=settings)
+    answers = {}
+    for customer in customers[:15]:
+        body = client.post("/v1/offers", json=offers_body(customer_id=customer)).json()
+        answers[body["decision_id"]] = body
+        body = client.post("/v1/channel", json=channel_body(customer, kind="transactional")).json()
+        answers[body["decision_id"]] = body
+    assert client.app.state.engine.decisions.flush()
+    logged = {d.decision_id: d for d in read_decisions(settings.event_log_dir)}
+    assert set(logged) == set(answers)
+    for decision_id, answer in answers.items():
+        decision = logged[decision_id]
+        assert decision.model_version == "heuristic-v1"
+        assert decision.policy == "serve-egreedy-0.3"
+        eligible = [c for c in decision.candidates if not c.reasons]
+        if decision.surface == "offers":
+            assert decision.ids.customer_id
+            assert decision.context.channel == "web"
+            assert sum(c.propensity for c in eligible) == pytest.approx(1.0)
+            shown = [o["offer_id"] for o in answer["offers"]]
+            assert [c.offer_id for c in decision.chosen] == shown
+            for choice, offer in zip(decision.chosen, answer["offers"], strict=True):
+                assert choice.propensity == pytest.approx(offer["propensity"], abs=1e-6)
+                assert choice.reasons
+            first = decision.chosen[0]
+            by_id = {c.offer_id: c.propensity for c in eligible}
+            assert first.propensity == pytest.approx(by_id[first.offer_id])
+        else:
+            assert decision.surface == "channel"
+            assert decision.chosen[0].channel == answer["channel"]
+            if answer["channel"] != "none":
+                assert sum(c.propensity for c in decision.candidates) == pytest.approx(1.0)
+                assert decision.chosen[0].propensity == pytest.approx(answer["propensity"])
+                assert decision.chosen[0].send_at is not None
+            else:
+                assert decision.suppressed_by == answer["suppressed_by"]
+
+
+class SlowSink:
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.records: list = []
+
+    def send(self, records):
+        self.gate.wait(5)
+        self.records.extend(records)
+
+    def erase(self, match):
+        return 0
+
+    def close(self):
+        pass
+
+
+def _decision(n: int) -> Decision:
+    return Decision(
+        decision_id=f"d-{n}", decided_at=datetime(2026, 3, 8, tzinfo=UTC), surface="offers",
+        ids=Identifiers(anonymous_id="a"), policy="p",
+        chosen=[Choice(offer_id="of-1", channel="web", propensity=1.0)],
+    )  # fmt: skip
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking():
+    outcomes: dict[str, int] = {}
+    sink = SlowSink()
+    log = DecisionLog(
+        sink, max_queue=5, on_outcome=lambda o, n: outcomes.__setitem__(o, outcomes.get(o, 0) + n)
+    )
+    # The sink is blocked until the gate opens below: a submit that waited for it would
+    # never return, so getting past this line is the proof.
+    accepted = sum(log.submit(_decision(n)) for n in range(100))
+    assert log.dropped == 100 - accepted and log.dropped >= 90
+    assert outcomes["dropped"] == log.dropped
+    sink.gate.set()
+    log.close()
+    assert len(sink.records) == accepted
+
+
+def test_the_file_sink_erases_matching_decisions_only(tmp_path):
+    log = DecisionLog(FileSink(tmp_path))
+    for n in range(6):
+        log.submit(_decision(n))
+    assert log.erase(lambda d: d.decision_id in {"d-1", "d-4"}) == 2
+    log.submit(_decision(9))  # the writer reopens the file after the rewrite
+    log.close()
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-0", "d-2", "d-3", "d-5", "d-9"]
+
+
+def test_decisions_go_to_the_kafka_topic_when_settings_say_kafka(
+    kafka_broker, filled_store, make_client, tmp_path
+):
+    create_topics(kafka_broker.bootstrap, [DECISIONS])
+    settings = Settings(data_dir=tmp_path, decision_log="kafka",
+                        kafka_bootstrap=kafka_broker.bootstrap)  # fmt: skip
+    client = make_client(filled_store, settings=settings)
+    decision_id = client.post("/v1/offers", json=offers_body(anonymous_id="k-1")).json()[
+        "decision_id"
+    ]
+    client.app.state.engine.decisions.close()  # flushes the producer
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "t-decisions",
+                         "enable.auto.commit": False})  # fmt: skip
+    consumer.assign([TopicPartition(DECISIONS, 0, OFFSET_BEGINNING)])
+    found = None
+    deadline = time.monotonic() + 30
+    try:
+        while found is None and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            decision = decode_decision(message.value())
+            if decision.decision_id == decision_id:
+                found = (decision, message.key())
+    finally:
+        consumer.close()
+    assert found is not None
+    decision, key = found
+    assert key == b"anonymous_id:k-1"
+    assert sum(c.propensity for c in decision.candidates) == pytest.approx(1.0)

@@ -1,0 +1,56 @@
+"""Erasure removes every trace of a person: store, identity map, contacts, decision log."""
+
+from __future__ import annotations
+
+import orjson
+
+from features.eventlog import read_topic
+from features.topics import CONSENT
+from omnioffer.settings import Settings
+from serving.decision_log import read_decisions
+from tests.serving.conftest import channel_body, offers_body
+
+
+def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    client = make_client(filled_store, settings=settings)
+    person, other = customers[0], customers[1]
+    profile_id = f"customer_id:{person}"
+    identifiers = filled_store.identifiers_of(profile_id)
+    weak = next(i for i in identifiers if not i.startswith("customer_id:"))
+    field, _, value = weak.partition(":")
+    for ids in ({"customer_id": person}, {field: value}, {"customer_id": other}):
+        assert client.post("/v1/offers", json=offers_body(**ids)).status_code == 200
+    for customer in (person, other):
+        client.post("/v1/channel", json=channel_body(customer, kind="transactional"))
+    assert filled_store.contacts_of(profile_id)
+
+    response = client.delete(f"/v1/customers/{person}")
+    assert response.status_code == 200
+    report = response.json()
+    assert report["profile_id"] == profile_id
+    removed = report["removed"]
+    assert removed["profiles"] == 1
+    assert removed["identifiers"] == len(identifiers)
+    assert removed["contacts"] >= 1
+    assert removed["decisions"] == 3  # two offers decisions (by customer and weak id), one channel
+
+    assert filled_store.read_profile(profile_id) is None
+    assert all(filled_store.resolve([i]) is None for i in identifiers)
+    assert filled_store.contacts_of(profile_id) == []
+    assert filled_store.identifiers_of(profile_id) == []
+    traces = set(identifiers) | {profile_id}
+    logged = list(read_decisions(settings.event_log_dir))
+    assert logged, "the other customer's decisions stay"
+    for decision in logged:
+        assert decision.profile_id not in traces
+        assert not {f"{k}:{v}" for k, v in decision.ids.present().items()} & traces
+    assert client.get(f"/v1/profiles/{person}").status_code == 404
+
+    client.app.state.engine.decisions.flush()
+    events = [orjson.loads(v) for _, v in read_topic(settings.event_log_dir, CONSENT)]
+    assert events[-1]["kind"] == "erasure_request"
+    assert events[-1]["ids"] == {"customer_id": person}
+
+    again = client.delete(f"/v1/customers/{person}").json()["removed"]
+    assert again == {"profiles": 0, "identifiers": 0, "merges": 0, "contacts": 0, "decisions": 0}

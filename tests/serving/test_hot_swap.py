@@ -1,0 +1,132 @@
+"""Model hot swap through the promoted pointer: no request lost, failures keep the model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from omnioffer.services import free_port
+from omnioffer.settings import Settings
+from serving.app import create_app
+from serving.decision_log import read_decisions
+from serving.registry import ModelWatcher, ScorerHolder
+from serving.scoring import HeuristicScorer
+from tests.serving.conftest import WORLD_NOW, offers_body
+
+
+class FakeModel(HeuristicScorer):
+    """The heuristic under another version name (what a loaded model would report)."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+
+class BrokenModel(HeuristicScorer):
+    version = "broken-v1"
+
+    def score(self, features, candidates, context):
+        raise RuntimeError("model exploded")
+
+
+def fake_loader(target: str) -> FakeModel:
+    if target.startswith("bad"):
+        raise ValueError(f"cannot load {target}")
+    return FakeModel(target)
+
+
+def test_the_watcher_swaps_on_change_and_keeps_the_model_when_a_load_fails(tmp_path):
+    pointer = tmp_path / "promoted"
+    holder = ScorerHolder(HeuristicScorer())
+    events: list[str] = []
+    watcher = ModelWatcher(holder, pointer, fake_loader, interval_s=0.01, on_event=events.append)
+    assert watcher.poll_once() is False  # nothing promoted yet
+    pointer.write_text("nbo-v1\n")
+    assert watcher.poll_once() is True and holder.current.version == "nbo-v1"
+    assert watcher.poll_once() is False  # unchanged
+    pointer.write_text("bad-v2")
+    assert watcher.poll_once() is False
+    assert holder.current.version == "nbo-v1"
+    assert "cannot load bad-v2" in watcher.state.error
+    pointer.write_text("nbo-v3")
+    assert watcher.poll_once() is True and holder.current.version == "nbo-v3"
+    assert events == ["swap", "load_failure", "swap"]
+    with pytest.raises(ValueError, match="interval_s must be positive"):
+        ModelWatcher(holder, pointer, fake_loader, interval_s=0)
+
+
+def test_a_failing_model_falls_back_to_the_heuristic_per_request(filled_store, make_client,
+                                                                customers):  # fmt: skip
+    client = make_client(filled_store, scorer=BrokenModel())
+    body = client.post("/v1/offers", json=offers_body(customer_id=customers[0])).json()
+    assert body["model_version"] == "heuristic-v1" and body["offers"]
+    assert 'omnioffer_serve_fallbacks_total{cause="model_error"} 1.0' in client.get("/metrics").text
+
+
+class _Server:
+    """The app under uvicorn in a thread: real HTTP, real concurrency."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def test_hot_swap_under_concurrent_requests_loses_none(filled_store, customers, tmp_path):
+    pointer = tmp_path / "promoted"
+    settings = Settings(data_dir=tmp_path / "data", model_pointer=pointer, model_poll_s=0.005)
+    app = create_app(settings, store=filled_store, model_loader=fake_loader,
+                     clock=lambda: WORLD_NOW)  # fmt: skip
+    answers: list[tuple[int, dict]] = []
+    lock = threading.Lock()
+    per_thread = 60
+
+    def hammer(base: str, n: int) -> None:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for i in range(per_thread):
+                customer = customers[(n * per_thread + i) % len(customers)]
+                response = http.post("/v1/offers", json=offers_body(customer_id=customer))
+                with lock:
+                    answers.append((response.status_code, response.json()))
+
+    with _Server(app) as base:
+        threads = [threading.Thread(target=hammer, args=(base, n)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        version = 0
+        while any(t.is_alive() for t in threads):
+            version += 1
+            pointer.write_text(f"nbo-v{version}")
+            time.sleep(0.02)
+        for thread in threads:
+            thread.join()
+    watcher = app.state.watcher
+    assert watcher.state.swaps >= 3, "the test must actually swap models mid-traffic"
+    assert len(answers) == 6 * per_thread
+    assert all(status == 200 for status, _ in answers)
+    assert not any(body["degraded"] for _, body in answers)
+    versions = {body["model_version"] for _, body in answers}
+    assert len(versions) >= 2
+    assert versions <= {f"nbo-v{v}" for v in range(1, version + 1)} | {"heuristic-v1"}
+    logged = {d.decision_id: d for d in read_decisions(settings.event_log_dir)}
+    assert len(logged) == len(answers)
+    for _, body in answers:
+        assert logged[body["decision_id"]].model_version == body["model_version"]
