@@ -89,8 +89,8 @@ class ServeBench:
 
 def world_profiles(bench: ServeBench, now: datetime) -> list[bytes]:
     """Simulate a world ending now and return its stored customer profiles."""
+    from features.eventlog import load_events
     from features.pipeline import recompute
-    from flows.rebuild import load_events
     from simulator import FileSink, SimulationConfig, simulate
 
     key = b"bench-serve-key"

@@ -17,7 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+from features.topics import EVENT_TOPICS
+from features.validation import Rejection, validate
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from features.events import Event
 
 
 def topic_path(directory: Path | str, topic: str) -> Path:
@@ -78,3 +86,25 @@ def read_topic(directory: Path | str, topic: str, *, start: int = 0) -> Iterator
         for offset, line in enumerate(handle):
             if offset >= start:
                 yield offset, line.rstrip(b"\n")
+
+
+def load_events(
+    directory: Path | str,
+    *,
+    key: bytes,
+    max_bytes: int = 64 * 1024,
+    before: datetime | None = None,
+) -> list[Event]:
+    """Return the valid events of a file event log (topic by topic, in log order).
+
+    With ``before``, only events whose event time is strictly before it.
+    """
+    events = []
+    for topic in EVENT_TOPICS:
+        for _offset, raw in read_topic(directory, topic):
+            result = validate(raw, key=key, max_bytes=max_bytes)
+            if isinstance(result, Rejection):
+                continue
+            if before is None or result.event_time < before:
+                events.append(result)
+    return events

@@ -6,7 +6,7 @@ Decisions and engagement outcomes are keyed by a stable hash of their ``decision
 ``shards`` join states; purchase redemptions (rare) go to every shard, because the decision
 they answer is found by identifier and offer, not by id. Every input batch also sends each
 shard its source's newest event time, so every shard's watermark advances from the events
-themselves (:class:`models.attribution.OutcomeJoin`), never from the wall clock: a replay
+themselves (:class:`features.attribution.OutcomeJoin`), never from the wall clock: a replay
 of the same input gives the same examples. Invalid messages are skipped here (the feature
 flow dead-letters them). Run it with ``omnioffer``'s settings::
 
@@ -28,17 +28,17 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.testing import run_main
 
-from features.decisions import decode_decision
-from features.topics import DECISIONS, ENGAGEMENT, PURCHASES
-from features.validation import Rejection, validate
-from flows.sources import EventLogSource, Message, from_kafka, kafka_source
-from models.attribution import (
+from features.attribution import (
     AttributionWindows,
     LabelledExample,
     OutcomeJoin,
     encode_example,
     outcomes_of,
 )
+from features.decisions import decode_decision
+from features.topics import DECISIONS, ENGAGEMENT, PURCHASES
+from features.validation import Rejection, validate
+from flows.sources import EventLogSource, Message, from_kafka, kafka_source
 
 JOIN_TOPICS = (DECISIONS, ENGAGEMENT, PURCHASES)
 

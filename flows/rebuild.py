@@ -10,39 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from features.eventlog import read_topic
 from features.events import Event
 from features.pipeline import Recomputed, recompute
 from features.profile import decode_profile, profile_features
 from features.store import IdentityWrite, OnlineStore, ProfileWrite, StoreBatch
-from features.topics import EVENT_TOPICS
-from features.validation import Rejection, validate
 from flows.sinks import merge_record
-
-
-def load_events(
-    directory: Path | str,
-    *,
-    key: bytes,
-    max_bytes: int = 64 * 1024,
-    before: datetime | None = None,
-) -> list[Event]:
-    """Return the valid events of a file event log (topic by topic, in log order).
-
-    With ``before``, only events whose event time is strictly before it.
-    """
-    events = []
-    for topic in EVENT_TOPICS:
-        for _offset, raw in read_topic(directory, topic):
-            result = validate(raw, key=key, max_bytes=max_bytes)
-            if isinstance(result, Rejection):
-                continue
-            if before is None or result.event_time < before:
-                events.append(result)
-    return events
 
 
 def write_to_store(result: Recomputed, store: OnlineStore, *, chunk: int = 500) -> int:

@@ -3,7 +3,7 @@
 For every decision the customer's features are read from a :class:`~features.pipeline.Replay`
 of the event log sorted by event time, *before* any event at or after the decision time is
 fed: a feature never sees the future (``tests/models/test_dataset.py`` proves it). Labels
-come from :func:`models.attribution.join_in_time_order`, the logic the streaming outcome
+come from :func:`features.attribution.join_in_time_order`, the logic the streaming outcome
 join runs.
 """
 
@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from features.attribution import AttributionWindows, LabelledExample, join_in_time_order
 from features.decisions import Decision, decode_decision
 from features.eventlog import read_topic
 from features.events import Event
 from features.pipeline import Replay
 from features.profile import profile_features
 from features.topics import DECISIONS
-from models.attribution import AttributionWindows, LabelledExample, join_in_time_order
 from models.rows import (
     CHANNEL_FEATURES,
     NBO_FEATURES,

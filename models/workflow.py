@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from features.attribution import AttributionWindows
 from features.catalog import Catalog, load_catalog
 from models import plots
-from models.attribution import AttributionWindows
 from models.bench import scoring_latency, training_time
 from models.bundle import Bundle, register, train_models
 from models.closed_loop import customer_index
@@ -82,7 +82,7 @@ def load_training_set(
     events_dir: Path, settings: Settings, catalog: Catalog, progress: Progress = _quiet
 ) -> TrainingSet:
     """Read a file event log and build its training set (complete windows only)."""
-    from flows.rebuild import load_events
+    from features.eventlog import load_events
 
     events = load_events(events_dir, key=settings.hash_key, max_bytes=settings.max_event_bytes)
     decisions = load_decisions(events_dir)

@@ -162,14 +162,20 @@ def demo(
     console.rule("[bold]3. a few live profiles")
     _demo_profiles(settings)
 
+    console.rule("[bold]4. train, evaluate (offline, off-policy, closed loop) and promote")
+    run_dir = _demo_models(settings)
+
+    console.rule("[bold]5. decisions from the serving API (promoted model)")
+    _demo_decisions(settings)
+
     console.rule("[bold]not built yet")
     console.print(
-        "Models and evaluation (issue 5), the serving API (issue 6) and triggered journeys "
-        "(issue 7) are not built yet; the demo runs them here as they land."
+        "Triggered journeys (issue 7) are not built yet; the demo runs them here when they land."
     )
     console.print(
-        f"outputs: {out} (event log, one JSONL per topic; deadletter.jsonl; ground_truth.jsonl), "
-        f"{settings.store_path} (online store)"
+        f"outputs: {out} (event log, one JSONL per topic; deadletter.jsonl; ground_truth.jsonl; "
+        f"decisions.jsonl), {settings.store_path} (online store), {run_dir} (model run). "
+        "Serve it: omnioffer serve --demo"
     )
 
 
@@ -198,6 +204,84 @@ def _demo_flow(settings: Settings) -> None:
         f"{total:,} events in {elapsed:.1f} s ({total / elapsed:,.0f}/s, one worker); "
         f"identity moves: {merges}"
     )
+
+
+def _demo_models(settings: Settings) -> Path:
+    from models.workflow import train_and_evaluate
+
+    with _progress() as progress:
+        task = progress.add_task("train and evaluate", total=None)
+
+        def report(step: str, done: int, total: int) -> None:
+            progress.update(task, description=f"train and evaluate: {step}")
+
+        result = train_and_evaluate(settings, settings.event_log_dir, progress=report)
+    loop = result["closed_loop"]
+    table = Table("model", "next-best-offer AUC", "channel AUC", "ECE", "DR value [95 % CI]")
+    dr = result["dr"]
+    table.add_row(
+        result["model_version"],
+        f"{result['nbo_auc']:.3f}",
+        f"{result['channel_auc']:.3f}",
+        f"{result['nbo_ece']:.4f}",
+        f"{dr['value']:.4f} [{dr['ci_low']:.4f}, {dr['ci_high']:.4f}]",
+    )
+    console.print(table)
+    console.print(
+        "closed loop, expected reward per decision: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in loop.items())
+        + f" (true value of the model's policy {result['ope_true_value']:.4f})"
+    )
+    return Path(result["run_dir"])
+
+
+def _demo_decisions(settings: Settings) -> None:
+    import warnings
+    from datetime import timedelta
+
+    with warnings.catch_warnings():
+        # The in-process client is only the demo's way in; its deprecation is not news.
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    truth = settings.event_log_dir / "ground_truth.jsonl"
+    first = orjson.loads(truth.read_bytes().split(b"\n", 1)[0])
+    with settings.open_store() as store:
+        raw = store.read_profile(f"customer_id:{first['customer_id']}")
+    last_seen = orjson.loads(raw)["last_seen"] if raw else int(datetime.now(UTC).timestamp())
+    # Decide as if an hour after that customer's last event, when the profile is live.
+    now = datetime.fromtimestamp(last_seen, tz=UTC) + timedelta(hours=1)
+    with TestClient(create_app(settings, clock=lambda: now)) as api:
+        web_home = {"channel": "web", "page": "home"}
+        known = api.post(
+            "/v1/offers",
+            json={"customer_id": first["customer_id"], "context": web_home, "limit": 3},
+        ).json()
+        stranger = api.post(
+            "/v1/offers",
+            json={"anonymous_id": "demo-new-visitor", "context": {"channel": "app"}, "limit": 3},
+        ).json()
+        channel = api.post(
+            "/v1/channel",
+            json={"customer_id": first["customer_id"],
+                  "message": {"campaign": "demo", "offer_id": known["offers"][0]["offer_id"]
+                              if known.get("offers") else None, "kind": "marketing"}},
+        ).json()
+    table = Table("request", "answer", "why")
+    for label, answer in ((first["customer_id"], known), ("new visitor (app)", stranger)):
+        for offer in answer.get("offers", []):
+            table.add_row(label, f"{offer['offer_id']} ({offer['score']:.3f})",
+                          "; ".join(offer.get("reasons", [])[:2]))
+            label = ""
+    table.add_row(
+        f"channel for {first['customer_id']}",
+        f"{channel.get('channel')} at {channel.get('send_at')}",
+        str(channel.get("reason") or channel.get("suppressed_by")),
+    )
+    console.print(table)
+    console.print(f"model {known.get('model_version')}; every decision is in decisions.jsonl")
 
 
 def _samples(metric: Any, label: str) -> dict[str, int]:
@@ -302,8 +386,9 @@ def features_rebuild(
     ] = None,
 ) -> None:
     """Recompute every profile from the event log with the stream's own feature code."""
+    from features.eventlog import load_events
     from features.pipeline import recompute
-    from flows.rebuild import features_as_of, load_events, write_to_store
+    from flows.rebuild import features_as_of, write_to_store
 
     settings = _settings()
     when = as_of.replace(tzinfo=UTC) if as_of is not None and as_of.tzinfo is None else as_of

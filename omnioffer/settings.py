@@ -21,8 +21,8 @@ from features.contacts import DEV_CONTACT_HASH_KEY
 from features.store import OnlineStore, open_store
 
 if TYPE_CHECKING:
+    from features.attribution import AttributionWindows
     from flows.features_flow import FlowConfig
-    from models.attribution import AttributionWindows
 
 # Only for local runs: production deployments must set OMNIOFFER_CONTACT_HASH_KEY.
 _DEV_HASH_KEY = DEV_CONTACT_HASH_KEY.decode()
@@ -79,9 +79,14 @@ class Settings(BaseSettings):
         return self.registry_dir or self.data_dir / "registry"
 
     @property
+    def promoted_pointer(self) -> Path:
+        """The pointer file naming the promoted model, which serving watches."""
+        return self.model_pointer or self.model_registry_dir / "promoted"
+
+    @property
     def attribution_windows(self) -> AttributionWindows:
         """The outcome join's windows, in seconds."""
-        from models.attribution import AttributionWindows
+        from features.attribution import AttributionWindows
 
         return AttributionWindows(
             click=round(self.click_window_hours * 3600),

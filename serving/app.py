@@ -160,7 +160,7 @@ def create_app(
         The model to start with; the heuristic when ``None``. The heuristic stays the
         fallback for model errors either way.
     model_loader
-        Loads a promoted model from the pointer file's content (``settings.model_pointer``,
+        Loads a promoted model from the pointer file's content (``settings.promoted_pointer``,
         polled every ``model_poll_s``); the registry's loader when ``None`` and available.
     catalog, decision_log, clock, new_id
         Overrides for tests and benchmarks.
@@ -206,10 +206,10 @@ def create_app(
     )
     loader = model_loader or default_loader()
     watcher = None
-    if settings.model_pointer is not None and loader is not None:
+    if loader is not None:
         watcher = ModelWatcher(
             holder,
-            settings.model_pointer,
+            settings.promoted_pointer,
             loader,
             interval_s=settings.model_poll_s,
             on_event=lambda event: metrics.model_events.labels(event=event).inc(),

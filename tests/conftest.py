@@ -69,6 +69,6 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_world_events(small_world: Path) -> list[Event]:
     """The valid events of :func:`small_world`, in log order."""
-    from flows.rebuild import load_events
+    from features.eventlog import load_events
 
     return load_events(small_world, key=TEST_HASH_KEY)

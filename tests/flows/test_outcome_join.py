@@ -4,13 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from features.attribution import AttributionWindows, decode_example, join_in_time_order
 from features.decisions import Choice, Decision, encode_decision
-from features.eventlog import EventLogWriter
+from features.eventlog import EventLogWriter, load_events
 from features.events import Engagement, Identifiers, Item, Purchase, encode_event
 from features.topics import DECISIONS, ENGAGEMENT, PURCHASES
 from flows.outcome_join import OutcomeJoinConfig, run, shard_of
-from flows.rebuild import load_events
-from models.attribution import AttributionWindows, decode_example, join_in_time_order
 from models.dataset import load_decisions
 from tests.conftest import TEST_HASH_KEY
 

@@ -5,8 +5,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from features.eventlog import load_events
 from features.events import Engagement, Item, Purchase
-from flows.rebuild import load_events
 from models.dataset import load_decisions, point_in_time_views
 from models.rows import CHANNEL_FEATURES, NBO_FEATURES
 from tests.conftest import TEST_HASH_KEY

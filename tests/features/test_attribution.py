@@ -4,9 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from features.decisions import Choice, Decision
-from features.events import Engagement, Identifiers, Item, PageView, Purchase
-from models.attribution import (
+from features.attribution import (
     AttributionWindows,
     Outcome,
     OutcomeJoin,
@@ -15,6 +13,8 @@ from models.attribution import (
     join_in_time_order,
     outcomes_of,
 )
+from features.decisions import Choice, Decision
+from features.events import Engagement, Identifiers, Item, PageView, Purchase
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 HOUR = 3600
