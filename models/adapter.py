@@ -20,7 +20,14 @@ from typing import Any
 
 from features.catalog import load_catalog
 from models.registry import Registry
-from models.rows import WORDS, ActionContext, CustomerView, OfferTable, channel_row, nbo_row
+from models.rows import (
+    WORDS,
+    ActionContext,
+    CustomerView,
+    OfferTable,
+    candidate_matrix,
+    channel_row,
+)
 from models.scoring import Backend, BinaryScorer, Reason, load_version
 
 
@@ -40,6 +47,10 @@ def _name(reason: Reason, category: str | None, channel: str | None) -> str:
     if reason.feature.startswith(("persona_", "open_rate_", "consent_")):
         return reason.feature
     return WORDS.get(reason.feature, reason.feature)
+
+
+# Offers among the most probable that get reasons; a page shows a handful.
+EXPLAIN_TOP = 6
 
 
 class RegistryScorer:
@@ -64,8 +75,14 @@ class RegistryScorer:
                             store_id=getattr(context, "store_id", None))
         if context.surface == "offers":
             sales = getattr(context, "channel", None) or "web"
-            rows = [nbo_row(view, self.offers, c.offer.id, sales, ctx) for c in candidates]
-            scored = self.nbo.score(rows, top_features=self.top_features)
+            actions = [(c.offer.id, sales) for c in candidates]
+            # Rows straight into a matrix; explaining (pred_contrib) costs far more than
+            # predicting, so only the most probable candidates get reasons.
+            scored = self.nbo.score_matrix(
+                candidate_matrix(view, self.offers, actions, ctx),
+                top_features=self.top_features,
+                explain_top=EXPLAIN_TOP,
+            )
             keys = [(self.offers.offer(c.offer.id).category, sales) for c in candidates]
         else:
             rows = [channel_row(view, c.channel, ctx) for c in candidates]

@@ -170,17 +170,25 @@ class BinaryScorer:
         """Score rows; explain every row, or only the ``explain_top`` most probable ones."""
         if not rows:
             return []
-        x = self.matrix(rows)
+        return self.score_matrix(self.matrix(rows), top_features=top_features,
+                                 explain_top=explain_top)
+
+    def score_matrix(
+        self, x: np.ndarray, *, top_features: int = 3, explain_top: int | None = None
+    ) -> list[Scored]:
+        """Score a feature matrix (columns in model order); see :meth:`score`."""
+        if not len(x):
+            return []
         p = self.predict_matrix(x)
         if explain_top is None:
-            chosen = np.arange(len(rows))
+            chosen = np.arange(len(x))
         else:
             chosen = np.argsort(-p, kind="stable")[: max(0, explain_top)]
         reasons: dict[int, tuple[Reason, ...]] = {}
         if top_features > 0 and len(chosen):
             for i, why in zip(chosen, self.explain(x[chosen], top_features), strict=True):
                 reasons[int(i)] = why
-        return [Scored(float(p[i]), reasons.get(i, ())) for i in range(len(rows))]
+        return [Scored(float(p[i]), reasons.get(i, ())) for i in range(len(x))]
 
 
 class NboScorer(BinaryScorer):
