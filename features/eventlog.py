@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
+from features.closing import Closing
 from features.topics import EVENT_TOPICS
 from features.validation import Rejection, validate
 
@@ -33,7 +33,7 @@ def topic_path(directory: Path | str, topic: str) -> Path:
     return Path(directory) / f"{topic}.jsonl"
 
 
-class EventLogWriter:
+class EventLogWriter(Closing):
     """Append message values to per-topic files; values may not contain a newline."""
 
     def __init__(self, directory: Path | str, *, truncate: bool = False) -> None:
@@ -65,16 +65,6 @@ class EventLogWriter:
             handle.close()
         self._files.clear()
 
-    def __enter__(self) -> EventLogWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def read_topic(directory: Path | str, topic: str, *, start: int = 0) -> Iterator[tuple[int, bytes]]:

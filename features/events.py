@@ -109,26 +109,23 @@ class Search(Event, tag="search"):
     session_id: Id | None = None
 
 
-class AddToCart(Event, tag="add_to_cart"):
+class CartChange(Event):
+    """A product put into or taken out of a cart (the fields both kinds share)."""
+
+    cart_id: Id
+    product_id: Id
+    category: Id
+    price: Money
+    quantity: Quantity = 1
+    session_id: Id | None = None
+
+
+class AddToCart(CartChange, tag="add_to_cart"):
     """A product put into a cart."""
 
-    cart_id: Id
-    product_id: Id
-    category: Id
-    price: Money
-    quantity: Quantity = 1
-    session_id: Id | None = None
 
-
-class RemoveFromCart(Event, tag="remove_from_cart"):
+class RemoveFromCart(CartChange, tag="remove_from_cart"):
     """A product taken out of a cart."""
-
-    cart_id: Id
-    product_id: Id
-    category: Id
-    price: Money
-    quantity: Quantity = 1
-    session_id: Id | None = None
 
 
 class CheckoutStart(Event, tag="checkout_start"):

@@ -38,13 +38,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from features.closing import Closing
 from features.store import (
     DEFAULT_CONTACT_RETENTION_DAYS,
     ContactRecord,
@@ -104,7 +104,7 @@ return 0
 """
 
 
-class RedisStore:
+class RedisStore(Closing):
     """The online store on Redis; see :class:`features.store.OnlineStore`.
 
     Parameters
@@ -356,18 +356,6 @@ class RedisStore:
         """Close the connection pool; idempotent."""
         self._client.close()
 
-    def __enter__(self) -> Self:
-        """Return the store itself."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the store."""
-        self.close()
 
     def __repr__(self) -> str:
         kwargs = self._client.connection_pool.connection_kwargs

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
 
+from features.closing import Closing
 from features.store import (
     DEFAULT_CONTACT_RETENTION_DAYS,
     ContactRecord,
@@ -90,7 +90,7 @@ _CHUNK = 500
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
-class SqliteStore:
+class SqliteStore(Closing):
     """The online store in one SQLite database; see :class:`features.store.OnlineStore`.
 
     Parameters
@@ -294,18 +294,6 @@ class SqliteStore:
             if db is not None:
                 db.close()
 
-    def __enter__(self) -> Self:
-        """Return the store itself."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the store."""
-        self.close()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
