@@ -74,6 +74,11 @@ class RegistryScorer:
         ctx = ActionContext(at=at, surface=context.surface, page=getattr(context, "page", None),
                             store_id=getattr(context, "store_id", None))
         if context.surface == "offers":
+            unknown = [c.offer for c in candidates if c.offer.id not in self.offers.offers]
+            if unknown:
+                # Serving's catalog is the truth: offers added since the model was loaded
+                # (or a catalog other than the one at load) are scored from their attributes.
+                self.offers = self.offers.with_offers(unknown)
             sales = getattr(context, "channel", None) or "web"
             actions = [(c.offer.id, sales) for c in candidates]
             # Rows straight into a matrix; explaining (pred_contrib) costs far more than

@@ -18,14 +18,14 @@ means, for the reasons serving shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, get_args
 
 import numpy as np
 
-from features.catalog import STORE_FORMATS, Catalog, OfferKind
+from features.catalog import STORE_FORMATS, Catalog, Offer, OfferKind
 from features.events import Page
 from features.profile import MESSAGE_CHANNELS, PERSONAS, SALES_CHANNELS
 
@@ -291,24 +291,18 @@ class OfferTable:
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> OfferTable:
         """Index the catalog's offers and stores."""
-        offers = {}
-        for offer_id, offer in sorted(catalog.offers.items()):
-            sales = set(offer.sales_channels)
-            offers[offer_id] = OfferRow(
-                kind=float(OFFER_KINDS.index(offer.kind)),
-                value=offer.value,
-                cost=offer.cost,
-                min_basket=offer.min_basket,
-                store_only=float(sales == {"store"}),
-                online_only=float(bool(sales) and "store" not in sales),
-                tier_limited=float(bool(offer.tiers)),
-                category=offer.category,
-                store_formats=frozenset(offer.store_formats),
-                needs_coffee_corner=offer.requires_coffee_corner,
-            )
+        offers = {offer_id: offer_row(offer) for offer_id, offer in sorted(catalog.offers.items())}
         formats = {s.id: s.format for s in catalog.stores.values()}
         corners = frozenset(s.id for s in catalog.stores.values() if s.coffee_corner)
         return cls(offers, formats, corners)
+
+    def with_offers(self, offers: Iterable[Offer]) -> OfferTable:
+        """Return this table with ``offers`` added (or replaced)."""
+        return OfferTable(
+            {**self.offers, **{o.id: offer_row(o) for o in offers}},
+            self.store_formats,
+            self.coffee_corners,
+        )
 
     def offer(self, offer_id: str) -> OfferRow:
         """Return an offer's facts; ``KeyError`` names an unknown id."""
@@ -444,11 +438,24 @@ def candidate_matrix(
     actions: Sequence[tuple[str, str]],
     ctx: ActionContext,
 ) -> np.ndarray:
-    """Return the next-best-offer rows of several ``(offer_id, channel)`` actions."""
-    return np.array(
-        [nbo_vector(view, offers, offer_id, channel, ctx) for offer_id, channel in actions],
-        dtype=np.float64,
-    ).reshape(len(actions), len(NBO_FEATURES))
+    """Return the next-best-offer rows of several ``(offer_id, channel)`` actions.
+
+    The same rows as :func:`nbo_vector`, built column block by block: the customer and
+    context parts are one row for all, so only the offer part is computed per candidate.
+    """
+    out = np.empty((len(actions), len(NBO_FEATURES)), dtype=np.float64)
+    customer_end = len(CUSTOMER_FEATURES)
+    action_end = customer_end + len(ACTION_FEATURES)
+    channel_end = action_end + len(CHANNEL_ACTION_FEATURES)
+    out[:, :customer_end] = view.values
+    out[:, channel_end:] = context_values(view, ctx, offers)
+    by_channel: dict[str, list[float]] = {}
+    for i, (offer_id, channel) in enumerate(actions):
+        out[i, customer_end:action_end] = offer_values(view, offers, offer_id)
+        if channel not in by_channel:
+            by_channel[channel] = channel_values(view, channel)
+        out[i, action_end:channel_end] = by_channel[channel]
+    return out
 
 
 def to_matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
@@ -460,3 +467,20 @@ def to_matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.nda
             if value is not None:
                 out[i, j] = float(value)
     return out
+
+
+def offer_row(offer: Offer) -> OfferRow:
+    """Return the facts of one catalog offer that the rows use."""
+    sales = set(offer.sales_channels)
+    return OfferRow(
+        kind=float(OFFER_KINDS.index(offer.kind)),
+        value=offer.value,
+        cost=offer.cost,
+        min_basket=offer.min_basket,
+        store_only=float(sales == {"store"}),
+        online_only=float(bool(sales) and "store" not in sales),
+        tier_limited=float(bool(offer.tiers)),
+        category=offer.category,
+        store_formats=frozenset(offer.store_formats),
+        needs_coffee_corner=offer.requires_coffee_corner,
+    )
