@@ -516,7 +516,7 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         "ratio_p99_to_feast": round(offers["p99_ms"] / feast_p99, 3) if feast_p99 else None,
         "target": "POST /v1/offers p99 < 10 ms at >= 500 req/s; p99 <= Feast's read",
         "load_generator": "open-loop asyncio HTTP/1.1 client in its own process (bench.serve)",
-        "server": f"uvicorn, {bench.workers} worker(s), h11 (no httptools/uvloop installed)",
+        "server": f"uvicorn, {bench.workers} worker(s), {_http_stack()}",
         "workers": bench.workers,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -574,6 +574,15 @@ def _main(argv: list[str] | None = None) -> None:
     path = "/v1/offers" if args.kind == "offers" else "/v1/channel"
     result = asyncio.run(_load(args.port, path, bodies, args.rate, args.connections, warmup))
     sys.stdout.write(json.dumps(result) + "\n")
+
+
+def _http_stack() -> str:
+    """Name the HTTP parser and event loop uvicorn picks here ("auto" prefers the fast ones)."""
+    import importlib.util
+
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{parser} + {loop}"
 
 
 if __name__ == "__main__":
