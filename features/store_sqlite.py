@@ -129,14 +129,28 @@ class SqliteStore(Closing):
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints
-            self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten
-            self._db.executescript(_SCHEMA)
+            self._set_up(timeout)
         except sqlite3.Error:
             self._db.close()
             raise
+
+    def _set_up(self, timeout: float) -> None:
+        # Switching a new file to WAL can fail at once with "database is locked" while
+        # another connection (another flow worker) does the same: SQLite's busy handler
+        # does not cover it, so wait and retry within the timeout.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.path != ":memory:":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints
+                self._db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # --- writes -----------------------------------------------------------------------
 
