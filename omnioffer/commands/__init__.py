@@ -1,0 +1,1 @@
+"""The subcommands of the ``omnioffer`` command line, one module per group."""

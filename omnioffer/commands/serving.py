@@ -1,0 +1,121 @@
+"""``omnioffer serve`` and ``decisions``: the decision API and its decision log."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from features.catalog import CatalogError
+from omnioffer.console import (
+    Source,
+    StoreKind,
+    console,
+    settings_with,
+)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    store: Annotated[StoreKind | None, typer.Option(help="Online store.")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
+    policies: Annotated[Path | None, typer.Option(help="Policies file (levers, caps).")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Exploration rate.")] = None,
+    decision_log: Annotated[Source | None, typer.Option(help="Files or Kafka.")] = None,
+    model_pointer: Annotated[Path | None, typer.Option(help="Promoted-model pointer.")] = None,
+    demo: Annotated[bool, typer.Option(help="Serve what `omnioffer demo` built.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the decision API (offers, channel choice, profiles, erasure, /metrics, /docs)."""
+    import uvicorn
+
+    from features.policy import PolicyError
+    from serving.app import create_app
+
+    base = settings_with().data_dir / "demo"
+    settings = settings_with(
+        serve_host=host,
+        serve_port=port,
+        store=store,
+        redis_url=redis_url,
+        policies_path=policies,
+        explore_epsilon=epsilon,
+        decision_log=decision_log,
+        model_pointer=model_pointer,
+        **({"events_dir": base / "events", "sqlite_path": base / "online.sqlite3"} if demo else {}),
+    )
+    try:
+        api = create_app(settings)
+    except (PolicyError, CatalogError) as error:
+        console.print(f"[red]cannot start:[/red] {error}")
+        raise typer.Exit(2) from None
+    where = settings.redis_url if settings.store == "redis" else settings.store_path
+    console.print(
+        f"decision API on http://{settings.serve_host}:{settings.serve_port} (docs at /docs); "
+        f"store {settings.store} {where}; model {api.state.engine.scorers.current.version}; "
+        f"decisions to {settings.decision_log}"
+    )
+    if workers > 1:  # each worker process builds its own app from the environment
+        from serving.server import export_settings
+
+        api.state.engine.decisions.close()
+        export_settings(settings)
+        uvicorn.run(
+            "serving.server:app_from_env", factory=True, workers=workers,
+            host=settings.serve_host, port=settings.serve_port, log_level="warning",
+            access_log=False,
+        )  # fmt: skip
+        return
+    uvicorn.run(
+        api, host=settings.serve_host, port=settings.serve_port, log_level="warning",
+        access_log=False,
+    )  # fmt: skip
+
+
+def decisions(
+    suppressed: Annotated[bool, typer.Option(help="Who was capped/suppressed, and why.")] = False,
+    events: Annotated[Path | None, typer.Option(help="Embedded event log folder.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 30,
+) -> None:
+    """Read the embedded decision log: counts, or (--suppressed) who was capped and why."""
+    from collections import Counter
+
+    from serving.decision_log import read_decisions
+    from serving.report import suppressions
+
+    folder = events or settings_with().event_log_dir
+    logged = list(read_decisions(folder))
+    if not logged:
+        console.print(f"no decisions in {folder}/decisions.jsonl")
+        raise typer.Exit(1)
+    report = suppressions(logged)
+    if suppressed:
+        table = Table("decided at", "surface", "who", "about", "suppressed by", title="suppressed")
+        for row in report.rows[-limit:]:
+            rule = row.rule + (" (degraded)" if row.degraded else "")
+            table.add_row(row.decided_at.isoformat(timespec="seconds"), row.surface, row.who,
+                          row.about, rule)  # fmt: skip
+        sys.stdout.flush()
+        Console().print(table)
+    counts = Table("rule", "decisions suppressed", "candidates blocked", title="by rule")
+    for rule in sorted(set(report.by_rule) | set(report.blocked_by_rule)):
+        counts.add_row(rule, str(report.by_rule.get(rule, 0)),
+                       str(report.blocked_by_rule.get(rule, 0)))  # fmt: skip
+    Console().print(counts)
+    if not suppressed:
+        chosen = Counter(
+            (d.surface, c.channel if d.surface == "channel" else c.offer_id or "")
+            for d in logged for c in d.chosen[:1]
+        )
+        top = Table("surface", "first choice", "decisions", title="most chosen")
+        for (surface, what), n in chosen.most_common(limit):
+            top.add_row(surface, what, str(n))
+        Console().print(top)
+    console.print(
+        f"{report.decisions:,} decisions, {len(report.rows):,} suppressed, in {folder}"
+    )
