@@ -308,6 +308,11 @@ class Aggregate:
         """Apply one event's contribution; ``None`` if it was a duplicate or erased."""
         if c.event_id in self.seen or c.ts <= self.erased_before:
             return None
+        newest_day = max(self.small.last_seen, c.ts) // DAY
+        if c.cart is not None and c.ts // DAY <= newest_day - HORIZON_DAYS:
+            # Its cart was pruned with the horizon (and so was its id from ``seen``): a late
+            # or redelivered line must not bring an old cart back as open.
+            c.cart = None
         self.seen[c.event_id] = c.ts
         previous_last = self.small.last_seen
         self.small.apply(c)

@@ -79,14 +79,20 @@ def scrub_event(event: Event, *, key: bytes) -> Event:
     return msgspec.structs.replace(event, ids=scrubbed)
 
 
+def _redact_text(text: str) -> str:
+    return _PHONE_LIKE.sub(b"<redacted>", _EMAIL_LIKE.sub(b"<redacted>", text.encode())).decode()
+
+
 def _redact_value(value: object) -> object:
     if isinstance(value, dict):
         return {
-            k: "<redacted>" if k in _RAW_CONTACT_KEYS else _redact_value(v)
+            _redact_text(k): "<redacted>" if k in _RAW_CONTACT_KEYS else _redact_value(v)
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [_redact_value(v) for v in value]
+    if isinstance(value, str):
+        return _redact_text(value)
     return value
 
 

@@ -41,6 +41,9 @@ AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 Money = Annotated[float, msgspec.Meta(ge=0)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 Points = Annotated[int, msgspec.Meta(ge=0)]
+# What features.contacts produces: a raw address in these fields is rejected, not stored.
+EmailHash = Annotated[str, msgspec.Meta(pattern=r"^em:[0-9a-f]{40}$")]
+PhoneHash = Annotated[str, msgspec.Meta(pattern=r"^ph:[0-9a-f]{40}$")]
 
 ID_FIELDS = ("customer_id", "card_id", "device_id", "anonymous_id", "email_hash", "phone_hash")
 
@@ -56,8 +59,8 @@ class Identifiers(msgspec.Struct, frozen=True, omit_defaults=True):
     anonymous_id: Id | None = None
     device_id: Id | None = None
     card_id: Id | None = None
-    email_hash: Id | None = None
-    phone_hash: Id | None = None
+    email_hash: EmailHash | None = None
+    phone_hash: PhoneHash | None = None
     email: Text | None = None
     phone: Text | None = None
 

@@ -14,14 +14,19 @@ unknown event kind 'teleport'; expected one of: page_view, product_view, search,
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
 
 from features.contacts import redact_raw, scrub_event
-from features.events import KINDS, Event, IdentityLink, Purchase, decode_event
+from features.events import KINDS, Event, IdentityLink, PointsExpiry, Purchase, decode_event
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+# Times far outside these would poison last-writer-wins registers and horizons (or not
+# even convert back to a date), so they are rejected as bad times.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 ReasonCode = Literal[
     "oversize",
@@ -83,6 +88,15 @@ def _reason_from_msgspec(error: msgspec.ValidationError) -> Reason:
 
 
 def _semantic_reason(event: Event) -> Reason | None:
+    if not EARLIEST <= event.event_time < LATEST:
+        message = (
+            f"'event_time' must be between {EARLIEST.year} and {LATEST.year}; "
+            f"got {event.event_time.isoformat()}"
+        )
+        return Reason("bad_time", "event_time", message)
+    if isinstance(event, PointsExpiry) and not EARLIEST <= event.expires_at < LATEST:
+        message = f"'expires_at' must be between {EARLIEST.year} and {LATEST.year}"
+        return Reason("bad_time", "expires_at", message)
     ids = event.ids
     if (
         ids.customer_id is None

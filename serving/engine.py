@@ -37,7 +37,7 @@ from features.policy import (
 )
 from features.profile import decode_profile, profile_features
 from features.store import ContactRecord, OnlineStore, StoreBatch, StoreError
-from features.topics import CONSENT
+from features.topics import CONSENT, routing_key
 from serving.channel import ChannelOutcome, decide_channel
 from serving.decision_log import DecisionLog
 from serving.eligibility import OfferContext
@@ -455,13 +455,18 @@ class Engine:
             or any(fragment_id(k, v) in targets for k, v in d.ids.present().items())
         )
         field_name, _, value = identifier.partition(":")
+        fields = {field_name: value}
+        if profile_id is not None and is_customer(profile_id):
+            # Name the person too, so the flow's person index forgets every linked
+            # identifier, not only the one the caller knew.
+            fields["customer_id"] = profile_id.partition(":")[2]
         event = ErasureRequest(
             event_id=f"erase-{self.new_id()}",
             event_time=now,
             source="contact_center",
-            ids=Identifiers(**{field_name: value}),
+            ids=Identifiers(**fields),
         )
-        self.decisions.publish(CONSENT, value.encode(), encode_event(event))
+        self.decisions.publish(CONSENT, routing_key(event).encode(), encode_event(event))
         return {
             "identifier": identifier,
             "profile_id": profile_id,

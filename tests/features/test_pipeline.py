@@ -173,3 +173,16 @@ def test_simulated_world_is_order_independent(seed, small_world_events):
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)
     assert profiles(shuffled) == expected
+
+
+def test_a_redelivered_cart_event_older_than_the_horizon_opens_no_cart():
+    def add(n, minutes):
+        return AddToCart(
+            event_id=f"c{n}", event_time=at(minutes), source="app",
+            ids=Identifiers(customer_id="cu-1"), cart_id=f"cart-{n}", product_id="p-9",
+            category="snacks", price=5.0,
+        )
+
+    old, recent = add(1, 0), add(2, 60 * 24 * 100)
+    record = profiles([old, recent, old])["customer_id:cu-1"]
+    assert list(record["carts"]) == ["cart-2"]

@@ -114,3 +114,21 @@ def test_every_kind_has_a_schema_and_round_trips():
     assert tags == set(KINDS)
     event = validate(orjson.dumps(GOOD), key=KEY)
     assert decode_event(encode_event(event)) == event
+
+
+def test_times_far_outside_the_service_life_are_bad_times():
+    for when in ("9999-12-31T23:30:00-01:00", "1970-01-02T00:00:00+00:00"):
+        result = validate(with_(event_time=when), key=KEY)
+        assert (result.reason.code, result.reason.field) == ("bad_time", "event_time")
+
+
+def test_hashed_contact_fields_refuse_raw_contacts():
+    result = validate(with_(ids={"email_hash": "ann@example.com"}), key=KEY)
+    assert (result.reason.code, result.reason.field) == ("invalid_value", "ids.email_hash")
+    assert b"ann@example.com" not in result.raw
+
+
+def test_dead_letter_copies_lose_contacts_in_any_field():
+    raw = with_(page=1, query="call ann.lee@example.com or +49 170 1234567")
+    result = validate(raw, key=KEY)
+    assert b"ann.lee@example.com" not in result.raw and b"1234567" not in result.raw

@@ -54,3 +54,22 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
 
     again = client.delete(f"/v1/customers/{person}").json()["removed"]
     assert again == {"profiles": 0, "identifiers": 0, "merges": 0, "contacts": 0, "decisions": 0}
+
+
+def test_erasure_by_a_weak_identifier_names_the_person_for_the_flow(
+    filled_store, make_client, customers, tmp_path
+):
+    settings = Settings(data_dir=tmp_path / "data")
+    client = make_client(filled_store, settings=settings)
+    person = customers[2]
+    weak = next(
+        i for i in filled_store.identifiers_of(f"customer_id:{person}")
+        if not i.startswith("customer_id:")
+    )
+    assert client.delete(f"/v1/customers/{weak}").status_code == 200
+    client.app.state.engine.decisions.flush()
+    events = [orjson.loads(v) for _, v in read_topic(settings.event_log_dir, CONSENT)]
+    field, _, value = weak.partition(":")
+    # The flow routes an erasure with a customer id through its person index, which
+    # reaches every identifier linked to them, not only the one given here.
+    assert events[-1]["ids"] == {"customer_id": person, field: value}

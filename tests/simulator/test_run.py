@@ -97,8 +97,11 @@ def test_malformed_lines_are_rejected_and_every_other_line_accepted(simulated):
 
 
 def test_decisions_decode(simulated):
-    for line in simulated.lines(DECISIONS):
-        decode_decision(line)
+    lines = list(simulated.lines(DECISIONS))
+    assert lines
+    for line in lines:
+        decision = decode_decision(line)
+        assert decision.chosen and decision.policy == "logging-v1"
 
 
 def test_duplicates_repeat_the_same_bytes(simulated):
