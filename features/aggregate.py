@@ -196,6 +196,8 @@ def _purchase(
     registers += [("last_purchase", ts), (f"last_purchase:{channel}", ts)]
     if purchase.points_balance is not None:
         registers.append(("points_balance", purchase.points_balance))
+    if purchase.tier is not None:
+        registers.append(("tier", purchase.tier))
     cart = (purchase.cart_id, 0, 0, 1) if purchase.cart_id is not None else None
     return counters, registers, cart
 

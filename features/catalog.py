@@ -21,13 +21,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 
-from features.events import AwareTime, Id, MessageChannel, SalesChannel
+from features.events import AwareTime, Id, MessageChannel, SalesChannel, Tier
 
 DEFAULT_CATALOG_DIR = Path(__file__).parent / "data" / "catalog"
 
 OfferKind = Literal["discount", "bonus_points", "free_delivery", "cross_sell"]
 StoreFormat = Literal["hypermarket", "supermarket", "convenience"]
-Tier = Literal["basic", "silver", "gold"]
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 STORE_FORMATS: tuple[str, ...] = get_args(StoreFormat)

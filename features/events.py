@@ -33,6 +33,7 @@ EngagementAction = Literal[
     "delivered", "opened", "clicked", "dismissed", "unsubscribed", "converted"
 ]
 LinkReason = Literal["login", "signup", "card_scan", "app_install", "contact_given"]
+Tier = Literal["basic", "silver", "gold"]
 Page = Literal["home", "category", "product", "search", "cart", "checkout", "account", "offers"]
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -164,6 +165,7 @@ class Purchase(Event, tag="purchase"):
     points_earned: Points = 0
     points_redeemed: Points = 0
     points_balance: Points | None = None
+    tier: Tier | None = None
     offers_redeemed: Annotated[list[Id], msgspec.Meta(max_length=50)] = []
 
 

@@ -260,6 +260,7 @@ def _engagement(f: dict[str, Any], record: dict[str, Any], d90: Counters, as_of:
 
 def _loyalty(f: dict[str, Any], record: dict[str, Any], d90: Counters, as_of: int) -> None:
     f["points_balance"] = _register(record, "points_balance", 0)
+    f["tier"] = _register(record, "tier")
     f["points_expiring_30d"] = sum(
         points
         for expires, points in record["expiries"].values()

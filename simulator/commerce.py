@@ -104,6 +104,7 @@ def purchase(
             points_earned=earned,
             points_redeemed=redeemed_points,
             points_balance=balance,
+            tier=c.tier if st.known else None,
             offers_redeemed=offers,
         ),
         ts,

@@ -186,3 +186,13 @@ def test_a_redelivered_cart_event_older_than_the_horizon_opens_no_cart():
     old, recent = add(1, 0), add(2, 60 * 24 * 100)
     record = profiles([old, recent, old])["customer_id:cu-1"]
     assert list(record["carts"]) == ["cart-2"]
+
+
+def test_the_loyalty_tier_on_a_purchase_reaches_the_features():
+    purchase = Purchase(
+        event_id="pu9", event_time=at(0), source="app", ids=Identifiers(customer_id="cu-1"),
+        order_id="o9", channel="app", payment_channel="app", total=3.0, tier="gold",
+        items=[Item(product_id="p-1", category="dairy", price=3.0)],
+    )
+    record = profiles([purchase])["customer_id:cu-1"]
+    assert profile_features(record, int(at(60).timestamp()))["tier"] == "gold"
