@@ -14,7 +14,8 @@ consumers use the same topic names as on Kafka, so switching is a setting.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -98,3 +99,25 @@ def load_events(
             if before is None or result.event_time < before:
                 events.append(result)
     return events
+
+
+def erase_lines(path: Path | str, drop: Callable[[bytes], bool]) -> int:
+    """Rewrite a JSONL file without the lines ``drop`` picks (atomic rename); return how many.
+
+    How erasure reaches the embedded logs: the decision log and the training examples.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    removed = 0
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with path.open("rb") as source, temporary.open("wb") as target:
+        for line in source:
+            if line.strip() and drop(line.rstrip(b"\n")):
+                removed += 1
+                continue
+            target.write(line)
+        target.flush()
+        os.fsync(target.fileno())
+    os.replace(temporary, path)
+    return removed

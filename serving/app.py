@@ -202,6 +202,7 @@ def create_app(
         metrics=metrics,
         epsilon=settings.explore_epsilon,
         clock=clock or utc_now,
+        examples_path=settings.data_dir / "examples.jsonl",
         **({"new_id": new_id} if new_id else {}),
     )
     loader = model_loader or default_loader()

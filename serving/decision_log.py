@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from features.decisions import Decision, decode_decision, encode_decision
-from features.eventlog import topic_path
+from features.eventlog import erase_lines, topic_path
 from features.identity import fragment_id
 from features.topics import DECISIONS
 
@@ -92,20 +91,7 @@ class FileSink:
         handle = self._files.pop(DECISIONS, None)
         if handle is not None:
             handle.close()
-        if not path.exists():
-            return 0
-        removed = 0
-        temporary = path.with_suffix(".jsonl.tmp")
-        with path.open("rb") as source, temporary.open("wb") as target:
-            for line in source:
-                if line.strip() and _matches(line, match):
-                    removed += 1
-                    continue
-                target.write(line)
-            target.flush()
-            os.fsync(target.fileno())
-        os.replace(temporary, path)
-        return removed
+        return erase_lines(path, lambda line: _matches(line, match))
 
     def close(self) -> None:
         """Close every open file."""
@@ -116,7 +102,7 @@ class FileSink:
 
 def _matches(line: bytes, match: Match) -> bool:
     try:
-        return match(decode_decision(line.rstrip(b"\n")))
+        return match(decode_decision(line))
     except ValueError:
         return False  # a line that is not a decision is left alone
 

@@ -21,10 +21,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from features.attribution import decode_example
 from features.catalog import Catalog
-from features.decisions import DecisionContext
+from features.decisions import Decision, DecisionContext
+from features.eventlog import erase_lines
 from features.events import ID_FIELDS, ErasureRequest, Identifiers, encode_event
 from features.identity import fragment_id, is_customer
 from features.policy import (
@@ -112,6 +115,7 @@ class Engine:
         epsilon: float,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_decision_id,
+        examples_path: Path | None = None,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             message = f"epsilon must be within [0, 1]; got {epsilon!r}"
@@ -125,6 +129,8 @@ class Engine:
         self.epsilon = epsilon
         self.clock = clock
         self.new_id = new_id
+        # The outcome join's labelled examples: logged training data that erasure reaches.
+        self.examples_path = examples_path
         self.policy_name = f"serve-egreedy-{epsilon:g}"
 
     # --- reading the profile ------------------------------------------------------------
@@ -450,10 +456,17 @@ class Engine:
             raise UnavailableError(str(error)) from error
         identifiers.add(identifier)
         targets = {profile_id, *identifiers} - {None}
-        removed = self.decisions.erase(
-            lambda d: d.profile_id in targets
-            or any(fragment_id(k, v) in targets for k, v in d.ids.present().items())
-        )
+        def concerns(d: Decision) -> bool:
+            return d.profile_id in targets or any(
+                fragment_id(k, v) in targets for k, v in d.ids.present().items()
+            )
+
+        removed = self.decisions.erase(concerns)
+        examples = 0
+        if self.examples_path is not None:
+            examples = erase_lines(
+                self.examples_path, lambda line: concerns(decode_example(line).decision)
+            )
         field_name, _, value = identifier.partition(":")
         fields = {field_name: value}
         if profile_id is not None and is_customer(profile_id):
@@ -477,6 +490,7 @@ class Engine:
                 "merges": report.merges if report else 0,
                 "contacts": report.contacts if report else 0,
                 "decisions": removed,
+                "training_examples": examples,
             },
             "erasure_event": CONSENT,
         }

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 
+from features.attribution import LabelledExample, Labels, decode_example, encode_example
+from features.decisions import Choice, Decision
 from features.eventlog import read_topic
+from features.events import Identifiers
 from features.topics import CONSENT
 from omnioffer.settings import Settings
 from serving.decision_log import read_decisions
@@ -25,6 +30,19 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
         client.post("/v1/channel", json=channel_body(customer, kind="transactional"))
     assert filled_store.contacts_of(profile_id)
 
+    # Labelled examples the outcome join wrote (logged training data) for both people.
+    examples = settings.data_dir / "examples.jsonl"
+    examples.parent.mkdir(parents=True, exist_ok=True)
+    examples.write_bytes(b"".join(
+        encode_example(LabelledExample(
+            decision=Decision(decision_id=f"d-{c}", decided_at=datetime(2026, 3, 8, tzinfo=UTC),
+                              surface="offers", ids=Identifiers(customer_id=c), policy="p",
+                              chosen=[Choice(offer_id="of-1", channel="web", propensity=0.5)]),
+            labels=Labels(converted=True), complete=True, propensity=0.5,
+        )) + b"\n"
+        for c in (person, other)
+    ))
+
     response = client.delete(f"/v1/customers/{person}")
     assert response.status_code == 200
     report = response.json()
@@ -34,6 +52,9 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
     assert removed["identifiers"] == len(identifiers)
     assert removed["contacts"] >= 1
     assert removed["decisions"] == 3  # two offers decisions (by customer and weak id), one channel
+    assert removed["training_examples"] == 1
+    left = [decode_example(line) for line in examples.read_bytes().splitlines()]
+    assert [e.decision.ids.customer_id for e in left] == [other]
 
     assert filled_store.read_profile(profile_id) is None
     assert all(filled_store.resolve([i]) is None for i in identifiers)
@@ -53,7 +74,10 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
     assert events[-1]["ids"] == {"customer_id": person}
 
     again = client.delete(f"/v1/customers/{person}").json()["removed"]
-    assert again == {"profiles": 0, "identifiers": 0, "merges": 0, "contacts": 0, "decisions": 0}
+    assert again == {
+        "profiles": 0, "identifiers": 0, "merges": 0, "contacts": 0, "decisions": 0,
+        "training_examples": 0,
+    }
 
 
 def test_erasure_by_a_weak_identifier_names_the_person_for_the_flow(
