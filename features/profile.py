@@ -39,16 +39,13 @@ class ProfileState:
     """A profile as the flow keeps it: merged counters plus each fragment's small state.
 
     Counters are kept merged (sums are exact integers, so adding and subtracting fragments
-    is exact); registers, carts and expiry notices are kept per fragment, because a
-    fragment that leaves must take exactly its own with it. Their merge is cached: applying
-    an event to the merge equals merging after applying it (last-writer-wins, sums, unions),
-    so only a leave or a prune makes it recompute.
+    is exact); registers, carts and expiry notices are kept per fragment and merged when the
+    profile is written, because a fragment that leaves must take exactly its own with it.
     """
 
     profile_id: str
     merged: Aggregate = field(default_factory=Aggregate)
     fragments: dict[str, Small] = field(default_factory=dict)
-    merged_small: Small | None = None
 
     def apply(self, fragment: str, c: Contribution, applied: Applied) -> None:
         """Mirror one event applied by ``fragment`` (and what it evicted)."""
@@ -59,21 +56,16 @@ class ProfileState:
         small.apply(c)
         if applied.evicted_days:
             small.prune((small.last_seen // DAY - HORIZON_DAYS + 1) * DAY)
-            self.merged_small = None
-        elif self.merged_small is not None:
-            self.merged_small.apply(c)
 
     def join(self, fragment: str, state: Aggregate) -> None:
         """Take in a fragment's whole history (a merge)."""
         self.merged.add_buckets(state.days, state.hours, 1)
         self.fragments[fragment] = _copy_small(state.small)
-        self.merged_small = None
 
     def leave(self, fragment: str, state: Aggregate) -> None:
         """Give a fragment's whole history back (a split, an erasure)."""
         self.merged.add_buckets(state.days, state.hours, -1)
         self.fragments.pop(fragment, None)
-        self.merged_small = None
 
     @property
     def empty(self) -> bool:
@@ -89,11 +81,9 @@ class ProfileState:
         if len(self.fragments) == 1:
             [small] = self.fragments.values()
         else:
-            small = self.merged_small
-            if small is None:
-                small = self.merged_small = Small()
-                for fragment in sorted(self.fragments):
-                    small.merge(self.fragments[fragment])
+            small = Small()
+            for fragment in sorted(self.fragments):
+                small.merge(self.fragments[fragment])
         return {
             "profile_id": self.profile_id,
             "fragments": sorted(self.fragments),
