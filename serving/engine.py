@@ -48,7 +48,7 @@ from serving.metrics import ServingMetrics
 from serving.offers import OffersOutcome, decide_offers
 from serving.policy_source import PolicySource
 from serving.reasons import codes, reasons
-from serving.records import channel_decision, offers_decision
+from serving.records import Header, channel_decision, offers_decision
 from serving.registry import ScorerHolder
 from serving.schemas import (
     Alternative,
@@ -132,6 +132,21 @@ class Engine:
         # The outcome join's labelled examples: logged training data that erasure reaches.
         self.examples_path = examples_path
         self.policy_name = f"serve-egreedy-{epsilon:g}"
+
+    def _header(
+        self,
+        decision_id: str,
+        now: datetime,
+        ids: Identifiers,
+        profile_id: str | None,
+        context: DecisionContext,
+        model_version: str,
+        *,
+        degraded: bool,
+    ) -> Header:
+        return Header(
+            decision_id, now, ids, profile_id, context, self.policy_name, model_version, degraded
+        )
 
     # --- reading the profile ------------------------------------------------------------
 
@@ -227,21 +242,22 @@ class Engine:
         # Built in the log's writer thread: a record of 200 candidates costs a millisecond.
         self.decisions.submit(
             lambda: offers_decision(
-                decision_id=decision_id,
-                now=now,
-                ids=request.identifiers(),
-                profile_id=lookup.profile_id,
-                context=DecisionContext(
-                    channel=ctx.channel,
-                    page=ctx.page,
-                    store_id=ctx.store_id,
-                    placement=ctx.placement,
+                self._header(
+                    decision_id,
+                    now,
+                    request.identifiers(),
+                    lookup.profile_id,
+                    DecisionContext(
+                        channel=ctx.channel,
+                        page=ctx.page,
+                        store_id=ctx.store_id,
+                        placement=ctx.placement,
+                    ),
+                    version,
+                    degraded=lookup.degraded,
                 ),
-                outcome=outcome,
-                policy=self.policy_name,
-                model_version=version,
-                degraded=lookup.degraded,
-                suppressed_by=suppressed_by,
+                outcome,
+                suppressed_by,
             )
         )
         self._count_offers(outcome, ctx.channel, suppressed_by)
@@ -333,16 +349,12 @@ class Engine:
                 return self._channel_unavailable(request, decision_id, now, context, lookup)
         self.decisions.submit(
             lambda: channel_decision(
-                decision_id=decision_id,
-                now=now,
-                ids=request.identifiers(),
-                profile_id=profile_key,
-                context=context,
-                offer_id=msg.offer_id,
-                outcome=outcome,
-                policy=self.policy_name,
-                model_version=version,
-                degraded=False,
+                self._header(
+                    decision_id, now, request.identifiers(), profile_key, context, version,
+                    degraded=False,
+                ),
+                msg.offer_id,
+                outcome,
             )
         )
         self._count_channel(outcome)
@@ -369,17 +381,13 @@ class Engine:
         version = self.scorers.current.version
         self.decisions.submit(
             channel_decision(
-                decision_id=decision_id,
-                now=now,
-                ids=request.identifiers(),
-                profile_id=lookup.profile_id,
-                context=context,
-                offer_id=request.message.offer_id,
-                outcome=None,
-                policy=self.policy_name,
-                model_version=version,
-                degraded=True,
-                suppressed_by=STORE_UNAVAILABLE,
+                self._header(
+                    decision_id, now, request.identifiers(), lookup.profile_id, context,
+                    version, degraded=True,
+                ),
+                request.message.offer_id,
+                None,
+                STORE_UNAVAILABLE,
             )
         )
         self.metrics.suppressed.labels(surface="channel", rule=STORE_UNAVAILABLE).inc()

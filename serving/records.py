@@ -10,9 +10,10 @@ a ``none`` choice with ``suppressed_by`` set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from features.decisions import Choice, Decision, DecisionContext
+from features.decisions import Choice, Decision, DecisionContext, Surface
 from features.events import Identifiers
 from serving.channel import ChannelOutcome
 from serving.offers import OffersOutcome
@@ -22,21 +23,48 @@ from serving.reasons import codes
 _CHOICE_CHANNEL = {"web": "web", "app": "app"}
 
 
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What every decision record says about its request, whatever the surface."""
+
+    decision_id: str
+    now: datetime
+    ids: Identifiers
+    profile_id: str | None
+    context: DecisionContext
+    policy: str
+    model_version: str
+    degraded: bool
+
+
+def _record(
+    header: Header,
+    surface: Surface,
+    chosen: list[Choice],
+    candidates: list[Choice],
+    suppressed_by: str | None,
+) -> Decision:
+    return Decision(
+        decision_id=header.decision_id,
+        decided_at=header.now,
+        surface=surface,
+        ids=header.ids,
+        policy=header.policy,
+        chosen=chosen,
+        context=header.context,
+        profile_id=header.profile_id,
+        candidates=candidates,
+        model_version=header.model_version,
+        suppressed_by=suppressed_by,
+        degraded=header.degraded,
+    )
+
+
 def offers_decision(
-    *,
-    decision_id: str,
-    now: datetime,
-    ids: Identifiers,
-    profile_id: str | None,
-    context: DecisionContext,
-    outcome: OffersOutcome,
-    policy: str,
-    model_version: str,
-    degraded: bool,
-    suppressed_by: str | None = None,
+    header: Header, outcome: OffersOutcome, suppressed_by: str | None = None
 ) -> Decision:
     """Return the record of one offers decision."""
-    channel = _CHOICE_CHANNEL.get(context.channel or "", "none")
+    channel = _CHOICE_CHANNEL.get(header.context.channel or "", "none")
     first, scores = outcome.first_slot, outcome.scores
     # Positional arguments (offer_id, channel, propensity, score): 200 of these per record.
     candidates = [
@@ -63,34 +91,13 @@ def offers_decision(
         )
         for position, pick in enumerate(outcome.picks)
     ]
-    return Decision(
-        decision_id=decision_id,
-        decided_at=now,
-        surface="offers",
-        ids=ids,
-        policy=policy,
-        chosen=chosen,
-        context=context,
-        profile_id=profile_id,
-        candidates=candidates,
-        model_version=model_version,
-        suppressed_by=suppressed_by,
-        degraded=degraded,
-    )
+    return _record(header, "offers", chosen, candidates, suppressed_by)
 
 
 def channel_decision(
-    *,
-    decision_id: str,
-    now: datetime,
-    ids: Identifiers,
-    profile_id: str | None,
-    context: DecisionContext,
+    header: Header,
     offer_id: str | None,
     outcome: ChannelOutcome | None,
-    policy: str,
-    model_version: str,
-    degraded: bool,
     suppressed_by: str | None = None,
 ) -> Decision:
     """Return the record of one channel decision (``outcome`` is ``None`` when degraded)."""
@@ -124,17 +131,4 @@ def channel_decision(
         suppressed_by = suppressed_by or outcome.suppressed_by
     if not chosen:
         chosen.append(Choice(offer_id=offer_id, channel="none", propensity=1.0))
-    return Decision(
-        decision_id=decision_id,
-        decided_at=now,
-        surface="channel",
-        ids=ids,
-        policy=policy,
-        chosen=chosen,
-        context=context,
-        profile_id=profile_id,
-        candidates=candidates,
-        model_version=model_version,
-        suppressed_by=suppressed_by,
-        degraded=degraded,
-    )
+    return _record(header, "channel", chosen, candidates, suppressed_by)
