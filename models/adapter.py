@@ -1,6 +1,6 @@
 """The scorer serving plugs in: ``load_scorer(target)`` -> an object with ``version`` and ``score``.
 
-It follows ``serving.scoring.Scorer`` by shape (``models/`` imports nothing from
+It follows ``features.scoring.Scorer`` by shape (``models/`` imports nothing from
 ``serving/``): ``score(features, candidates, context)`` takes the output of
 :func:`features.profile.profile_features` (or ``None``), candidates with an ``offer``
 (on-site offers) or a ``channel`` (messages), and a context with ``surface``, ``channel``,

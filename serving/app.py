@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.catalog import DEFAULT_CATALOG_DIR, Catalog, load_catalog
 from features.policy import DEFAULT_POLICIES_PATH
+from features.scoring import Candidate, HeuristicScorer, Scorer
 from features.store import OnlineStore
 from omnioffer.settings import Settings
 from serving.decision_log import DecisionLog, FileSink, KafkaSink, Sink
@@ -46,7 +47,6 @@ from serving.schemas import (
     decode_request,
     error_body,
 )
-from serving.scoring import Candidate, HeuristicScorer, Scorer
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()

@@ -26,6 +26,7 @@ from typing import Any
 
 from features.attribution import decode_example
 from features.catalog import Catalog
+from features.channel import ChannelOutcome, decide_channel
 from features.decisions import Decision, DecisionContext
 from features.eventlog import erase_lines
 from features.events import ID_FIELDS, ErasureRequest, Identifiers, encode_event
@@ -39,9 +40,9 @@ from features.policy import (
     local_zone,
 )
 from features.profile import decode_profile, profile_features
+from features.scoring import ScoreContext, Scored, Scorer
 from features.store import ContactRecord, OnlineStore, StoreBatch, StoreError
 from features.topics import CONSENT, routing_key
-from serving.channel import ChannelOutcome, decide_channel
 from serving.decision_log import DecisionLog
 from serving.eligibility import OfferContext
 from serving.metrics import ServingMetrics
@@ -60,7 +61,6 @@ from serving.schemas import (
     OffersResponse,
     RequestError,
 )
-from serving.scoring import ScoreContext, Scored, Scorer
 
 log = logging.getLogger(__name__)
 

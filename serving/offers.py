@@ -2,8 +2,8 @@
 
 Steps: candidates from the catalog → eligibility (:mod:`serving.eligibility`) → suppression of
 offers the customer redeemed or dismissed (:func:`features.policy.check_offer`) → scoring
-(any :class:`~serving.scoring.Scorer`) → arbitration score = probability × value × lever →
-deterministic ranking → ε-greedy slate (:mod:`serving.arbitration`).
+(any :class:`~features.scoring.Scorer`) → arbitration score = probability × value × lever →
+deterministic ranking → ε-greedy slate (:mod:`features.arbitration`).
 
 An unknown visitor (``features is None``) goes through the same steps: the scorer then sees
 only the context, so the answer is the popular eligible offers for that context.
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from features.arbitration import Pick, explore, first_slot_propensities, rank
 from features.policy import ContactFacts, Policies, check_offer
-from serving.arbitration import Pick, explore, first_slot_propensities, rank
+from features.scoring import Candidate, ScoreContext, Scored, Scorer
 from serving.eligibility import OfferContext, offer_rule
-from serving.scoring import Candidate, ScoreContext, Scored, Scorer
 
 
 @dataclass(frozen=True, slots=True)

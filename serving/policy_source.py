@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features.policy import Policies, PolicyError, check_offer_ids, load_policies
+from features.scoring import Candidate
 from serving.offers import EligibilityCache, OfferPlan, plan_offers
-from serving.scoring import Candidate
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from features.channel import ChannelOutcome
 from features.decisions import Choice, Decision, DecisionContext, Surface
 from features.events import Identifiers
-from serving.channel import ChannelOutcome
 from serving.offers import OffersOutcome
 from serving.reasons import codes
 

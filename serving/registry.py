@@ -8,7 +8,7 @@ to it with the content, in its own thread, and swaps the result into the
 so it scores with one model from start to end, and no request waits for a load. A loader
 that fails leaves the model being served in place (the heuristic if none was ever loaded).
 
->>> from serving.scoring import HeuristicScorer
+>>> from features.scoring import HeuristicScorer
 >>> holder = ScorerHolder(HeuristicScorer())
 >>> holder.current.version
 'heuristic-v1'
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.scoring import Scorer
+from features.scoring import Scorer
 
 log = logging.getLogger(__name__)
 

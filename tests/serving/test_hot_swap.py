@@ -9,12 +9,12 @@ import httpx
 import pytest
 import uvicorn
 
+from features.scoring import HeuristicScorer
 from omnioffer.services import free_port
 from omnioffer.settings import Settings
 from serving.app import create_app
 from serving.decision_log import read_decisions
 from serving.registry import ModelWatcher, ScorerHolder
-from serving.scoring import HeuristicScorer
 from tests.serving.conftest import WORLD_NOW, offers_body
 
 

@@ -4,7 +4,7 @@ A :class:`Scorer` turns profile features and candidates into one :class:`Scored`
 a probability in ``[0, 1]`` (that the customer accepts the offer, or reads the message on the
 channel) and the *contributions* that explain it, as ``(name, value)`` pairs on the score's
 scale (LightGBM's ``pred_contrib`` fits directly). Serving turns the largest contributions of
-the chosen actions into words (:mod:`serving.reasons`).
+the chosen actions into words (``serving.reasons``).
 
 Until a model is promoted, serving scores with :class:`HeuristicScorer` (``heuristic-v1``):
 

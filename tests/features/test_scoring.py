@@ -7,8 +7,8 @@ import math
 import pytest
 
 from features.catalog import load_catalog
+from features.scoring import Candidate, HeuristicScorer, ScoreContext, Scorer
 from serving.reasons import reasons
-from serving.scoring import Candidate, HeuristicScorer, ScoreContext, Scorer
 
 CATALOG = load_catalog()
 OFFERS_CTX = ScoreContext(surface="offers", channel="web")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.arbitration import arbitration_score, explore, first_slot_propensities, rank
+from features.arbitration import arbitration_score, explore, first_slot_propensities, rank
 
 
 def test_arbitration_score_is_propensity_times_value_times_lever():

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.catalog import load_catalog
+from features.channel import decide_channel
 from features.policy import ContactFacts, Message, contact_facts, in_quiet_hours, load_policies
+from features.scoring import HeuristicScorer, ScoreContext
 from features.store import ContactRecord
-from serving.channel import decide_channel
-from serving.scoring import HeuristicScorer, ScoreContext
 
 CATALOG = load_catalog()
 POLICIES = load_policies()

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from features.arbitration import Pick, explore, first_slot_propensities, rank
 from features.catalog import ChannelSpec
 from features.policy import ContactFacts, Message, Policies, Verdict, check_contact
+from features.scoring import Candidate, ScoreContext, Scored, Scorer
 from features.store import ContactRecord
-from serving.arbitration import Pick, explore, first_slot_propensities, rank
-from serving.scoring import Candidate, ScoreContext, Scored, Scorer
 
 NOT_ALLOWED = "not_allowed"
 CONSENT_RULES = frozenset({"consent_opt_out", "consent_missing"})
