@@ -49,6 +49,7 @@ from features.events import (
     RemoveFromCart,
     Search,
 )
+from features.journeys import JourneyFact, journey_fact
 
 DAY = 86_400
 HOUR = 3_600
@@ -82,6 +83,7 @@ class Contribution:
     registers: tuple[tuple[str, Any], ...] = ()
     cart: tuple[str, int, int, int] | None = None  # (cart_id, added, removed, closed_flag)
     expiry: tuple[int, int] | None = None  # (expires_at_s, points)
+    journey: JourneyFact | None = None  # what the event means to triggered journeys
 
 
 @dataclass(slots=True)
@@ -151,7 +153,9 @@ def contribution(event: Event) -> Contribution:
             registers.append((f"consent:{channel}", granted))
         case IdentityLink():
             counters.append(("links", 1))
-    return Contribution(event.event_id, ts, tuple(counters), tuple(registers), cart, expiry)
+    return Contribution(
+        event.event_id, ts, tuple(counters), tuple(registers), cart, expiry, journey_fact(event)
+    )
 
 
 _MESSAGE_CHANNELS = frozenset({"email", "push", "sms", "messenger"})

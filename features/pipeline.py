@@ -32,7 +32,8 @@ from features.identity import (
     move_rule,
     profile_for,
 )
-from features.profile import ProfileState
+from features.journeys import ERASED, JourneyFact
+from features.profile import ProfileState, profile_features
 
 
 # --- items between steps --------------------------------------------------------------------
@@ -132,6 +133,17 @@ class MoveOut:
 
 
 StoreItem = ProfileOut | IdentityOut | MoveOut
+# A journey fact with the profile's features right after its event (``None``: an erasure).
+JourneyInput = tuple[JourneyFact, dict[str, Any] | None]
+
+
+@dataclass(slots=True)
+class JourneyFeed:
+    """What one profile batch tells the journeys: its facts, and the latest event time."""
+
+    profile_id: str
+    max_ts: int
+    inputs: list[JourneyInput]
 ForProfile = tuple[str, ProfileInput | IdentityOut | MoveOut]
 # Identity and merge records go from the fragment's own step straight to the store, so one
 # worker (the identifier's) writes an identifier's mapping, in order.
@@ -261,9 +273,18 @@ def _copy(state: Aggregate) -> Aggregate:
 
 # --- step 3: profiles -----------------------------------------------------------------------
 def apply_profile_inputs(
-    state: ProfileState, items: Iterable[ProfileInput], *, encode: bool = True
+    state: ProfileState,
+    items: Iterable[ProfileInput],
+    *,
+    encode: bool = True,
+    journey_inputs: list[JourneyInput] | None = None,
 ) -> list[StoreItem]:
-    """Apply a batch of inputs to a profile; return its new absolute value (or deletion)."""
+    """Apply a batch of inputs to a profile; return its new absolute value (or deletion).
+
+    With ``journey_inputs``, each journey fact is appended there with the profile's
+    features right after its event, and an erasure that empties the profile as an
+    ``erased`` fact: the journeys then see the same profile the store does.
+    """
     erased = changed = False
     produced_ms = 0
     out: list[StoreItem] = []
@@ -272,6 +293,9 @@ def apply_profile_inputs(
             state.apply(item.fragment, item.contribution, item.applied)
             changed = True
             produced_ms = max(produced_ms, item.produced_ms)
+            fact = item.contribution.journey
+            if journey_inputs is not None and fact is not None:
+                journey_inputs.append((fact, profile_features(state.to_record(), fact.ts)))
         elif isinstance(item, Join):
             state.join(item.fragment, item.state)
             changed = True
@@ -279,6 +303,8 @@ def apply_profile_inputs(
             state.leave(item.fragment, item.state)
             erased = erased or item.erased
             changed = True
+    if journey_inputs is not None and erased and state.empty:
+        journey_inputs.append((JourneyFact(ERASED, "", 0, ""), None))
     if changed and encode:
         value = None if state.empty else state.encode()
         out.append(ProfileOut(state.profile_id, value, erased and value is None, produced_ms))
@@ -310,8 +336,10 @@ class Replay:
     ['anonymous_id:a-1']
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, journeys: bool = False) -> None:
         self.persons: dict[str, PersonIndex] = {}
+        # With ``journeys``, what each profile tells the journeys (see take_journey_inputs).
+        self._journey_inputs: list[tuple[str, JourneyInput]] | None = [] if journeys else None
         self.fragments: dict[str, FragmentLogic] = {}
         self.profiles: dict[str, ProfileState] = {}
         self.identity: dict[str, str] = {}
@@ -348,10 +376,23 @@ class Replay:
                 state = self.profiles.get(profile_id)
                 if state is None:
                     state = self.profiles[profile_id] = ProfileState(profile_id)
-                apply_profile_inputs(state, [item], encode=False)
+                if self._journey_inputs is None:
+                    apply_profile_inputs(state, [item], encode=False)
+                else:
+                    inputs: list[JourneyInput] = []
+                    apply_profile_inputs(state, [item], encode=False, journey_inputs=inputs)
+                    self._journey_inputs.extend((profile_id, i) for i in inputs)
                 if state.empty:
                     del self.profiles[profile_id]
         pending.clear()
+
+    def take_journey_inputs(self) -> list[tuple[str, JourneyInput]]:
+        """Return (and forget) the journey inputs since the last call, as ``(profile, input)``."""
+        if self._journey_inputs is None:
+            message = "this replay does not collect journey inputs: use Replay(journeys=True)"
+            raise ValueError(message)
+        taken, self._journey_inputs = self._journey_inputs, []
+        return taken
 
     def resolve(self, ids: Identifiers) -> str | None:
         """Return the profile id the identifiers resolve to now, strongest first."""
@@ -391,6 +432,8 @@ __all__ = [
     "FragmentLogic",
     "IdentityOut",
     "Join",
+    "JourneyFeed",
+    "JourneyInput",
     "Leave",
     "LinkTo",
     "MoveOut",

@@ -38,12 +38,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import yaml
 
 from features.catalog import OfferKind
+from features.datafile import DataFileError, check_document
 from features.events import MessageChannel
 from features.store import ContactRecord, MessageKind
 
@@ -62,7 +63,7 @@ NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
 
-class PolicyError(ValueError):
+class PolicyError(DataFileError):
     """The policies file is invalid; the message names the file, the entry and the field."""
 
 
@@ -178,49 +179,6 @@ class Policies(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 # --- loading ---------------------------------------------------------------------------------
 
-def _fail(source: str, path: Sequence[str], problem: str) -> None:
-    entry = ".".join(path[:-1]) or "(top)"
-    name = path[-1] if path else "(document)"
-    message = f"{source}: entry '{entry}', field '{name}': {problem}"
-    raise PolicyError(message)
-
-
-def _check(value: Any, kind: Any, path: list[str], source: str) -> None:
-    """Walk the document along the schema so an error can name the exact entry and key.
-
-    msgspec reports a bad dict value as ``$.levers.offers[...]``; marketers need the key.
-    """
-    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-        if not isinstance(value, dict):
-            _fail(source, path, f"expected a mapping; got {type(value).__name__} {value!r}")
-        fields = {f.encode_name: f.type for f in msgspec.structs.fields(kind)}
-        for key in value:
-            if key not in fields:
-                _fail(source, [*path, str(key)], f"unknown field; expected one of {sorted(fields)}")
-        for key, field_type in fields.items():
-            if key in value:
-                _check(value[key], field_type, [*path, key], source)
-        return
-    if get_origin(kind) is dict:
-        key_type, value_type = get_args(kind)
-        if not isinstance(value, dict):
-            _fail(source, path, f"expected a mapping; got {type(value).__name__} {value!r}")
-        for key, item in value.items():
-            try:
-                msgspec.convert(key, key_type, strict=True)
-            except msgspec.ValidationError as error:
-                _fail(source, [*path, str(key)], f"not a valid key: {error}")
-            _check(item, value_type, [*path, str(key)], source)
-        return
-    try:
-        msgspec.convert(value, kind, strict=True)
-    except msgspec.ValidationError as error:
-        problem = str(error).split(" - at ")[0]
-        if "matching regex" in problem:  # the pattern means nothing to a marketer
-            problem = "expected a local time 'HH:MM'"
-        _fail(source, path, f"{problem}; got {value!r}")
-
-
 def parse_policies(document: Any, source: str = "<policies>") -> Policies:
     """Validate a decoded policies document.
 
@@ -234,7 +192,7 @@ def parse_policies(document: Any, source: str = "<policies>") -> Policies:
     """
     if document is None:
         document = {}
-    _check(document, Policies, [], source)
+    check_document(document, Policies, source, PolicyError)
     policies = msgspec.convert(document, Policies, strict=True)
     missing = [u for u in URGENCIES if u not in policies.contact.urgency]
     if missing:

@@ -190,6 +190,15 @@ class OnlineStore(Protocol):
         """Apply ``batch`` atomically enough for replays to converge (see the class)."""
         ...
 
+    def claim_contacts(self, records: Sequence[ContactRecord]) -> list[str]:
+        """Write the contacts whose ``decision_id`` is not in the log yet; return their ids.
+
+        A record already there (same profile and decision id) is left as it is: a sender
+        that claims before it sends never sends the same decision twice, even after a
+        crash and a replay. Retention trims as in :meth:`write`.
+        """
+        ...
+
     def read_profile(self, profile_id: str) -> bytes | None:
         """Return the profile's value, or ``None`` if absent or expired; one round trip."""
         ...

@@ -69,23 +69,30 @@ from features.store import (
 
 __all__ = ["RedisStore"]
 
-# Upsert contacts of ONE profile and trim by event time. KEYS: the zset, the hash (same
-# slot: one hash tag). ARGV[1]: retention in µs ('' keeps all); then triples of
-# decision_id, sent_at µs, record. A script, because the trim reads the newest score and
+# Write contacts of ONE profile and trim by event time. KEYS: the zset, the hash (same
+# slot: one hash tag). ARGV[1]: retention in µs ('' keeps all); ARGV[2]: 'nx' writes only
+# ids not there yet (a claim), '' overwrites; then triples of decision_id, sent_at µs,
+# record. Returns the ids written. A script, because the trim reads the newest score and
 # deletes by it: as separate commands a concurrent write could slip in between.
 # string.format('%.0f') keeps all digits of a µs timestamp (Lua's default is %.14g).
 _ADD_CONTACTS = """
-for i = 2, #ARGV, 3 do
-  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+local written = {}
+for i = 3, #ARGV, 3 do
+  local fresh = redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1
+  if fresh or ARGV[2] ~= 'nx' then
+    if not fresh then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2]) end
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+    written[#written + 1] = ARGV[i]
+  end
 end
-if ARGV[1] == '' then return 0 end
+if ARGV[1] == '' then return written end
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
-if not newest then return 0 end
+if not newest then return written end
 local cutoff = '(' .. string.format('%.0f', tonumber(newest) - tonumber(ARGV[1]))
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 for _, id in ipairs(old) do redis.call('HDEL', KEYS[2], id) end
-return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+return written
 """
 
 # Contacts from a score on, in one round trip. KEYS: the zset, the hash. ARGV[1]: min.
@@ -241,14 +248,31 @@ class RedisStore(Closing):
                     repair.srem(self._key(old_owner, "ids"), identifier)
                 _raise_first_error(repair.execute(raise_on_error=False), "write")
 
+    def claim_contacts(self, records: Sequence[ContactRecord]) -> list[str]:
+        """Write contacts not in the log yet (``HSETNX`` in one script per profile)."""
+        check_batch(StoreBatch(contacts=list(records)))
+        pipe = self._client.pipeline(transaction=False)
+        calls = list(self._contact_calls(records, claim=True))
+        for keys, args in calls:
+            pipe.evalsha(self._add_contacts.sha, len(keys), *keys, *args)
+        with _mapped_errors("claim_contacts"):
+            replies = pipe.execute(raise_on_error=False) if calls else []
+            for index, reply in enumerate(replies):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    keys, args = calls[index]
+                    replies[index] = self._add_contacts(keys=keys, args=args)
+            _raise_first_error(replies, "claim_contacts")
+        return [i.decode() for reply in replies for i in reply]
+
     def _contact_calls(
-        self, contacts: Sequence[ContactRecord]
+        self, contacts: Sequence[ContactRecord], *, claim: bool = False
     ) -> Iterator[tuple[list[str], list[Any]]]:
         by_profile: dict[str, dict[str, ContactRecord]] = {}
         for contact in contacts:
             by_profile.setdefault(contact.profile_id, {})[contact.decision_id] = contact
         for profile_id, records in by_profile.items():
             args: list[Any] = ["" if self._retention is None else self._retention]
+            args.append("nx" if claim else "")
             for decision_id, record in records.items():
                 args += [decision_id, epoch_us(record.sent_at), encode_record(record)]
             yield [self._key(profile_id, "contacts"), self._key(profile_id, "crec")], args

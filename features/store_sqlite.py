@@ -193,14 +193,33 @@ class SqliteStore(Closing):
                     for c in batch.contacts
                 ],
             )
-            if self._retention_us is not None:
-                # Cutoff from the newest record of the profile (event time), not the
-                # clock, so a replay trims exactly what the first run trimmed.
-                db.executemany(
-                    "DELETE FROM contacts WHERE profile_id = ?1 AND sent_at_us < ("
-                    " SELECT MAX(sent_at_us) FROM contacts WHERE profile_id = ?1) - ?2",
-                    [(pid, self._retention_us) for pid in {c.profile_id for c in batch.contacts}],
+            self._trim_contacts(db, {c.profile_id for c in batch.contacts})
+
+    def _trim_contacts(self, db: sqlite3.Connection, profile_ids: set[str]) -> None:
+        if self._retention_us is None:
+            return
+        # Cutoff from the newest record of the profile (event time), not the clock, so a
+        # replay trims exactly what the first run trimmed.
+        db.executemany(
+            "DELETE FROM contacts WHERE profile_id = ?1 AND sent_at_us < ("
+            " SELECT MAX(sent_at_us) FROM contacts WHERE profile_id = ?1) - ?2",
+            [(pid, self._retention_us) for pid in sorted(profile_ids)],
+        )
+
+    def claim_contacts(self, records: Sequence[ContactRecord]) -> list[str]:
+        """Insert contacts not in the log yet (``INSERT OR IGNORE``), in one transaction."""
+        check_batch(StoreBatch(contacts=list(records)))
+        written: list[str] = []
+        with self._transaction() as db:
+            for c in records:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO contacts VALUES (?, ?, ?, ?)",
+                    (c.profile_id, c.decision_id, epoch_us(c.sent_at), encode_record(c)),
                 )
+                if cursor.rowcount == 1:
+                    written.append(c.decision_id)
+            self._trim_contacts(db, {c.profile_id for c in records})
+        return written
 
     def erase(self, profile_id: str) -> ErasureReport:
         """Delete the profile's rows in every table; see the contract."""

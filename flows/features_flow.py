@@ -35,8 +35,11 @@ from bytewax.run import cli_main
 from features.events import Event
 from features.pipeline import (
     STORE,
+    Delta,
     ForProfile,
     FragmentLogic,
+    JourneyFeed,
+    JourneyInput,
     PersonIndex,
     apply_profile_inputs,
     route,
@@ -170,11 +173,24 @@ class _Fragments(_Snapshotting):
 class _Profiles(_Snapshotting):
     state: ProfileState | None
 
+    def __init__(self, resume: Any, copy_snapshots: bool, journeys: bool = False) -> None:
+        super().__init__(resume, copy_snapshots)
+        self.journeys = journeys
+
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
         if self.state is None:
             self.state = ProfileState(values[0][0])
-        out = apply_profile_inputs(self.state, [item for _key, item in values])
-        return [out], self.state.empty
+        items = [item for _key, item in values]
+        if not self.journeys:
+            return [apply_profile_inputs(self.state, items)], self.state.empty
+        inputs: list[JourneyInput] = []
+        out = apply_profile_inputs(self.state, items, journey_inputs=inputs)
+        latest = max((i.contribution.ts for i in items if isinstance(i, Delta)), default=0)
+        return [out, JourneyFeed(self.state.profile_id, latest, inputs)], self.state.empty
+
+
+def _is_journey_feed(keyed: tuple[str, Any]) -> bool:
+    return type(keyed[1]) is JourneyFeed
 
 
 def _to_profiles(keyed: tuple[str, list[ForProfile]]) -> list[tuple[str, Any]]:
@@ -186,13 +202,21 @@ def _to_store(keyed: tuple[str, list[ForProfile]]) -> list[tuple[str, list[Any]]
     return [(keyed[0], records)] if records else []
 
 
-def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Dataflow:
+def build_flow(
+    config: FlowConfig,
+    *,
+    deadletter_path: Path | None = None,
+    journeys: Callable[[Any], None] | None = None,
+    name: str = "omnioffer_features",
+) -> Dataflow:
     """Build the feature dataflow for ``config``.
 
     Dead letters go to the ``deadletter`` Kafka topic when reading from Kafka, else to
-    ``deadletter_path`` (default: ``deadletter.jsonl`` beside the event log).
+    ``deadletter_path`` (default: ``deadletter.jsonl`` beside the event log). With
+    ``journeys``, the profiles step also emits a :class:`~features.pipeline.JourneyFeed`
+    per profile batch, and ``journeys(feeds)`` attaches the steps that consume them.
     """
-    flow = Dataflow("omnioffer_features")
+    flow = Dataflow(name)
     if config.source == "kafka":
         source = kafka_source(
             config.kafka_bootstrap,
@@ -220,9 +244,14 @@ def build_flow(config: FlowConfig, *, deadletter_path: Path | None = None) -> Da
         "fragments", fragment_inputs, lambda resume: _Fragments(resume, copies)
     )
     profile_inputs = op.flat_map("to_profiles", fragment_out, _to_profiles)
+    with_feeds = journeys is not None
     profile_out = op.stateful_batch(
-        "profiles", profile_inputs, lambda resume: _Profiles(resume, copies)
+        "profiles", profile_inputs, lambda resume: _Profiles(resume, copies, with_feeds)
     )
+    if journeys is not None:
+        split = op.branch("journey_feeds", profile_out, _is_journey_feed)
+        journeys(split.trues)
+        profile_out = split.falses
     # Not re-keyed: identity records are written by the worker of their identifier.
     records = op.flat_map("to_store", fragment_out, _to_store)
     store_items = op.merge("store_items", profile_out, records)
@@ -250,12 +279,13 @@ def run(
     snapshot_interval_s: float = 10.0,
     backup_interval_s: float = 0.0,
     deadletter_path: Path | None = None,
+    build: Callable[[FlowConfig], Dataflow] | None = None,
 ) -> None:
-    """Run the feature flow in this process with ``workers`` threads until its input ends.
+    """Run the feature flow (or the flow ``build`` makes) in this process until input ends.
 
-    With ``recovery_dir``, state and input offsets are snapshotted every
-    ``snapshot_interval_s`` into Bytewax recovery partitions (created when missing), and a
-    restart resumes from the last snapshot.
+    ``workers`` threads. With ``recovery_dir``, state and input offsets are snapshotted
+    every ``snapshot_interval_s`` into Bytewax recovery partitions (created when missing),
+    and a restart resumes from the last snapshot.
     """
     recovery = None
     if recovery_dir is not None:
@@ -265,8 +295,9 @@ def run(
         recovery = RecoveryConfig(str(recovery_dir), timedelta(seconds=backup_interval_s))
     if recovery is None:
         config = dataclasses.replace(config, recovery=False)
+    flow = build_flow(config, deadletter_path=deadletter_path) if build is None else build(config)
     cli_main(
-        build_flow(config, deadletter_path=deadletter_path),
+        flow,
         workers_per_process=workers,
         epoch_interval=timedelta(seconds=snapshot_interval_s),
         recovery_config=recovery,

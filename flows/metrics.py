@@ -48,3 +48,53 @@ def observe_lag(produced_ms: int) -> None:
     """Record end-to-end lag for an event produced at ``produced_ms`` (wall clock)."""
     if produced_ms:
         END_TO_END_SECONDS.observe(max(0.0, time.time() - produced_ms / 1000))
+
+
+JOURNEY_ENTRIES = Counter(
+    "omnioffer_journey_entries_total",
+    "Journey entries, by journey and group.",
+    ["journey", "group"],
+)
+JOURNEY_EXITS = Counter(
+    "omnioffer_journey_exits_total", "Journey exits, by journey and reason.", ["journey", "reason"]
+)
+JOURNEY_MESSAGES = Counter(
+    "omnioffer_journey_messages_total",
+    "Journey messages decided, by journey, step and channel.",
+    ["journey", "step", "channel"],
+)
+JOURNEY_SUPPRESSED = Counter(
+    "omnioffer_journey_suppressed_total",
+    "Journey steps that sent nothing, by journey and rule (control_group: held out).",
+    ["journey", "rule"],
+)
+JOURNEY_CONVERSIONS = Counter(
+    "omnioffer_journey_conversions_total",
+    "Journey goals reached, by journey and group.",
+    ["journey", "group"],
+)
+JOURNEY_DUPLICATES_SKIPPED = Counter(
+    "omnioffer_journey_duplicates_skipped_total",
+    "Outbound messages not written again because the contact log already had them.",
+)
+JOURNEY_MODEL_ERRORS = Counter(
+    "omnioffer_journey_model_errors_total", "Promoted models the journey flow failed to load."
+)
+
+
+def observe_journey(record: Any) -> None:
+    """Count one journey record (see :mod:`features.journeys`)."""
+    kind = type(record).__name__
+    group = "control" if record.control else "treated"
+    if kind == "Entered":
+        JOURNEY_ENTRIES.labels(record.journey, group).inc()
+    elif kind == "Exited":
+        JOURNEY_EXITS.labels(record.journey, record.reason).inc()
+    elif kind == "Outbound":
+        JOURNEY_MESSAGES.labels(record.journey, record.step, record.channel).inc()
+    elif kind == "Suppressed":
+        JOURNEY_SUPPRESSED.labels(record.journey, record.rule).inc()
+    elif kind == "HeldOut":
+        JOURNEY_SUPPRESSED.labels(record.journey, "control_group").inc()
+    elif kind == "Converted":
+        JOURNEY_CONVERSIONS.labels(record.journey, group).inc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from omnioffer.commands import bench, demo, features, models, serving, world
+from omnioffer.commands import bench, demo, features, journeys, models, serving, world
 
 app = typer.Typer(
     name="omnioffer",
@@ -18,6 +18,7 @@ app.command()(world.simulate)
 app.command()(demo.demo)
 app.add_typer(features.flow_app, name="flow")
 app.add_typer(features.features_app, name="features")
+app.add_typer(journeys.journeys_app, name="journeys")
 app.command()(models.train)
 app.command()(models.evaluate)
 app.add_typer(models.models_app, name="models")

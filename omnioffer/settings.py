@@ -23,6 +23,7 @@ from features.store import OnlineStore, open_store
 if TYPE_CHECKING:
     from features.attribution import AttributionWindows
     from flows.features_flow import FlowConfig
+    from flows.journey_flow import JourneySetup
 
 # Only for local runs: production deployments must set OMNIOFFER_CONTACT_HASH_KEY.
 _DEV_HASH_KEY = DEV_CONTACT_HASH_KEY.decode()
@@ -64,6 +65,10 @@ class Settings(BaseSettings):
     click_window_hours: float = Field(24.0, gt=0, description="Opens/clicks count this long.")
     conversion_window_days: float = Field(7.0, gt=0, description="Conversions count this long.")
     outcome_lateness_hours: float = Field(6.0, ge=0, description="How late outcomes may arrive.")
+    journeys_path: Path | None = Field(None, description="Journey definitions; default: shipped.")
+    journey_shards: int = Field(16, gt=0, description="Journey state shards (timer owners).")
+    journey_lateness_s: int = Field(3600, ge=0, description="How late a journey fact may come.")
+    journey_epsilon: float = Field(0.0, ge=0, le=1, description="Exploration in journey sends.")
     scorer_backend: Literal["auto", "booster", "lleaves"] = Field(
         "auto", description="LightGBM Booster or the lleaves-compiled model for scoring."
     )
@@ -134,6 +139,29 @@ class Settings(BaseSettings):
         }
         values.update(overrides)
         return FlowConfig(**values)
+
+    def journey_setup(self, **overrides: Any) -> JourneySetup:
+        """Return the journey flow's definitions and dependencies from these settings."""
+        from features.catalog import DEFAULT_CATALOG_DIR, load_catalog
+        from features.journeys import DEFAULT_JOURNEYS_PATH, load_journeys
+        from features.policy import DEFAULT_POLICIES_PATH
+        from flows.journey_flow import JourneySetup
+
+        catalog = load_catalog(self.catalog_dir or DEFAULT_CATALOG_DIR)
+        book = load_journeys(
+            self.journeys_path or DEFAULT_JOURNEYS_PATH, catalog.offers, catalog.categories
+        )
+        values: dict[str, Any] = {
+            "book": book,
+            "catalog": catalog,
+            "policies_path": self.policies_path or DEFAULT_POLICIES_PATH,
+            "promoted_pointer": self.promoted_pointer,
+            "shards": self.journey_shards,
+            "lateness_s": self.journey_lateness_s,
+            "epsilon": self.journey_epsilon,
+        }
+        values.update(overrides)
+        return JourneySetup(**values)
 
     @property
     def hash_key(self) -> bytes:

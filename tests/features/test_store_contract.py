@@ -353,6 +353,24 @@ def test_a_contact_record_is_keyed_by_its_decision(store: OnlineStore) -> None:
     assert store.contacts_of(A, since=T0 + timedelta(hours=1))[0].channel == "sms"
 
 
+def test_claiming_contacts_writes_each_decision_once(store: OnlineStore) -> None:
+    store.write(StoreBatch(contacts=[contact("d-1", A, T0, channel="email")]))
+    claimed = store.claim_contacts(
+        [
+            contact("d-1", A, T0 + timedelta(1), channel="sms"),  # already sent: kept as is
+            contact("d-2", A, T0, channel="push"),
+            contact("d-3", B, T0),
+        ]
+    )
+    assert sorted(claimed) == ["d-2", "d-3"]
+    assert [(c.decision_id, c.channel) for c in store.contacts_of(A)] == [
+        ("d-1", "email"),
+        ("d-2", "push"),
+    ]
+    assert store.claim_contacts([contact("d-2", A, T0, channel="push")]) == []  # a replay
+    assert store.claim_contacts([]) == []
+
+
 def test_contacts_are_trimmed_by_event_time_retention(backend: Backend) -> None:
     store = backend.make(contact_retention_days=10)
     old, mid = T0 - timedelta(days=12), T0 - timedelta(days=5)

@@ -1,0 +1,601 @@
+"""The journeys state machine: enter, wait, send, exit — in event time, replayable.
+
+One :class:`JourneyState` holds many profiles' journeys and one event-time clock. The
+journey flow keeps one per shard of profiles (so that the clock can wake a profile that has
+no new events); a batch replay or the closed-loop benchmark keeps one for everybody.
+
+* :func:`observe` queues a profile's :class:`~features.journeys.JourneyFact` with the
+  profile's features at that event; :func:`tick` raises the highest event time seen.
+* :func:`advance` moves the clock to a **watermark** (the highest time seen minus the
+  allowed lateness): it applies queued facts and fires due steps **in event-time order**,
+  facts first at equal times. So the output depends on the facts up to the watermark, not
+  on the order they arrived in, as long as none arrives later than the lateness allows;
+  a replay of the same events gives exactly the same records.
+
+A due step asks :func:`features.channel.decide_channel` — the pure function behind
+``POST /v1/channel`` — with the contact log (the shared store's plus this state's own
+sends), so caps, consent, quiet hours and duplicate rules hold across API-driven and
+journey-driven messages. Its decision id is derived from (journey, entry, step, profile),
+which makes sending idempotent downstream.
+
+Channel scores and the message variant are planned when a fact arrives (from the features
+the fact carries) and kept per instance, so no profile's features are held between events.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from features.catalog import ChannelSpec
+from features.channel import decide_channel
+from features.journeys import (
+    ERASED,
+    PERSONA_NAMES,
+    Converted,
+    Entered,
+    Exited,
+    HeldOut,
+    Journey,
+    JourneyBook,
+    JourneyFact,
+    JourneyRecord,
+    Outbound,
+    Suppressed,
+    decision_id_of,
+    in_control,
+)
+from features.policy import ContactFacts, Message, Policies, contact_facts
+from features.scoring import Candidate, ScoreContext, Scored, Scorer
+from features.store import ContactRecord
+
+HOUR = 3600
+HISTORY_S = 8 * 86_400  # caps look back 7 days; keep a day more
+END = -1  # the step index of an instance's closing timer
+NEVER = -(2**62)
+
+History = Callable[[str, datetime], list[ContactRecord]]
+
+
+@dataclass(frozen=True)
+class JourneyContext:
+    """What advancing needs besides the state: definitions, policies, scorer, contact log.
+
+    ``policies`` and ``scorer`` are called per use, so a reload or a model promotion takes
+    effect without a restart; ``history(profile_id, since)`` reads the shared contact log
+    (``None``: this state's own sends only).
+    """
+
+    book: JourneyBook
+    channels: Mapping[str, ChannelSpec]
+    policies: Callable[[], Policies]
+    scorer: Callable[[], Scorer]
+    history: History | None = None
+    epsilon: float = 0.0
+    journeys: dict[str, Journey] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "journeys", self.book.by_id())
+
+
+@dataclass(slots=True)
+class Plan:
+    """A step's message variant and channel scores, planned from the latest features."""
+
+    variant: int
+    scores: dict[str, Scored]
+    version: str
+
+
+@dataclass(slots=True)
+class Instance:
+    """One profile's run through one journey."""
+
+    journey: str
+    entry_id: str
+    entered_at: int
+    anchor: int
+    control: bool
+    cart_id: str | None = None
+    items: dict[str, float] = field(default_factory=dict)  # product -> value in the cart
+    category: str | None = None
+    expires_at: int | None = None
+    step: int = 0
+    due: int = 0
+    last_due: int = 0
+    reached: int = -1
+    plans: dict[int, Plan] = field(default_factory=dict)  # step -> plan
+
+
+@dataclass(slots=True)
+class ProfileJourneys:
+    """A profile's instances, contact facts and persona scores, and its own recent sends."""
+
+    instances: dict[str, Instance] = field(default_factory=dict)
+    last_exit: dict[str, int] = field(default_factory=dict)
+    facts: ContactFacts = field(default_factory=ContactFacts)
+    personas: dict[str, float] = field(default_factory=dict)
+    sent: list[ContactRecord] = field(default_factory=list)
+
+
+# A queued fact: (ts, seq, profile, fact, features); a timer: (due, seq, profile, journey,
+# entry_id, step). ``seq`` makes entries unique, so tuples never compare past it.
+QueuedFact = tuple[int, int, str, JourneyFact, Mapping[str, Any] | None]
+Timer = tuple[int, int, str, str, str, int]
+
+
+@dataclass(slots=True)
+class JourneyState:
+    """Many profiles' journeys, the queued facts and the timers (picklable, no I/O)."""
+
+    profiles: dict[str, ProfileJourneys] = field(default_factory=dict)
+    pending: list[QueuedFact] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    seen: int = NEVER
+    clock: int = NEVER
+    seq: int = 0
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+def tick(state: JourneyState, ts: int) -> None:
+    """Raise the highest event time seen (every event counts, not only journey facts)."""
+    if ts > state.seen:
+        state.seen = ts
+
+
+def observe(
+    state: JourneyState,
+    profile_id: str,
+    fact: JourneyFact,
+    features: Mapping[str, Any] | None,
+) -> list[JourneyRecord]:
+    """Queue a fact with the profile's features at that event.
+
+    An erasure is not queued: the profile's journeys, queued facts and own contact log
+    are dropped at once, and nothing is recorded about them.
+    """
+    tick(state, fact.ts)
+    if fact.kind == ERASED:
+        erase(state, profile_id)
+        return []
+    heapq.heappush(state.pending, (fact.ts, state._next(), profile_id, fact, features))
+    return []
+
+
+def erase(state: JourneyState, profile_id: str) -> None:
+    """Forget a profile: journeys, queued facts, timers and its own contact log."""
+    state.profiles.pop(profile_id, None)
+    state.pending = [q for q in state.pending if q[2] != profile_id]
+    heapq.heapify(state.pending)
+    state.timers = [t for t in state.timers if t[2] != profile_id]
+    heapq.heapify(state.timers)
+
+
+def watermark(state: JourneyState, lateness_s: int) -> int:
+    """Return the time up to which every fact is taken to have arrived."""
+    return state.seen - lateness_s if state.seen != NEVER else NEVER
+
+
+def advance(state: JourneyState, ctx: JourneyContext, until: int) -> list[JourneyRecord]:
+    """Apply queued facts and fire due steps with times ``<= until``, in time order."""
+    out: list[JourneyRecord] = []
+    pending, timers = state.pending, state.timers
+    while True:
+        fact_ts = pending[0][0] if pending else None
+        timer_ts = timers[0][0] if timers else None
+        if fact_ts is not None and fact_ts <= until and (timer_ts is None or fact_ts <= timer_ts):
+            ts, _seq, profile_id, fact, features = heapq.heappop(pending)
+            state.clock = max(state.clock, ts)
+            _apply(state, ctx, profile_id, fact, features, out)
+        elif timer_ts is not None and timer_ts <= until:
+            due, _seq, profile_id, journey_id, entry_id, step = heapq.heappop(timers)
+            state.clock = max(state.clock, due)
+            _fire(state, ctx, profile_id, journey_id, entry_id, step, due, out)
+        else:
+            break
+    if until > state.clock:
+        state.clock = until
+    return out
+
+
+# --- facts ------------------------------------------------------------------------------------
+
+
+def _apply(
+    state: JourneyState,
+    ctx: JourneyContext,
+    profile_id: str,
+    fact: JourneyFact,
+    features: Mapping[str, Any] | None,
+    out: list[JourneyRecord],
+) -> None:
+    profile = state.profiles.get(profile_id)
+    if profile is None:
+        profile = state.profiles[profile_id] = ProfileJourneys()
+    if features is not None:
+        profile.facts = contact_facts(features)
+        profile.personas = {p: float(features.get(f"persona_{p}") or 0.0) for p in PERSONA_NAMES}
+    for instance in list(profile.instances.values()):
+        _on_fact(state, ctx, profile_id, profile, instance, fact, out)
+    for journey in ctx.book.journeys:
+        _maybe_enter(state, ctx, profile_id, profile, journey, fact, out)
+    for instance in profile.instances.values():
+        _plan(ctx, instance, features)
+    profile.sent = [c for c in profile.sent if c.sent_at.timestamp() >= fact.ts - HISTORY_S]
+    profile.last_exit = {
+        j: at
+        for j, at in profile.last_exit.items()
+        if j in ctx.journeys and fact.ts < at + ctx.journeys[j].cooldown_hours * HOUR
+    }
+    if not profile.instances and not profile.sent and not profile.last_exit:
+        del state.profiles[profile_id]
+
+
+def _on_fact(
+    state: JourneyState,
+    ctx: JourneyContext,
+    profile_id: str,
+    profile: ProfileJourneys,
+    instance: Instance,
+    fact: JourneyFact,
+    out: list[JourneyRecord],
+) -> None:
+    journey = ctx.journeys.get(instance.journey)
+    if journey is None:  # the definition was removed: end quietly
+        profile.instances.pop(instance.journey, None)
+        return
+    if fact.ts < instance.entered_at:
+        return
+    if _reaches_goal(journey, instance, fact):
+        out.append(
+            _record(
+                Converted,
+                instance,
+                profile_id,
+                fact.ts,
+                goal=journey.goal,
+                after_step=instance.reached,
+            )
+        )
+    reason = _exit_reason(journey, instance, fact)
+    if reason is not None:
+        _exit(state, profile_id, profile, instance, reason, fact.ts, out)
+        return
+    if instance.cart_id is not None and fact.cart_id == instance.cart_id:
+        if fact.kind in ("add_to_cart", "remove_from_cart") and fact.products:
+            product = fact.products[0]
+            left = instance.items.get(product, 0.0) + fact.value
+            if left > 1e-9:
+                instance.items[product] = left
+            else:
+                instance.items.pop(product, None)
+            if not instance.items and "cart_emptied" in journey.exits:
+                _exit(state, profile_id, profile, instance, "cart_emptied", fact.ts, out)
+                return
+        if fact.kind in journey.restart_wait_on and fact.ts > instance.anchor:
+            instance.anchor = fact.ts
+            _schedule(state, journey, profile_id, instance)
+
+
+def _reaches_goal(journey: Journey, instance: Instance, fact: JourneyFact) -> bool:
+    if fact.kind != "purchase" or fact.ts > instance.entered_at + journey.goal_window_hours * HOUR:
+        return False
+    if journey.goal == "any_purchase":
+        return fact.event_id != instance.entry_id
+    if journey.goal == "points_used":
+        return fact.points > 0
+    return _buys_cart(instance, fact)
+
+
+def _buys_cart(instance: Instance, fact: JourneyFact) -> bool:
+    if instance.cart_id is not None and fact.cart_id == instance.cart_id:
+        return True
+    return any(p in instance.items for p in fact.products)
+
+
+def _exit_reason(journey: Journey, instance: Instance, fact: JourneyFact) -> str | None:
+    if fact.withdrawn and "unsubscribed" in journey.exits:
+        return "unsubscribed"
+    if fact.kind != "purchase":
+        return None
+    if "purchased" in journey.exits and _buys_cart(instance, fact):
+        return "purchased"
+    if "points_used" in journey.exits and fact.points > 0:
+        return "points_used"
+    return None
+
+
+def _maybe_enter(
+    state: JourneyState,
+    ctx: JourneyContext,
+    profile_id: str,
+    profile: ProfileJourneys,
+    journey: Journey,
+    fact: JourneyFact,
+    out: list[JourneyRecord],
+) -> None:
+    entry = journey.entry
+    if fact.kind != entry.event or (entry.sources is not None and fact.source not in entry.sources):
+        return
+    if fact.kind == "purchase" and fact.value < entry.min_value:
+        return
+    if fact.kind == "points_expiry" and (
+        fact.points < entry.min_points or (fact.expires_at or 0) <= fact.ts
+    ):
+        return
+    current = profile.instances.get(journey.id)
+    if current is not None:
+        same_cart = current.cart_id is not None and current.cart_id == fact.cart_id
+        if same_cart or journey.reentry == "ignore":
+            return
+        _exit(state, profile_id, profile, current, "replaced", fact.ts, out)
+    if fact.ts < profile.last_exit.get(journey.id, NEVER) + journey.cooldown_hours * HOUR:
+        return
+    instance = Instance(
+        journey=journey.id,
+        entry_id=fact.event_id,
+        entered_at=fact.ts,
+        anchor=fact.ts,
+        control=in_control(profile_id, journey.id, journey.control_share, ctx.book.salt),
+        cart_id=fact.cart_id if fact.kind == "add_to_cart" else None,
+        category=fact.category,
+        expires_at=fact.expires_at,
+    )
+    if fact.kind == "add_to_cart" and fact.products:
+        instance.items[fact.products[0]] = fact.value
+    profile.instances[journey.id] = instance
+    out.append(_record(Entered, instance, profile_id, fact.ts))
+    _schedule(state, journey, profile_id, instance)
+
+
+def _exit(
+    state: JourneyState,
+    profile_id: str,
+    profile: ProfileJourneys,
+    instance: Instance,
+    reason: str,
+    at: int,
+    out: list[JourneyRecord],
+) -> None:
+    del profile.instances[instance.journey]
+    profile.last_exit[instance.journey] = at
+    out.append(_record(Exited, instance, profile_id, at, reason=reason))
+
+
+def _record(
+    record_type: type[JourneyRecord], instance: Instance, profile_id: str, at: int, **fields: Any
+) -> Any:
+    return record_type(
+        journey=instance.journey,
+        profile_id=profile_id,
+        entry_id=instance.entry_id,
+        at=datetime.fromtimestamp(at, UTC),
+        control=instance.control,
+        **fields,
+    )
+
+
+# --- timers -----------------------------------------------------------------------------------
+
+
+def step_due(journey: Journey, instance: Instance, step: int) -> int | None:
+    """Return when step ``step`` is due, or ``None`` when the points expire first."""
+    spec = journey.steps[step]
+    due = instance.anchor + int(spec.after_hours * HOUR)
+    if spec.before_expiry_hours is not None and instance.expires_at is not None:
+        due = instance.expires_at - int(spec.before_expiry_hours * HOUR)
+    due = max(due, instance.entered_at, instance.last_due)
+    if instance.expires_at is not None and due >= instance.expires_at:
+        return None
+    return due
+
+
+def _schedule(state: JourneyState, journey: Journey, profile_id: str, instance: Instance) -> None:
+    """(Re)schedule the instance's next timer; a stale timer is ignored when it fires."""
+    if instance.step < len(journey.steps):
+        due = step_due(journey, instance, instance.step)
+        step = instance.step if due is not None else END
+        if due is None:
+            due = max(instance.last_due, instance.expires_at or instance.last_due)
+    else:
+        step = END
+        window_end = instance.entered_at + int(journey.goal_window_hours * HOUR)
+        due = max(instance.last_due, window_end)
+    instance.due = due
+    timer = (due, state._next(), profile_id, instance.journey, instance.entry_id, step)
+    heapq.heappush(state.timers, timer)
+
+
+def _fire(
+    state: JourneyState,
+    ctx: JourneyContext,
+    profile_id: str,
+    journey_id: str,
+    entry_id: str,
+    step: int,
+    due: int,
+    out: list[JourneyRecord],
+) -> None:
+    profile = state.profiles.get(profile_id)
+    instance = profile.instances.get(journey_id) if profile else None
+    if profile is None or instance is None or instance.entry_id != entry_id:
+        return
+    if instance.due != due or (step != END and step != instance.step):
+        return  # superseded by a reschedule
+    journey = ctx.journeys[journey_id]
+    if step == END:
+        expired = instance.step < len(journey.steps)
+        _exit(state, profile_id, profile, instance, "expired" if expired else "completed", due, out)
+        return
+    instance.reached = step
+    decision_id = decision_id_of(journey_id, entry_id, step, profile_id)
+    spec = journey.steps[step]
+    if instance.control:
+        out.append(
+            _record(
+                HeldOut,
+                instance,
+                profile_id,
+                due,
+                step=spec.id,
+                step_index=step,
+                decision_id=decision_id,
+            )
+        )
+    else:
+        out.append(_send(ctx, profile_id, profile, journey, instance, step, due, decision_id))
+    instance.last_due = due
+    instance.step = step + 1
+    _schedule(state, journey, profile_id, instance)
+
+
+def _send(
+    ctx: JourneyContext,
+    profile_id: str,
+    profile: ProfileJourneys,
+    journey: Journey,
+    instance: Instance,
+    step: int,
+    due: int,
+    decision_id: str,
+) -> JourneyRecord:
+    spec = journey.steps[step]
+    variants = spec.message.variants
+    plan = instance.plans.get(step)
+    index = plan.variant if plan is not None else _variant_index(journey, step, profile.personas)
+    variant = variants[min(index, len(variants) - 1)]
+    offer_id = _offer_of(variant.offer_id, instance)
+    campaign = journey.campaign(step)
+    message = Message(campaign, offer_id, spec.message.kind, spec.message.urgency)
+    now = datetime.fromtimestamp(due, UTC)
+    since = datetime.fromtimestamp(due - HISTORY_S, UTC)
+    profile.sent = [c for c in profile.sent if c.sent_at >= since]
+    history = _history(ctx, profile_id, profile, since)
+    scorer: Scorer = _Planned(plan) if plan is not None else ctx.scorer()
+    outcome = decide_channel(
+        message,
+        channels=ctx.channels,
+        allowed=spec.message.allowed_channels,
+        features=None,
+        facts=profile.facts,
+        history=history,
+        now=now,
+        policies=ctx.policies(),
+        scorer=scorer,
+        score_context=_score_context(campaign, offer_id, spec.message.kind, now),
+        epsilon=ctx.epsilon,
+        rng=random.Random(decision_id),
+    )
+    chosen = outcome.chosen
+    common = {"step": spec.id, "step_index": step, "decision_id": decision_id}
+    if chosen is None or chosen.verdict.send_at is None or outcome.pick is None:
+        rule = outcome.suppressed_by or "no_channel"
+        return _record(Suppressed, instance, profile_id, due, rule=rule, **common)
+    profile.sent.append(
+        ContactRecord(
+            profile_id=profile_id,
+            decision_id=decision_id,
+            channel=chosen.channel,  # type: ignore[arg-type]
+            sent_at=chosen.verdict.send_at,
+            kind=spec.message.kind,
+            campaign=campaign,
+            offer_id=offer_id,
+            message_key=campaign,
+        )
+    )
+    model_choice = (
+        outcome.options[outcome.model_choice].channel if outcome.model_choice is not None else None
+    )
+    return _record(
+        Outbound,
+        instance,
+        profile_id,
+        due,
+        channel=chosen.channel,
+        send_at=chosen.verdict.send_at,
+        campaign=campaign,
+        content=spec.message.content,
+        kind=spec.message.kind,
+        urgency=spec.message.urgency,
+        propensity=round(outcome.pick.propensity, 6),
+        model_version=scorer.version,
+        model_choice=model_choice,
+        offer_id=offer_id,
+        discount_pct=variant.discount_pct,
+        cart_id=instance.cart_id,
+        **common,
+    )
+
+
+def _history(
+    ctx: JourneyContext, profile_id: str, profile: ProfileJourneys, since: datetime
+) -> list[ContactRecord]:
+    """Merge the shared contact log with this state's own sends (one record per decision)."""
+    shared = ctx.history(profile_id, since) if ctx.history is not None else []
+    merged = {c.decision_id: c for c in shared}
+    for own in profile.sent:
+        merged.setdefault(own.decision_id, own)
+    return list(merged.values())
+
+
+def _score_context(campaign: str, offer_id: str | None, kind: str, now: datetime) -> ScoreContext:
+    return ScoreContext(
+        surface="channel", campaign=campaign, offer_id=offer_id, message_kind=kind, now=now
+    )
+
+
+def _offer_of(offer_id: str | None, instance: Instance) -> str | None:
+    """Fill ``{category}`` with the entry's main category (no category: no offer)."""
+    if offer_id is None or "{category}" not in offer_id:
+        return offer_id
+    return offer_id.format(category=instance.category) if instance.category else None
+
+
+def _variant_index(journey: Journey, step: int, personas: dict[str, float]) -> int:
+    variants = journey.steps[step].message.variants
+    return next((i for i, v in enumerate(variants) if v.matches(personas)), len(variants) - 1)
+
+
+def _plan(ctx: JourneyContext, instance: Instance, features: Mapping[str, Any] | None) -> None:
+    """Plan the instance's remaining steps from the features that came with the latest fact."""
+    journey = ctx.journeys.get(instance.journey)
+    if journey is None or instance.control or (features is None and instance.plans):
+        return
+    personas = {p: float((features or {}).get(f"persona_{p}") or 0.0) for p in PERSONA_NAMES}
+    names = sorted(ctx.channels)
+    scorer = ctx.scorer()
+    plans: dict[int, Plan] = {}
+    for step in range(instance.step, len(journey.steps)):
+        variant = _variant_index(journey, step, personas)
+        spec = journey.steps[step]
+        offer_id = _offer_of(spec.message.variants[variant].offer_id, instance)
+        due = step_due(journey, instance, step) or instance.entered_at
+        context = _score_context(
+            journey.campaign(step), offer_id, spec.message.kind, datetime.fromtimestamp(due, UTC)
+        )
+        scored = scorer.score(features, [Candidate.via(c) for c in names], context)
+        plans[step] = Plan(variant, dict(zip(names, scored, strict=True)), scorer.version)
+    instance.plans = plans
+
+
+class _Planned:
+    """A scorer that answers with a plan's channel scores (computed when features came)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.version = plan.version
+
+    def score(
+        self,
+        features: Mapping[str, Any] | None,
+        candidates: list[Candidate] | Any,
+        context: ScoreContext,
+    ) -> list[Scored]:
+        return [self.plan.scores.get(c.channel or c.action_id, Scored(0.0)) for c in candidates]

@@ -1,0 +1,342 @@
+"""The triggered-journeys flow: the feature flow's profiles, then journeys in event time.
+
+``read -> validate -> person_index -> fragments -> profiles -> store``, and from the
+profiles step ``journey feeds -> journeys (keyed by profile shard) -> messages.outbound``
+plus every journey record on ``triggers``.
+
+Why shards of profiles and not one key per profile: Bytewax's ``notify_at`` fires on the
+system clock, and event-time waits must fire from a watermark derived from the events. A
+shard sees every event of its profiles (each feed carries its batch's latest event time),
+so its watermark moves on even for a profile that has gone quiet — the cart that was
+abandoned — and its timers fire in event time (:mod:`features.journey_state`). A replay of
+the same events emits the same records.
+
+Sending is idempotent: the outbound sink first *claims* each message's decision id in the
+contact log (:meth:`features.store.OnlineStore.claim_contacts`), then writes only the
+messages it claimed. After a crash and a restart from the last snapshot the replayed steps
+are claimed already and are not sent again. The claim comes first on purpose: a crash
+between the claim and the write loses that message rather than sending it twice.
+
+Run it with ``omnioffer flow journeys`` (it also writes the profiles, so it replaces
+``omnioffer flow features``), or ``python -m bytewax.run flows.journey_flow:flow``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.files import FileSink
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from features.catalog import Catalog
+from features.eventlog import topic_path
+from features.journey_state import (
+    JourneyContext,
+    JourneyState,
+    advance,
+    observe,
+    tick,
+    watermark,
+)
+from features.journeys import JourneyBook, JourneyRecord, Outbound, encode_record
+from features.pipeline import JourneyFeed
+from features.policy import Policies, load_policies
+from features.scoring import HeuristicScorer, Scorer
+from features.store import ContactRecord, OnlineStore
+from features.topics import MESSAGES_OUTBOUND, TRIGGERS
+from flows import features_flow, metrics
+from flows.features_flow import FlowConfig, _Snapshotting, build_flow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JourneySetup:
+    """The journeys' definitions and dependencies, and how the flow runs them.
+
+    ``lateness_s``: how late (in event time, behind the latest event seen by a shard) a
+    fact may arrive and still count; steps fire that much after they are due.
+    ``shared_contacts``: read the store's contact log (API-driven messages) for caps.
+    """
+
+    book: JourneyBook
+    catalog: Catalog
+    policies_path: Path
+    promoted_pointer: Path | None = None
+    shards: int = 16
+    lateness_s: int = 3600
+    epsilon: float = 0.0
+    shared_contacts: bool = True
+    output_dir: Path | None = None  # files mode: where messages.outbound / triggers go
+
+
+def shard_of(profile_id: str, shards: int) -> str:
+    """Return the journey shard key of a profile (stable across processes and runs)."""
+    return f"journeys-{zlib.crc32(profile_id.encode()) % shards}"
+
+
+class PromotedScorer:
+    """The promoted model's scorer, reloaded when the pointer changes; else the heuristic.
+
+    The pointer is checked at most every ``check_s`` seconds of wall-clock time (model
+    reloads are operations, not event-time logic). A model that fails to load leaves the
+    previous scorer in place.
+    """
+
+    def __init__(self, pointer: Path | None, check_s: float = 5.0) -> None:
+        self.pointer = pointer
+        self.check_s = check_s
+        self._scorer: Scorer = HeuristicScorer()
+        self._seen: tuple[float, str] | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Scorer:
+        if self.pointer is None:
+            return self._scorer
+        now = time.monotonic()
+        if now - self._checked < self.check_s:
+            return self._scorer
+        with self._lock:
+            self._checked = now
+            try:
+                stat = self.pointer.stat()
+                target = self.pointer.read_text().strip()
+            except OSError:
+                return self._scorer
+            if self._seen == (stat.st_mtime, target) or not target:
+                return self._scorer
+            self._seen = (stat.st_mtime, target)
+            try:
+                from models.registry import load_scorer
+
+                self._scorer = load_scorer(target)
+            except Exception as error:  # a bad model must not stop journeys
+                metrics.JOURNEY_MODEL_ERRORS.inc()
+                log.warning("keeping scorer %s: %s", self._scorer.version, error)
+        return self._scorer
+
+
+@dataclass
+class _Runtime:
+    """Per process: the journey context (policies, scorer, the store's contact log)."""
+
+    setup: JourneySetup
+    open_store: Callable[[], OnlineStore]
+    _context: JourneyContext | None = None
+    _store: OnlineStore | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def context(self) -> JourneyContext:
+        with self._lock:
+            if self._context is None:
+                setup = self.setup
+                policies: Policies = load_policies(setup.policies_path)
+                history = None
+                if setup.shared_contacts:
+                    self._store = self.open_store()
+                    history = self._store.contacts_of
+                self._context = JourneyContext(
+                    book=setup.book,
+                    channels=setup.catalog.channels,
+                    policies=lambda: policies,
+                    scorer=PromotedScorer(setup.promoted_pointer),
+                    history=history,
+                    epsilon=setup.epsilon,
+                )
+            return self._context
+
+
+class _Journeys(_Snapshotting):
+    state: JourneyState | None
+
+    def __init__(self, resume: Any, copy_snapshots: bool, runtime: _Runtime) -> None:
+        super().__init__(resume, copy_snapshots)
+        self.runtime = runtime
+        if self.state is None:
+            self.state = JourneyState()
+
+    def on_batch(self, values: list[JourneyFeed]) -> tuple[list[Any], bool]:
+        state = self.state
+        assert state is not None
+        for feed in values:
+            for fact, features in feed.inputs:
+                observe(state, feed.profile_id, fact, features)
+            tick(state, feed.max_ts)
+        until = watermark(state, self.runtime.setup.lateness_s)
+        return [advance(state, self.runtime.context(), until)], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        # All input is in: everything up to the latest event is final.
+        state = self.state
+        assert state is not None
+        return [advance(state, self.runtime.context(), state.seen)], StatefulBatchLogic.RETAIN
+
+
+def _count(record: JourneyRecord) -> None:
+    metrics.observe_journey(record)
+
+
+class _OutboundPartition(StatelessSinkPartition[Outbound]):
+    def __init__(self, store: OnlineStore, write: Callable[[list[bytes]], None]) -> None:
+        self._store = store
+        self._write = write
+
+    def write_batch(self, items: list[Outbound]) -> None:
+        claimed = set(self._store.claim_contacts([contact_of(m) for m in items]))
+        fresh = [encode_record(m) for m in items if m.decision_id in claimed]
+        if fresh:
+            self._write(fresh)
+        metrics.JOURNEY_DUPLICATES_SKIPPED.inc(len(items) - len(fresh))
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class OutboundSink(DynamicSink[Outbound]):
+    """Claim each message in the contact log, then write the claimed ones (see module)."""
+
+    def __init__(
+        self, open_store: Callable[[], OnlineStore], open_writer: Callable[[], Any]
+    ) -> None:
+        self._open_store = open_store
+        self._open_writer = open_writer
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OutboundPartition:
+        return _OutboundPartition(self._open_store(), self._open_writer())
+
+
+def contact_of(message: Outbound) -> ContactRecord:
+    """Return the contact-log record of an outbound message."""
+    return ContactRecord(
+        profile_id=message.profile_id,
+        decision_id=message.decision_id,
+        channel=message.channel,
+        sent_at=message.send_at,
+        kind=message.kind,
+        campaign=message.campaign,
+        offer_id=message.offer_id,
+        message_key=message.campaign,
+    )
+
+
+def _file_writer(path: Path) -> Callable[[], Callable[[list[bytes]], None]]:
+    """Append each batch with one ``write`` on an ``O_APPEND`` file.
+
+    Workers then never interleave inside a line.
+    """
+
+    def open_writer() -> Callable[[list[bytes]], None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+        def write(lines: list[bytes]) -> None:
+            os.write(fd, b"".join(line + b"\n" for line in lines))
+
+        return write
+
+    return open_writer
+
+
+def _kafka_writer(bootstrap: str, topic: str) -> Callable[[], Callable[[list[bytes]], None]]:
+    def open_writer() -> Callable[[list[bytes]], None]:
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+
+        def write(lines: list[bytes]) -> None:
+            for line in lines:
+                producer.produce(topic, line)
+            producer.flush()
+
+        return write
+
+    return open_writer
+
+
+def build_journey_flow(
+    config: FlowConfig, setup: JourneySetup, *, deadletter_path: Path | None = None
+) -> Dataflow:
+    """Build the feature flow with the journeys attached (see the module docstring)."""
+    runtime = _Runtime(setup, config.open_store)
+    copies = config.recovery
+    out_dir = setup.output_dir or config.event_log_dir
+
+    def attach(feeds: Any) -> None:
+        keyed = op.map("journey_shard", feeds, lambda kv: (shard_of(kv[0], setup.shards), kv[1]))
+        batches = op.stateful_batch(
+            "journeys", keyed, lambda resume: _Journeys(resume, copies, runtime)
+        )
+        records = op.flat_map("journey_records", batches, lambda kv: kv[1])
+        op.inspect("journey_metrics", records, lambda _step, record: _count(record))
+        sent = op.filter("outbound_only", records, lambda r: type(r) is Outbound)
+        if config.source == "kafka":
+            writer = _kafka_writer(config.kafka_bootstrap, MESSAGES_OUTBOUND)
+            op.output("messages_outbound", sent, OutboundSink(config.open_store, writer))
+            as_kafka = op.map(
+                "trigger_message",
+                records,
+                lambda r: KafkaSinkMessage(r.profile_id.encode(), encode_record(r)),
+            )
+            op.output("triggers", as_kafka, KafkaSink([config.kafka_bootstrap], TRIGGERS))
+            return
+        writer = _file_writer(topic_path(out_dir, MESSAGES_OUTBOUND))
+        op.output("messages_outbound", sent, OutboundSink(config.open_store, writer))
+        path = topic_path(out_dir, TRIGGERS)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        as_text = op.map("trigger_text", records, lambda r: ("triggers", encode_record(r).decode()))
+        op.output("triggers", as_text, FileSink(path))
+
+    return build_flow(
+        config, deadletter_path=deadletter_path, journeys=attach, name="omnioffer_journeys"
+    )
+
+
+def run(
+    config: FlowConfig,
+    setup: JourneySetup,
+    *,
+    workers: int = 1,
+    recovery_dir: Path | None = None,
+    snapshot_interval_s: float = 10.0,
+    deadletter_path: Path | None = None,
+) -> None:
+    """Run the journey flow in this process until its input ends.
+
+    Recovery works as in :func:`flows.features_flow.run`.
+    """
+    features_flow.run(
+        config,
+        workers=workers,
+        recovery_dir=recovery_dir,
+        snapshot_interval_s=snapshot_interval_s,
+        build=lambda c: build_journey_flow(c, setup, deadletter_path=deadletter_path),
+    )
+
+
+def _from_settings() -> Dataflow:
+    from omnioffer.settings import Settings
+
+    settings = Settings()
+    return build_journey_flow(settings.flow_config(), settings.journey_setup())
+
+
+def __getattr__(name: str) -> Any:
+    # `python -m bytewax.run flows.journey_flow:flow` builds the flow from OMNIOFFER_* settings.
+    if name == "flow":
+        return _from_settings()
+    message = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(message)
