@@ -18,7 +18,7 @@ caps.yaml: entry '(top)', field 'day': Expected `int`, got `str`; got 'two'
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NoReturn, get_args, get_origin
+from typing import Annotated, Any, NoReturn, get_args, get_origin
 
 import msgspec
 
@@ -45,7 +45,9 @@ def check_document(
 ) -> None:
     """Walk ``value`` along the schema ``kind``; raise ``error`` at the first bad entry."""
     path = list(path)
-    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+    base = get_args(kind)[0] if get_origin(kind) is Annotated else kind
+    if _is_struct(base):
+        kind = base
         if not isinstance(value, dict):
             fail(source, path, f"expected a mapping; got {type(value).__name__} {value!r}", error)
         fields = {f.encode_name: f.type for f in msgspec.structs.fields(kind)}
@@ -57,9 +59,9 @@ def check_document(
             if key in value:
                 check_document(value[key], field_type, source, error, [*path, key])
         return
-    origin = get_origin(kind)
+    origin = get_origin(base)
     if origin is dict:
-        key_type, value_type = get_args(kind)
+        key_type, value_type = get_args(base)
         if not isinstance(value, dict):
             fail(source, path, f"expected a mapping; got {type(value).__name__} {value!r}", error)
         for key, item in value.items():
@@ -69,12 +71,12 @@ def check_document(
                 fail(source, [*path, str(key)], f"not a valid key: {bad}", error)
             check_document(item, value_type, source, error, [*path, str(key)])
         return
-    if origin is list and _is_struct(get_args(kind)[0]):
+    if origin is list and _is_struct(get_args(base)[0]):
         if not isinstance(value, list):
             fail(source, path, f"expected a list; got {type(value).__name__} {value!r}", error)
         for index, item in enumerate(value):
             name = item.get("id") if isinstance(item, dict) else None
-            check_document(item, get_args(kind)[0], source, error, [*path, str(name or index)])
+            check_document(item, get_args(base)[0], source, error, [*path, str(name or index)])
         # Length limits and the like are checked on the whole list below.
     try:
         msgspec.convert(value, kind, strict=True)

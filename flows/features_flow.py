@@ -50,7 +50,13 @@ from features.topics import DEADLETTER, EVENT_TOPICS
 from features.validation import Rejection, validate
 from flows import metrics
 from flows.sinks import StoreSink
-from flows.sources import EventLogSource, Message, from_kafka, kafka_source
+from flows.sources import (
+    EventLogSource,
+    MergedEventLogSource,
+    Message,
+    from_kafka,
+    kafka_source,
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class FlowConfig:
     topics: tuple[str, ...] = field(default=EVENT_TOPICS)
     # Copy state into snapshots; only a run known to have recovery off may turn it off.
     recovery: bool = True
+    # Files: read all topics as one stream in event-time order (event-time consumers).
+    merge_topics: bool = False
 
 
 # --- validation, routing and dead-letter ------------------------------------------------------
@@ -226,6 +234,9 @@ def build_flow(
             fetch_wait_ms=config.fetch_wait_ms,
         )
         raw = op.input("read", flow, source)
+    elif config.merge_topics:
+        merged = MergedEventLogSource(config.event_log_dir, config.topics, config.batch_size)
+        raw = op.input("read", flow, merged)
     else:
         source = EventLogSource(config.event_log_dir, config.topics, config.batch_size)
         raw = op.input("read", flow, source)

@@ -23,6 +23,7 @@ Run it with ``omnioffer flow journeys`` (it also writes the profiles, so it repl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -269,7 +270,12 @@ def _kafka_writer(bootstrap: str, topic: str) -> Callable[[], Callable[[list[byt
 def build_journey_flow(
     config: FlowConfig, setup: JourneySetup, *, deadletter_path: Path | None = None
 ) -> Dataflow:
-    """Build the feature flow with the journeys attached (see the module docstring)."""
+    """Build the feature flow with the journeys attached (see the module docstring).
+
+    A file event log is read as one stream in event-time order
+    (:class:`flows.sources.MergedEventLogSource`), so no topic runs ahead of the others.
+    """
+    config = dataclasses.replace(config, merge_topics=True)
     runtime = _Runtime(setup, config.open_store)
     copies = config.recovery
     out_dir = setup.output_dir or config.event_log_dir

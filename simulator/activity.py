@@ -25,7 +25,8 @@ from features.events import (
 from simulator.commerce import basket, expire, expiry_notice, purchase
 from simulator.emit import DAY
 from simulator.exposures import campaign_message, conversion, onsite_exposure
-from simulator.state import CustomerState, Today
+from simulator.journey_response import journey_message
+from simulator.state import ABANDONED_MEMORY_S, CustomerState, Today
 from simulator.visits import Visit, link, open_visit, page_view, product_view
 from simulator.world import MESSAGE_CHANNELS
 
@@ -134,6 +135,23 @@ def cart(st: CustomerState, visit: Visit, ts: int, products: list[Product]) -> N
         delay = min(int(rng.expovariate(1 / mean)) + 600, 9 * DAY)
         device = visit.ids.device_id
         st.schedule(ts + delay, "return_to_cart", (visit.channel, device, cart_id, items))
+    else:
+        remember_abandoned(st, ts, visit, cart_id, items)
+
+
+def remember_abandoned(
+    st: CustomerState, ts: int, visit: Visit, cart_id: str, items: list[Item]
+) -> None:
+    """Note a cart left for good, which a reminder may still bring back (no random draw).
+
+    Carts older than :data:`ABANDONED_MEMORY_S` are forgotten.
+    """
+    abandoned = st.abandoned
+    if abandoned:
+        old = [k for k, v in abandoned.items() if v[3] <= ts - ABANDONED_MEMORY_S]
+        for key in old:
+            del abandoned[key]
+    abandoned[cart_id] = (visit.channel, visit.ids.device_id, items, ts)
 
 
 def checkout(st: CustomerState, visit: Visit, ts: int, cart_id: str, items: list[Item]) -> None:
@@ -352,18 +370,32 @@ def _plan_store_visit(st: CustomerState, today: Today) -> tuple[int, str, str] |
     return st.local_ts(today.start_ts, rng.uniform(start, end)), "store", store_id
 
 
-def run_day(st: CustomerState, today: Today) -> None:
-    """Simulate one day of one customer: plan it, then work the agenda in time order."""
+def begin_day(st: CustomerState, today: Today) -> bool:
+    """Start a customer's day and plan it; return ``False`` if they are gone by then."""
     if today.start_ts >= st.stop_ts:
-        return
+        return False
     st.start_day(today.start_ts)
     plan_day(st, today)
-    end = today.start_ts + DAY
-    while (entry := st.due(end)) is not None:
+    return True
+
+
+def advance_to(st: CustomerState, until_ts: int) -> None:
+    """Work the customer's agenda in time order up to epoch second ``until_ts`` (exclusive).
+
+    Handlers only plan things at or after their own time, so working a day in steps does
+    the same as working it at once.
+    """
+    while (entry := st.due(until_ts)) is not None:
         ts, kind, payload = entry
         if ts >= st.stop_ts and kind != "erasure":
             continue
         _HANDLERS[kind](st, ts, payload)
+
+
+def run_day(st: CustomerState, today: Today) -> None:
+    """Simulate one day of one customer: plan it, then work the agenda in time order."""
+    if begin_day(st, today):
+        advance_to(st, today.start_ts + DAY)
 
 
 _HANDLERS = {
@@ -380,4 +412,5 @@ _HANDLERS = {
     "expire": lambda st, ts, p: expire(st, p),
     "message": lambda st, ts, p: campaign_message(st, ts, *p),
     "conversion": conversion,
+    "journey_message": journey_message,
 }

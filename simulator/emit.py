@@ -70,7 +70,9 @@ class Emitter:
     """Collect lines into buckets by arrival day, adding duplicates, delays and breakage.
 
     Events whose event time falls after the simulated horizon are dropped (the world
-    ends there); late events may still arrive after it.
+    ends there); late events may still arrive after it. When :attr:`tap` is a list, every
+    clean event within the horizon is also appended to it as ``(ts, event)``, before noise;
+    with :attr:`tap_only` set, nothing else is done (no lines, no noise, no decisions).
     """
 
     def __init__(self, config: SimulationConfig) -> None:
@@ -83,6 +85,8 @@ class Emitter:
         self._dup = config.duplicate_rate
         self._late = self._dup + config.late_rate
         self._bad = self._late + config.malformed_rate
+        self.tap: list[tuple[int, Event]] | None = None
+        self.tap_only = False
 
     def _put(self, line: Line) -> None:
         day = (line[0] - self.start_ts) // DAY
@@ -99,6 +103,10 @@ class Emitter:
         if ts >= self.end_ts:
             self.noise.beyond_horizon += 1
             return
+        if self.tap is not None:
+            self.tap.append((ts, event))
+            if self.tap_only:
+                return
         value = encode_event(event)
         topic = _TOPIC_BY_TYPE[type(event)]
         key = routing_key(event)
@@ -127,6 +135,8 @@ class Emitter:
 
     def decision(self, decision: Decision, ts: int) -> None:
         """Queue a decision record; decisions are logged by the deciding system, noise-free."""
+        if self.tap_only:
+            return
         key = routing_key_of_ids(decision)
         self._put((ts, decision.decision_id, DECISIONS, key, encode_decision(decision)))
 

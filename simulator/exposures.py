@@ -38,7 +38,7 @@ CLICK_ONLY_ONSITE = 0.03
 _NOTHING = Table([], [])  # no eligible action: nothing is sent or shown
 
 
-def _engagement(
+def engagement(
     st: CustomerState,
     ts: int,
     ids: Identifiers,
@@ -50,6 +50,7 @@ def _engagement(
     campaign: str | None = None,
     message_id: str | None = None,
 ) -> None:
+    """Emit an engagement with a message (source ``messaging``) or an on-site offer."""
     source = channel if channel in ("web", "app") else "messaging"
     st.emit(
         Engagement(
@@ -100,7 +101,7 @@ def campaign_message(st: CustomerState, ts: int, today: Today, campaign_index: i
         "campaign": campaign.campaign_id,
         "message_id": message_id,
     }
-    _engagement(st, ts + st.between(1, 90), ids, "delivered", channel, **common)
+    engagement(st, ts + st.between(1, 90), ids, "delivered", channel, **common)
     hour = st.local_hour(ts)
     convert = conversion_probability(c, offer, channel, hour)
     opened = max(open_probability(c, channel, hour), convert)
@@ -109,10 +110,10 @@ def campaign_message(st: CustomerState, ts: int, today: Today, campaign_index: i
         return
     mean_open = 1.5 * HOUR + 6 * HOUR * c.persona_mix["procrastinator"]
     open_ts = ts + 60 + min(int(rng.expovariate(1 / mean_open)), 2 * DAY)
-    _engagement(st, open_ts, ids, "opened", channel, **common)
+    engagement(st, open_ts, ids, "opened", channel, **common)
     converted = u < convert
     if converted or rng.random() < click_probability(c, offer):
-        _engagement(st, open_ts + st.between(5, 300), ids, "clicked", channel, **common)
+        engagement(st, open_ts + st.between(5, 300), ids, "clicked", channel, **common)
     if converted:
         delay = int(rng.expovariate(1 / (response_delay_hours(c) * HOUR)))
         due = min(open_ts + 600 + delay, ts + MAX_RESPONSE_S)
@@ -120,20 +121,44 @@ def campaign_message(st: CustomerState, ts: int, today: Today, campaign_index: i
             due, "conversion", (decision_id, message_id, campaign.campaign_id, channel, offer_id)
         )
     elif rng.random() < 0.01 * (1.5 - c.responsiveness[channel]):
-        gone = open_ts + st.between(10, 120)
-        _engagement(st, gone, ids, "unsubscribed", channel, **common)
-        st.emit(
-            Consent(
-                event_id=st.next_id("ev"),
-                event_time=st.at(gone + 1),
-                source="messaging",
-                ids=ids,
-                channel=channel,
-                granted=False,
-            ),
-            gone + 1,
-        )  # type: ignore[arg-type]
-        st.consent_until[channel] = min(st.consent_until[channel], gone + 1)
+        unsubscribe(st, open_ts + st.between(10, 120), ids, channel, **common)
+
+
+def unsubscribe(
+    st: CustomerState,
+    ts: int,
+    ids: Identifiers,
+    channel: str,
+    *,
+    offer_id: str | None,
+    decision_id: str,
+    campaign: str | None,
+    message_id: str,
+) -> None:
+    """Unsubscribe from a message: engagement "unsubscribed", then the channel's opt-out."""
+    engagement(
+        st,
+        ts,
+        ids,
+        "unsubscribed",
+        channel,
+        offer_id=offer_id,
+        decision_id=decision_id,
+        campaign=campaign,
+        message_id=message_id,
+    )
+    st.emit(
+        Consent(
+            event_id=st.next_id("ev"),
+            event_time=st.at(ts + 1),
+            source="messaging",
+            ids=ids,
+            channel=channel,  # type: ignore[arg-type]
+            granted=False,
+        ),
+        ts + 1,
+    )
+    st.consent_until[channel] = min(st.consent_until[channel], ts + 1)
 
 
 def conversion(st: CustomerState, ts: int, payload: tuple[str, str, str, str, str]) -> None:
@@ -142,7 +167,7 @@ def conversion(st: CustomerState, ts: int, payload: tuple[str, str, str, str, st
     c = st.customer
     rng = st.rng
     ids = Identifiers(customer_id=c.customer_id)
-    _engagement(
+    engagement(
         st,
         ts,
         ids,
@@ -212,13 +237,13 @@ def onsite_exposure(st: CustomerState, visit: Visit, ts: int) -> int:
     if u >= convert + CLICK_ONLY_ONSITE:
         return ts
     ts += st.between(5, 60)
-    _engagement(st, ts, visit.ids, "clicked", channel, offer_id=offer_id, decision_id=decision_id)
+    engagement(st, ts, visit.ids, "clicked", channel, offer_id=offer_id, decision_id=decision_id)
     if u >= convert:
         return ts
     visit.login(ts)
     seed = [st.product(facts.offer.category)] if facts.offer.category else []
     items = basket(st, seed, facts.offer.min_basket)
     ts += st.between(60, 600)
-    _engagement(st, ts, visit.ids, "converted", channel, offer_id=offer_id, decision_id=decision_id)
+    engagement(st, ts, visit.ids, "converted", channel, offer_id=offer_id, decision_id=decision_id)
     purchase(st, ts + st.between(5, 60), channel, visit.ids, items, redeemed=[offer_id])
     return ts

@@ -15,11 +15,13 @@ from datetime import datetime, timezone
 
 from features.catalog import Catalog, Product, Store
 from features.decisions import Decision
-from features.events import Event
+from features.events import Event, Item
 from simulator.emit import DAY, Clock, Emitter
 from simulator.policy import Campaign, Table, campaigns_for_day, featured_offers
 from simulator.truth import OfferFacts, offer_facts
 from simulator.world import MESSAGE_CHANNELS, Customer, World
+
+ABANDONED_MEMORY_S = 7 * DAY  # how long an abandoned cart can still be brought back
 
 
 class Sim:
@@ -79,12 +81,14 @@ class CustomerState:
 
     __slots__ = (
         "_queue",
+        "abandoned",
         "agenda",
         "card_seen",
         "category_cum",
         "consent_until",
         "customer",
         "day_start",
+        "journeys",
         "known",
         "linked_devices",
         "n",
@@ -124,6 +128,9 @@ class CustomerState:
         if customer.erasure_day is not None:
             self.stop_ts = sim.emitter.start_ts + (customer.erasure_day + 1) * DAY - 120
         self.agenda: list[tuple[int, int, str, object]] = []
+        # Carts left without a planned return: cart id -> (channel, device, items, ts).
+        self.abandoned: dict[str, tuple[str, str | None, list[Item], int]] = {}
+        self.journeys: list[int] = []  # when journey messages were delivered (last 7 days)
         self.points, lots = _opening_balance(self.rng, customer, sim.emitter.start_ts)
         for expires, points in lots:
             if expires - 30 * DAY >= sim.emitter.start_ts:
@@ -134,6 +141,15 @@ class CustomerState:
         """Put something the customer will do (or that happens to them) on the agenda."""
         self.n += 1
         heapq.heappush(self.agenda, (ts, self.n, kind, payload))
+
+    def receive(self, ts: int, sequence: int, kind: str, payload: object) -> None:
+        """Put something from outside the simulation on the agenda (see ``SteppedRun``).
+
+        ``sequence`` orders arrivals at the same second; it is negative, so the entry
+        goes before the customer's own plans at that second, and the customer's id
+        counter is left alone: an arrival that has no effect changes nothing else.
+        """
+        heapq.heappush(self.agenda, (ts, sequence, kind, payload))
 
     def due(self, end_ts: int) -> tuple[int, str, object] | None:
         """Pop the next agenda entry before ``end_ts``, or return ``None``."""
