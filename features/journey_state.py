@@ -138,6 +138,7 @@ class JourneyState:
     seen: int = NEVER
     clock: int = NEVER
     seq: int = 0
+    horizon: int = NEVER  # the latest event time read anywhere (a flow's end of input)
 
     def _next(self) -> int:
         self.seq += 1
@@ -477,7 +478,8 @@ def _send(
     now = datetime.fromtimestamp(due, UTC)
     since = datetime.fromtimestamp(due - HISTORY_S, UTC)
     profile.sent = [c for c in profile.sent if c.sent_at >= since]
-    history = _history(ctx, profile_id, profile, since)
+    # A replayed step finds its own earlier send in the shared log: that is not history.
+    history = [c for c in _history(ctx, profile_id, profile, since) if c.decision_id != decision_id]
     scorer: Scorer = _Planned(plan) if plan is not None else ctx.scorer()
     outcome = decide_channel(
         message,

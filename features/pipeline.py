@@ -158,7 +158,15 @@ def route(event: Event, produced_ms: int = 0) -> list[Keyed]:
     Returns ``("person", customer, event)``-style pairs as ``(key, item)`` where the item is
     the event itself for the person index, or a :data:`FragmentInput` for a fragment.
     """
-    if isinstance(event, IdentityLink | ErasureRequest) and event.ids.customer_id is not None:
+    if isinstance(event, IdentityLink) and event.ids.customer_id is not None:
+        # The links also go straight to the fragments, beside the person index (which keeps
+        # them for erasures and sends them again, harmlessly): on the direct path a link
+        # reaches a fragment before the events that follow it, so a login and the cart
+        # right after it land on the same profile at once.
+        at = int(event.event_time.timestamp())
+        direct = [(f, LinkTo(c, at, event.event_id)) for f, c in link_edges(event)]
+        return [(customer_profile(event.ids.customer_id), event), *direct]
+    if isinstance(event, ErasureRequest) and event.ids.customer_id is not None:
         return [(customer_profile(event.ids.customer_id), event)]
     fragment = fragment_of(event.ids)
     if fragment is None:

@@ -82,6 +82,8 @@ class FlowConfig:
 # --- validation, routing and dead-letter ------------------------------------------------------
 Checked = tuple[Message, Event | Rejection]
 _DEADLETTER = "\x00deadletter"
+_CLOCK = "\x00clock"
+_NO_TIME = float("inf")
 
 
 def deadletter_record(message: Message, rejection: Rejection) -> bytes:
@@ -100,7 +102,9 @@ def deadletter_record(message: Message, rejection: Rejection) -> bytes:
     return orjson.dumps(record)
 
 
-def _ingester(config: FlowConfig) -> Callable[[list[Any]], list[tuple[str, Any]]]:
+def _ingester(
+    config: FlowConfig, *, clock: bool = False
+) -> Callable[[list[Any]], list[tuple[str, Any]]]:
     """Validate, then key each item for its next step (one Python call per batch).
 
     Takes file-log :class:`Message`s or Kafka source items as they come, so Kafka
@@ -111,6 +115,7 @@ def _ingester(config: FlowConfig) -> Callable[[list[Any]], list[tuple[str, Any]]
 
     def ingest(batch: list[Any]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
+        earliest, latest = _NO_TIME, -_NO_TIME
         for raw in batch:
             if type(raw) is KafkaSourceMessage:
                 stamp = raw.timestamp
@@ -127,6 +132,11 @@ def _ingester(config: FlowConfig) -> Callable[[list[Any]], list[tuple[str, Any]]
                 continue
             for target, item in route(result, produced_ms):
                 out.append((target, (target, item)))
+            if clock:
+                ts = result.event_time.timestamp()
+                earliest, latest = min(earliest, ts), max(latest, ts)
+        if clock and earliest != _NO_TIME:
+            out.append((_CLOCK, (int(earliest), int(latest))))
         return out
 
     return ingest
@@ -214,7 +224,7 @@ def build_flow(
     config: FlowConfig,
     *,
     deadletter_path: Path | None = None,
-    journeys: Callable[[Any], None] | None = None,
+    journeys: Callable[[Any, Any], None] | None = None,
     name: str = "omnioffer_features",
 ) -> Dataflow:
     """Build the feature dataflow for ``config``.
@@ -222,7 +232,9 @@ def build_flow(
     Dead letters go to the ``deadletter`` Kafka topic when reading from Kafka, else to
     ``deadletter_path`` (default: ``deadletter.jsonl`` beside the event log). With
     ``journeys``, the profiles step also emits a :class:`~features.pipeline.JourneyFeed`
-    per profile batch, and ``journeys(feeds)`` attaches the steps that consume them.
+    per profile batch, the ingest step the earliest and latest event time of each batch it
+    read (a clock for every journey shard, however quiet), and ``journeys(feeds, clock)`` attaches
+    the steps that consume them.
     """
     flow = Dataflow(name)
     if config.source == "kafka":
@@ -241,7 +253,11 @@ def build_flow(
         source = EventLogSource(config.event_log_dir, config.topics, config.batch_size)
         raw = op.input("read", flow, source)
 
-    ingested = op.flat_map_batch("ingest", raw, _ingester(config))
+    ingested = op.flat_map_batch("ingest", raw, _ingester(config, clock=journeys is not None))
+    clock = None
+    if journeys is not None:
+        timed = op.branch("clock", ingested, lambda kv: kv[0] == _CLOCK)
+        clock, ingested = op.map("clock_time", timed.trues, lambda kv: kv[1]), timed.falses
     common = op.branch("fragment_input", ingested, _is_fragment_input)
     rare = op.branch("person_or_deadletter", common.falses, lambda kv: kv[0] != _DEADLETTER)
     _deadletter(config, rare.falses, deadletter_path)
@@ -261,7 +277,7 @@ def build_flow(
     )
     if journeys is not None:
         split = op.branch("journey_feeds", profile_out, _is_journey_feed)
-        journeys(split.trues)
+        journeys(split.trues, clock)
         profile_out = split.falses
     # Not re-keyed: identity records are written by the worker of their identifier.
     records = op.flat_map("to_store", fragment_out, _to_store)

@@ -5,11 +5,16 @@ profiles step ``journey feeds -> journeys (keyed by profile shard) -> messages.o
 plus every journey record on ``triggers``.
 
 Why shards of profiles and not one key per profile: Bytewax's ``notify_at`` fires on the
-system clock, and event-time waits must fire from a watermark derived from the events. A
-shard sees every event of its profiles (each feed carries its batch's latest event time),
-so its watermark moves on even for a profile that has gone quiet — the cart that was
-abandoned — and its timers fire in event time (:mod:`features.journey_state`). A replay of
-the same events emits the same records.
+system clock, and event-time waits must fire from a watermark derived from the events. Each
+shard holds many profiles' timers and one clock, which moves with every feed it gets and
+with the ingest step's clock (the earliest event time of each batch read, sent to every
+shard), so a profile that has gone quiet — the cart that was abandoned — still gets its
+reminder. Timers fire once the watermark (the latest time seen minus ``lateness_s``)
+passes them, and facts are applied in event-time order (:mod:`features.journey_state`): a
+replay of the same events emits the same records. A fact may arrive up to ``lateness_s``
+behind; a batch read should span less event time than that (the file log is read as one
+stream in event-time order; a Kafka backlog read partition by partition can run one topic
+far ahead of another — replay backlogs from files, or raise the lateness).
 
 Sending is idempotent: the outbound sink first *claims* each message's decision id in the
 contact log (:meth:`features.store.OnlineStore.claim_contacts`), then writes only the
@@ -84,7 +89,11 @@ class JourneySetup:
 
 
 def shard_of(profile_id: str, shards: int) -> str:
-    """Return the journey shard key of a profile (stable across processes and runs)."""
+    """Return the journey shard key of a profile (stable across processes and runs).
+
+    >>> shard_of("customer_id:cu-000001", 16)
+    'journeys-14'
+    """
     return f"journeys-{zlib.crc32(profile_id.encode()) % shards}"
 
 
@@ -169,10 +178,14 @@ class _Journeys(_Snapshotting):
         if self.state is None:
             self.state = JourneyState()
 
-    def on_batch(self, values: list[JourneyFeed]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[JourneyFeed | tuple[int, int]]) -> tuple[list[Any], bool]:
         state = self.state
         assert state is not None
         for feed in values:
+            if type(feed) is tuple:  # the clock: (earliest, latest) of a batch read
+                tick(state, feed[0])
+                state.horizon = max(state.horizon, feed[1])
+                continue
             for fact, features in feed.inputs:
                 observe(state, feed.profile_id, fact, features)
             tick(state, feed.max_ts)
@@ -180,10 +193,11 @@ class _Journeys(_Snapshotting):
         return [advance(state, self.runtime.context(), until)], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
-        # All input is in: everything up to the latest event is final.
+        # All input is in: everything up to the latest event read anywhere is final.
         state = self.state
         assert state is not None
-        return [advance(state, self.runtime.context(), state.seen)], StatefulBatchLogic.RETAIN
+        until = max(state.seen, state.horizon)
+        return [advance(state, self.runtime.context(), until)], StatefulBatchLogic.RETAIN
 
 
 def _count(record: JourneyRecord) -> None:
@@ -280,8 +294,12 @@ def build_journey_flow(
     copies = config.recovery
     out_dir = setup.output_dir or config.event_log_dir
 
-    def attach(feeds: Any) -> None:
+    shard_keys = [f"journeys-{i}" for i in range(setup.shards)]
+
+    def attach(feeds: Any, clock: Any) -> None:
         keyed = op.map("journey_shard", feeds, lambda kv: (shard_of(kv[0], setup.shards), kv[1]))
+        ticks = op.flat_map("clock_to_shards", clock, lambda ts: [(k, ts) for k in shard_keys])
+        keyed = op.merge("journey_inputs", keyed, ticks)
         batches = op.stateful_batch(
             "journeys", keyed, lambda resume: _Journeys(resume, copies, runtime)
         )

@@ -1,0 +1,210 @@
+"""The journey flow on the real broker and real Redis: a crash never sends a message twice."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import orjson
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from features.pipeline import recompute
+from features.profile import decode_profile
+from features.store import open_store
+from features.topics import DEADLETTER, EVENT_TOPICS, MESSAGES_OUTBOUND, TRIGGERS
+from omnioffer.services import create_topics, free_port
+from tests.conftest import TEST_HASH_KEY
+from tests.integration.test_feature_flow_kafka import (
+    committed_epoch,
+    events_counted,
+    produce,
+    wait_until,
+    world_messages,
+)
+
+pytestmark = pytest.mark.integration
+
+QUIET_S = 5.0  # the topics must not grow for this long before a run counts as finished
+
+
+def start_journey_flow(bootstrap, redis_url, recovery_dir, namespace, metrics_port=None):
+    env = {
+        **os.environ,
+        "OMNIOFFER_CONTACT_HASH_KEY": TEST_HASH_KEY.decode(),
+        "OMNIOFFER_REDIS_NAMESPACE": namespace,
+    }
+    command = [
+        sys.executable, "-m", "omnioffer.cli", "flow", "journeys",
+        "--source", "kafka", "--bootstrap", bootstrap,
+        "--store", "redis", "--redis-url", redis_url,
+        "--tail", "--recovery-dir", str(recovery_dir), "--snapshot-interval", "0.3",
+    ]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+
+def _consumer(bootstrap):
+    # A fresh group each time, and only assigned partitions: no group rebalance to wait for.
+    return Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"journey-check-{time.monotonic_ns()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+
+
+def _partitions(consumer, topic):
+    metadata = consumer.list_topics(topic, timeout=10)
+    return [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+
+
+def topic_count(bootstrap, topic):
+    """Return how many messages the topic holds (no transactions: offsets are contiguous)."""
+    consumer = _consumer(bootstrap)
+    try:
+        total = 0
+        for tp in _partitions(consumer, topic):
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def read_topic_values(bootstrap, topic, deadline_s=60.0):
+    """Return every message value on the topic, read from the beginning to its end."""
+    consumer = _consumer(bootstrap)
+    try:
+        partitions = _partitions(consumer, topic)
+        ends = {}
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            if high > low:
+                ends[tp.partition] = high
+        consumer.assign([
+            TopicPartition(topic, tp.partition, OFFSET_BEGINNING)
+            for tp in partitions if tp.partition in ends
+        ])
+        values = []
+        deadline = time.monotonic() + deadline_s
+        while ends:
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            values.append(msg.value())
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
+        return values
+    finally:
+        consumer.close()
+
+
+def outbound_decisions(bootstrap):
+    """Return (decision_id, profile_id) of every message on messages.outbound, in read order."""
+    records = [orjson.loads(v) for v in read_topic_values(bootstrap, MESSAGES_OUTBOUND)]
+    return [(r["decision_id"], r["profile_id"]) for r in records]
+
+
+def wait_quiet(bootstrap, proc, caught_up, deadline_s=90.0):
+    """Wait until ``caught_up()`` holds and neither output topic has grown for QUIET_S."""
+    last = None
+    since = time.monotonic()
+
+    def quiet():
+        nonlocal last, since
+        if not caught_up():
+            return False
+        counts = (topic_count(bootstrap, MESSAGES_OUTBOUND), topic_count(bootstrap, TRIGGERS))
+        if counts != last:
+            last, since = counts, time.monotonic()
+            return False
+        return time.monotonic() - since >= QUIET_S
+
+    wait_until(quiet, proc, deadline_s)
+    return last
+
+
+def stop(proc, sig=signal.SIGTERM):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_kill_and_recover_sends_no_message_twice(
+    private_kafka_broker, private_redis_server, small_world, small_world_events, tmp_path
+):
+    bootstrap = private_kafka_broker.bootstrap
+    redis_url = private_redis_server.url
+    create_topics(
+        bootstrap, [*EVENT_TOPICS, DEADLETTER, MESSAGES_OUTBOUND, TRIGGERS], partitions=3
+    )
+    produce(bootstrap, world_messages(small_world))
+    expected = {p: decode_profile(v) for p, v in recompute(small_world_events).profiles.items()}
+    namespace = "journeykill"
+    store = open_store("redis", redis_url=redis_url, namespace=namespace, socket_timeout=2.0)
+
+    def converged():
+        raws = store.read_profiles(list(expected))
+        return all(
+            r is not None and decode_profile(r) == v
+            for v, r in zip(expected.values(), raws, strict=True)
+        )
+
+    recovery = tmp_path / "recovery"
+    flow = start_journey_flow(bootstrap, redis_url, recovery, namespace)
+    try:
+        # Kill it mid-stream, once it has sent something and committed a snapshot.
+        wait_until(
+            lambda: topic_count(bootstrap, MESSAGES_OUTBOUND) > 0 and committed_epoch(recovery) > 1,
+            flow,
+        )
+        flow.send_signal(signal.SIGKILL)
+        flow.wait(10)
+        before_kill = {d for d, _p in outbound_decisions(bootstrap)}
+
+        # Restart from the snapshot and let it finish the world.
+        flow = start_journey_flow(bootstrap, redis_url, recovery, namespace)
+        wait_quiet(bootstrap, flow, converged)
+        stop(flow)
+
+        sent = outbound_decisions(bootstrap)
+        repeated = {d: n for d, n in Counter(d for d, _p in sent).items() if n > 1}
+        assert not repeated, f"sent twice: {sorted(repeated)[:10]}"
+        assert len(sent) > 0
+        decisions = {d for d, _p in sent}
+        assert before_kill <= decisions
+        profiles = {p for _d, p in sent}
+        logged = {c.decision_id for p in profiles for c in store.contacts_of(p)}
+        missing = decisions - logged
+        assert not missing, f"not in the contact log: {sorted(missing)[:10]}"
+
+        # From scratch (new recovery dir) on the same contact log: every step is claimed
+        # already, so nothing more goes out, though every journey record is written again.
+        triggers_before = topic_count(bootstrap, TRIGGERS)
+        port = free_port()
+
+        def read_all_events(port):
+            try:
+                return events_counted(port) >= len(small_world_events)
+            except OSError:  # its metrics server is not up yet
+                return False
+
+        flow = start_journey_flow(bootstrap, redis_url, tmp_path / "fresh", namespace, port)
+        wait_quiet(
+            bootstrap,
+            flow,
+            lambda: read_all_events(port) and topic_count(bootstrap, TRIGGERS) > triggers_before,
+        )
+        assert topic_count(bootstrap, MESSAGES_OUTBOUND) == len(sent)
+    finally:
+        stop(flow)
+        store.close()
