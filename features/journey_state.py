@@ -33,6 +33,7 @@ from typing import Any
 
 from features.catalog import ChannelSpec
 from features.channel import decide_channel
+from features.identity import is_customer
 from features.journeys import (
     ERASED,
     PERSONA_NAMES,
@@ -324,6 +325,8 @@ def _maybe_enter(
 ) -> None:
     entry = journey.entry
     if fact.kind != entry.event or (entry.sources is not None and fact.source not in entry.sources):
+        return
+    if entry.customers_only and not is_customer(profile_id):
         return
     if fact.kind == "purchase" and fact.value < entry.min_value:
         return

@@ -120,9 +120,14 @@ class Step(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What starts the journey: the event kind and its conditions."""
+    """What starts the journey: the event kind and its conditions.
+
+    ``customers_only``: only profiles of a known customer enter (an anonymous visitor has
+    no consent on record, so every step would be suppressed).
+    """
 
     event: EntryEvent
+    customers_only: bool = True
     sources: list[Source] | None = None
     min_value: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     min_points: Annotated[int, msgspec.Meta(ge=0)] = 0

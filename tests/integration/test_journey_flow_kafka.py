@@ -9,7 +9,7 @@ from collections import Counter
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from features.pipeline import recompute
 from features.profile import decode_profile
@@ -47,61 +47,42 @@ def start_journey_flow(bootstrap, redis_url, recovery_dir, namespace, metrics_po
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
-def _consumer(bootstrap):
-    # A fresh group each time, and only assigned partitions: no group rebalance to wait for.
-    return Consumer({
+def read_topic_values(bootstrap, topic, deadline_s=60.0):
+    """Return every message value on the topic, read from the beginning to its end.
+
+    The end is where each partition reports EOF (the fetch's high watermark): Tansu's
+    ListOffsets answers with the start of the last batch, so watermark queries undercount.
+    """
+    consumer = Consumer({
         "bootstrap.servers": bootstrap,
-        "group.id": f"journey-check-{time.monotonic_ns()}",
+        "group.id": f"journey-check-{time.monotonic_ns()}",  # fresh, and only assigned
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        "enable.partition.eof": True,
     })
-
-
-def _partitions(consumer, topic):
-    metadata = consumer.list_topics(topic, timeout=10)
-    return [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
-
-
-def topic_count(bootstrap, topic):
-    """Return how many messages the topic holds (no transactions: offsets are contiguous)."""
-    consumer = _consumer(bootstrap)
     try:
-        total = 0
-        for tp in _partitions(consumer, topic):
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
-
-
-def read_topic_values(bootstrap, topic, deadline_s=60.0):
-    """Return every message value on the topic, read from the beginning to its end."""
-    consumer = _consumer(bootstrap)
-    try:
-        partitions = _partitions(consumer, topic)
-        ends = {}
-        for tp in partitions:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            if high > low:
-                ends[tp.partition] = high
-        consumer.assign([
-            TopicPartition(topic, tp.partition, OFFSET_BEGINNING)
-            for tp in partitions if tp.partition in ends
-        ])
+        metadata = consumer.list_topics(topic, timeout=10)
+        pending = set(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
         values = []
         deadline = time.monotonic() + deadline_s
-        while ends:
+        while pending:
             assert time.monotonic() < deadline, f"could not read {topic} to its end"
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
                 continue
             values.append(msg.value())
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
         return values
     finally:
         consumer.close()
+
+
+def topic_count(bootstrap, topic):
+    return len(read_topic_values(bootstrap, topic))
 
 
 def outbound_decisions(bootstrap):
