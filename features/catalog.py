@@ -109,11 +109,16 @@ class Offer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ChannelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A messaging channel: what one message costs and whether quiet hours apply."""
+    """A messaging channel: its cost, whether quiet hours apply, whether it needs an opt-in.
+
+    ``opt_in_required``: even a transactional message needs an explicit opt-in (push: no
+    permission given in the app, no token to send to).
+    """
 
     id: MessageChannel
     cost: Annotated[float, msgspec.Meta(ge=0)]
     quiet_hours_apply: bool = True
+    opt_in_required: bool = False
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ def decide_channel(
             now=now,
             policy=policies.contact,
             quiet_hours_apply=spec.quiet_hours_apply,
+            opt_in_required=spec.opt_in_required,
         )
         value = policies.channel_value(spec.cost) * policies.channel_lever(name)
         permitted = allowed is None or name in allowed

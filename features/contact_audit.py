@@ -16,8 +16,8 @@ a second implementation:
 >>> from features.policy import load_policies
 >>> t = datetime(2026, 3, 2, 12, tzinfo=UTC)
 >>> sent = [Sent("p", "email", t, "marketing", "c1"), Sent("p", "email", t, "marketing", "c1")]
->>> audit(sent, load_policies(), consent=lambda p, ch, at: True, tz_offset_min=lambda p: 0,
-...       quiet_channels={"push", "sms", "messenger"}).counts
+>>> audit(sent, load_policies(), consent=lambda p, ch, at: True,
+...       tz_offset_min=lambda p, at: 0, quiet_channels={"push", "sms", "messenger"}).counts
 {'consent': 0, 'caps': 1, 'quiet_hours': 0, 'duplicates': 1}
 """
 
@@ -73,14 +73,15 @@ def audit(
     policies: Policies,
     *,
     consent: Callable[[str, str, datetime], bool | None],
-    tz_offset_min: Callable[[str], int],
+    tz_offset_min: Callable[[str, datetime], int],
     quiet_channels: set[str],
 ) -> AuditResult:
     """Count violations in ``sent``.
 
     ``consent(profile, channel, at)`` is the customer's consent at that time (``True``,
-    ``False`` for an opt-out, ``None`` when none is on record); ``tz_offset_min(profile)``
-    their UTC offset; ``quiet_channels`` the channels where quiet hours apply.
+    ``False`` for an opt-out, ``None`` when none is on record);
+    ``tz_offset_min(profile, at)`` their UTC offset in minutes at that time (daylight
+    saving changes it); ``quiet_channels`` the channels where quiet hours apply.
     """
     result = AuditResult()
     contact = policies.contact
@@ -118,7 +119,7 @@ def _consent(
 
 def _quiet(
     message: Sent,
-    tz_offset_min: Callable[[str], int],
+    tz_offset_min: Callable[[str, datetime], int],
     quiet_channels: set[str],
     policies: Policies,
     result: AuditResult,
@@ -128,7 +129,7 @@ def _quiet(
     rule = policies.contact.urgency.get(message.urgency)  # type: ignore[call-overload]
     if message.kind == "transactional" and rule is not None and rule.skip_quiet_hours:
         return
-    local = message.at + timedelta(minutes=tz_offset_min(message.profile_id))
+    local = message.at + timedelta(minutes=tz_offset_min(message.profile_id, message.at))
     minute = local.hour * 60 + local.minute
     start_h, start_m = map(int, policies.contact.quiet_hours.start.split(":"))
     end_h, end_m = map(int, policies.contact.quiet_hours.end.split(":"))

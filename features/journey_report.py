@@ -4,30 +4,49 @@ An entry *reaches* step ``s`` when the step falls due: treated entries then have
 or ``suppressed`` record (intention to treat: a suppressed step still counts as treated),
 control entries a ``held_out`` record. It *converts after* step ``s`` when its goal
 (``converted`` record) happens after that, within the journey's goal window. The lift is
-the treated rate minus the control rate, with a 95 % normal-approximation interval.
+the treated rate minus the control rate. Its 95 % interval is a **cluster bootstrap over
+customers** (seeded, so the same records give the same interval): one customer's carts or
+orders are not independent (a procrastinator returns to most of theirs), so resampling
+entries one by one would give too narrow an interval.
 
 >>> rate = Rate(treated=Share(40, 100), control=Share(20, 100))
->>> round(rate.lift, 2), [round(x, 3) for x in rate.interval]
-(0.2, [0.076, 0.324])
+>>> round(rate.lift, 2), [round(x, 2) for x in rate.interval]
+(0.2, [0.08, 0.32])
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from features.journeys import Converted, Entered, HeldOut, JourneyRecord, Outbound, Suppressed
 
-Z95 = 1.959964
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_SEED = 20261125
 
 
 @dataclass(frozen=True, slots=True)
 class Share:
-    """``hits`` out of ``n``."""
+    """``hits`` out of ``n``; ``units`` splits them by customer as ``(hits, n)`` pairs.
+
+    Without ``units`` every entry counts as its own customer.
+    """
 
     hits: int
     n: int
+    units: Sequence[tuple[int, int]] = ()
+
+    def by_unit(self) -> np.ndarray:
+        """Return the ``(hits, n)`` pairs per customer as an array of shape (customers, 2)."""
+        if self.units:
+            return np.asarray(self.units, dtype=np.int64).reshape(-1, 2)
+        ones = np.ones(self.n, dtype=np.int64)
+        hits = np.zeros(self.n, dtype=np.int64)
+        hits[: self.hits] = 1
+        return np.stack([hits, ones], axis=1)
 
     @property
     def rate(self) -> float:
@@ -53,12 +72,14 @@ class Rate:
 
     @property
     def interval(self) -> tuple[float, float]:
-        """The 95 % interval of the lift (Wald; ``(nan, nan)`` if a group is empty)."""
-        t, c = self.treated, self.control
-        if not t.n or not c.n:
+        """The 95 % cluster-bootstrap interval of the lift (``nan`` if a group is empty)."""
+        if not self.treated.n or not self.control.n:
             return (math.nan, math.nan)
-        se = math.sqrt(t.rate * (1 - t.rate) / t.n + c.rate * (1 - c.rate) / c.n)
-        return (self.lift - Z95 * se, self.lift + Z95 * se)
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        treated = _resampled_rates(self.treated.by_unit(), rng)
+        control = _resampled_rates(self.control.by_unit(), rng)
+        low, high = np.quantile(treated - control, [0.025, 0.975])
+        return (float(low), float(high))
 
     def as_dict(self) -> dict[str, object]:
         """Return plain values for JSON."""
@@ -69,6 +90,13 @@ class Rate:
             "lift": round(self.lift, 6),
             "lift_95": [round(low, 6), round(high, 6)],
         }
+
+
+def _resampled_rates(units: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rates of ``BOOTSTRAP_DRAWS`` resamples of the customers (with replacement)."""
+    picks = rng.integers(0, len(units), size=(BOOTSTRAP_DRAWS, len(units)))
+    hits, n = units[:, 0][picks].sum(axis=1), units[:, 1][picks].sum(axis=1)
+    return hits / np.maximum(n, 1)
 
 
 @dataclass
@@ -115,12 +143,21 @@ def journey_report(records: Iterable[JourneyRecord]) -> list[JourneyReport]:
 def _rate(
     group: dict[tuple[str, str], bool], converted: dict[tuple[str, str], int], step: int
 ) -> Rate:
-    counts = {True: [0, 0], False: [0, 0]}
+    per_unit: dict[bool, dict[str, list[int]]] = {True: {}, False: {}}
     for key, control in group.items():
-        counts[control][1] += 1
+        unit = per_unit[control].setdefault(key[0], [0, 0])  # by profile (customer)
+        unit[1] += 1
         if converted.get(key, -2) >= step:
-            counts[control][0] += 1
-    return Rate(Share(*counts[False]), Share(*counts[True]))
+            unit[0] += 1
+    treated, control = (
+        Share(
+            sum(u[0] for u in per_unit[held].values()),
+            sum(u[1] for u in per_unit[held].values()),
+            tuple((u[0], u[1]) for _, u in sorted(per_unit[held].items())),
+        )
+        for held in (False, True)
+    )
+    return Rate(treated, control)
 
 
 def report_table(reports: list[JourneyReport]) -> list[list[str]]:

@@ -28,8 +28,10 @@ import heapq
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import msgspec
 
 from features.catalog import ChannelSpec
 from features.channel import decide_channel
@@ -50,13 +52,31 @@ from features.journeys import (
     decision_id_of,
     in_control,
 )
-from features.policy import ContactFacts, Message, Policies, contact_facts
+from features.policy import (
+    ContactFacts,
+    Message,
+    Policies,
+    after_quiet_hours,
+    check_caps,
+    check_consent,
+    check_duplicate,
+    contact_facts,
+    in_quiet_hours,
+    widen_quiet_hours,
+)
 from features.scoring import Candidate, ScoreContext, Scored, Scorer
 from features.store import ContactRecord
 
 HOUR = 3600
 HISTORY_S = 8 * 86_400  # caps look back 7 days; keep a day more
 END = -1  # the step index of an instance's closing timer
+
+
+def _hold_code(step: int) -> int:
+    """Return the timer step code of step ``step``'s held message (-2, -3, …)."""
+    return -2 - step
+
+
 NEVER = -(2**62)
 
 History = Callable[[str, datetime], list[ContactRecord]]
@@ -77,10 +97,26 @@ class JourneyContext:
     scorer: Callable[[], Scorer]
     history: History | None = None
     epsilon: float = 0.0
+    quiet_margin_min: int = 60
     journeys: dict[str, Journey] = field(init=False)
+    _widened: list[tuple[Policies, Policies]] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "journeys", self.book.by_id())
+        object.__setattr__(self, "_widened", [])
+
+    def send_policies(self) -> Policies:
+        """Return the policies with the quiet hours widened by ``quiet_margin_min`` per side.
+
+        Journey sends are decided hours ahead from the UTC offset of the customer's last
+        event; the margin keeps a daylight-saving change in between from pushing one into
+        the real quiet hours.
+        """
+        current = self.policies()
+        cached = self._widened
+        if not cached or cached[0][0] is not current:
+            cached[:] = [(current, widen_quiet_hours(current, self.quiet_margin_min))]
+        return cached[0][1]
 
 
 @dataclass(slots=True)
@@ -90,6 +126,18 @@ class Plan:
     variant: int
     scores: dict[str, Scored]
     version: str
+
+
+@dataclass(slots=True)
+class Held:
+    """A decided message that waits for its send time (quiet hours, the active hour).
+
+    At the send time consent, duplicates and caps are checked again, so an opt-out, a
+    purchase that ends the journey or an API message in the meantime stops it.
+    """
+
+    message: Outbound
+    contact: ContactRecord
 
 
 @dataclass(slots=True)
@@ -110,6 +158,12 @@ class Instance:
     last_due: int = 0
     reached: int = -1
     plans: dict[int, Plan] = field(default_factory=dict)  # step -> plan
+    held: dict[int, Held] = field(default_factory=dict)  # step -> message waiting to go out
+
+    @property
+    def key(self) -> str:
+        """The instance's key in its profile: one per journey, or per cart for carts."""
+        return self.journey if self.cart_id is None else f"{self.journey}/{self.cart_id}"
 
 
 @dataclass(slots=True)
@@ -197,9 +251,9 @@ def advance(state: JourneyState, ctx: JourneyContext, until: int) -> list[Journe
             state.clock = max(state.clock, ts)
             _apply(state, ctx, profile_id, fact, features, out)
         elif timer_ts is not None and timer_ts <= until:
-            due, _seq, profile_id, journey_id, entry_id, step = heapq.heappop(timers)
+            due, _seq, profile_id, key, entry_id, step = heapq.heappop(timers)
             state.clock = max(state.clock, due)
-            _fire(state, ctx, profile_id, journey_id, entry_id, step, due, out)
+            _fire(state, ctx, profile_id, key, entry_id, step, due, out)
         else:
             break
     if until > state.clock:
@@ -251,7 +305,7 @@ def _on_fact(
 ) -> None:
     journey = ctx.journeys.get(instance.journey)
     if journey is None:  # the definition was removed: end quietly
-        profile.instances.pop(instance.journey, None)
+        profile.instances.pop(instance.key, None)
         return
     if fact.ts < instance.entered_at:
         return
@@ -334,10 +388,12 @@ def _maybe_enter(
         fact.points < entry.min_points or (fact.expires_at or 0) <= fact.ts
     ):
         return
-    current = profile.instances.get(journey.id)
+    cart_id = fact.cart_id if fact.kind == "add_to_cart" else None
+    key = journey.id if cart_id is None else f"{journey.id}/{cart_id}"
+    current = profile.instances.get(key)
     if current is not None:
-        same_cart = current.cart_id is not None and current.cart_id == fact.cart_id
-        if same_cart or journey.reentry == "ignore":
+        # The same cart moves its wait (see _on_fact); another entry restarts or not.
+        if cart_id is not None or journey.reentry == "ignore":
             return
         _exit(state, profile_id, profile, current, "replaced", fact.ts, out)
     if fact.ts < profile.last_exit.get(journey.id, NEVER) + journey.cooldown_hours * HOUR:
@@ -348,13 +404,13 @@ def _maybe_enter(
         entered_at=fact.ts,
         anchor=fact.ts,
         control=in_control(profile_id, journey.id, journey.control_share, ctx.book.salt),
-        cart_id=fact.cart_id if fact.kind == "add_to_cart" else None,
+        cart_id=cart_id,
         category=fact.category,
         expires_at=fact.expires_at,
     )
     if fact.kind == "add_to_cart" and fact.products:
         instance.items[fact.products[0]] = fact.value
-    profile.instances[journey.id] = instance
+    profile.instances[key] = instance
     out.append(_record(Entered, instance, profile_id, fact.ts))
     _schedule(state, journey, profile_id, instance)
 
@@ -368,8 +424,11 @@ def _exit(
     at: int,
     out: list[JourneyRecord],
 ) -> None:
-    del profile.instances[instance.journey]
+    del profile.instances[instance.key]
     profile.last_exit[instance.journey] = at
+    for held in instance.held.values():  # decided, not sent yet: it stays unsent
+        _release(profile, held)
+        out.append(_suppressed(held.message, f"exit_{reason}", at))
     out.append(_record(Exited, instance, profile_id, at, reason=reason))
 
 
@@ -413,7 +472,7 @@ def _schedule(state: JourneyState, journey: Journey, profile_id: str, instance: 
         window_end = instance.entered_at + int(journey.goal_window_hours * HOUR)
         due = max(instance.last_due, window_end)
     instance.due = due
-    timer = (due, state._next(), profile_id, instance.journey, instance.entry_id, step)
+    timer = (due, state._next(), profile_id, instance.key, instance.entry_id, step)
     heapq.heappush(state.timers, timer)
 
 
@@ -421,43 +480,131 @@ def _fire(
     state: JourneyState,
     ctx: JourneyContext,
     profile_id: str,
-    journey_id: str,
+    key: str,
     entry_id: str,
     step: int,
     due: int,
     out: list[JourneyRecord],
 ) -> None:
     profile = state.profiles.get(profile_id)
-    instance = profile.instances.get(journey_id) if profile else None
+    instance = profile.instances.get(key) if profile else None
     if profile is None or instance is None or instance.entry_id != entry_id:
+        return
+    if step < END:
+        _release_held(state, ctx, profile_id, profile, instance, -2 - step, due, out)
         return
     if instance.due != due or (step != END and step != instance.step):
         return  # superseded by a reschedule
-    journey = ctx.journeys[journey_id]
+    journey = ctx.journeys[instance.journey]
     if step == END:
         expired = instance.step < len(journey.steps)
         _exit(state, profile_id, profile, instance, "expired" if expired else "completed", due, out)
         return
     instance.reached = step
-    decision_id = decision_id_of(journey_id, entry_id, step, profile_id)
+    decision_id = decision_id_of(instance.journey, entry_id, step, profile_id)
     spec = journey.steps[step]
     if instance.control:
-        out.append(
-            _record(
-                HeldOut,
-                instance,
-                profile_id,
-                due,
-                step=spec.id,
-                step_index=step,
-                decision_id=decision_id,
-            )
-        )
+        out.append(_record(HeldOut, instance, profile_id, due, step=spec.id, step_index=step,
+                           decision_id=decision_id))  # fmt: skip
     else:
-        out.append(_send(ctx, profile_id, profile, journey, instance, step, due, decision_id))
+        decided = _send(ctx, profile_id, profile, journey, instance, step, due, decision_id)
+        if isinstance(decided, Held):
+            instance.held[step] = decided
+            send_ts = int(decided.message.send_at.timestamp())
+            timer = (send_ts, state._next(), profile_id, key, entry_id, _hold_code(step))
+            heapq.heappush(state.timers, timer)
+        else:
+            out.append(decided)
     instance.last_due = due
     instance.step = step + 1
     _schedule(state, journey, profile_id, instance)
+
+
+def _release_held(
+    state: JourneyState,
+    ctx: JourneyContext,
+    profile_id: str,
+    profile: ProfileJourneys,
+    instance: Instance,
+    step: int,
+    due: int,
+    out: list[JourneyRecord],
+) -> None:
+    """Send a held message at its time, unless something since then forbids it."""
+    held = instance.held.get(step)
+    if held is None or int(held.message.send_at.timestamp()) != due:
+        return
+    del instance.held[step]
+    message = held.message
+    policy = ctx.send_policies().contact
+    at = message.send_at
+    since = datetime.fromtimestamp(due - HISTORY_S, UTC)
+    history = [
+        c for c in _history(ctx, profile_id, profile, since)
+        if c.decision_id != message.decision_id
+    ]  # fmt: skip
+    window = timedelta(hours=policy.duplicate_window_hours)
+    spec = ctx.channels.get(message.channel)
+    rule = check_consent(
+        profile.facts,
+        message.channel,
+        message.kind,
+        policy.unknown_consent,
+        opt_in_required=spec is not None and spec.opt_in_required,
+    )
+    if rule is None and message.kind == "marketing":
+        rule = check_duplicate(history, message.campaign, message.offer_id, at, window)
+    if rule is None:
+        rule = check_caps(history, message.channel, at, message.kind, policy.caps)
+    if rule is None and _in_quiet_hours(ctx, profile, message):
+        # The customer's UTC offset changed since the decision (daylight saving): wait.
+        later = after_quiet_hours(at, profile.facts.tz_offset_min, policy.quiet_hours)
+        instance.held[step] = Held(
+            msgspec.structs.replace(message, send_at=later),
+            msgspec.structs.replace(held.contact, sent_at=later),
+        )
+        _release(profile, held)
+        profile.sent.append(instance.held[step].contact)
+        code = _hold_code(step)
+        timer = (int(later.timestamp()), state._next(), profile_id, instance.key,
+                 instance.entry_id, code)  # fmt: skip
+        heapq.heappush(state.timers, timer)
+        return
+    if rule is not None:
+        _release(profile, held)
+        out.append(_suppressed(message, rule, due))
+        return
+    out.append(message)
+
+
+def _in_quiet_hours(ctx: JourneyContext, profile: ProfileJourneys, message: Outbound) -> bool:
+    spec = ctx.channels.get(message.channel)
+    policy = ctx.send_policies().contact
+    exempt = (
+        message.kind == "transactional" and policy.urgency_rule(message.urgency).skip_quiet_hours
+    )
+    if spec is None or not spec.quiet_hours_apply or exempt:
+        return False
+    return in_quiet_hours(message.send_at, profile.facts.tz_offset_min, policy.quiet_hours)
+
+
+def _release(profile: ProfileJourneys, held: Held) -> None:
+    """Give back the contact a held message had reserved."""
+    profile.sent = [c for c in profile.sent if c.decision_id != held.contact.decision_id]
+
+
+def _suppressed(message: Outbound, rule: str, at: int) -> Suppressed:
+    return Suppressed(
+        journey=message.journey,
+        profile_id=message.profile_id,
+        entry_id=message.entry_id,
+        at=datetime.fromtimestamp(at, UTC),
+        control=message.control,
+        step=message.step,
+        step_index=message.step_index,
+        decision_id=message.decision_id,
+        rule=rule,
+    )
 
 
 def _send(
@@ -469,7 +616,8 @@ def _send(
     step: int,
     due: int,
     decision_id: str,
-) -> JourneyRecord:
+) -> JourneyRecord | Held:
+    """Decide a due step: a suppression, a message to send now, or one held for later."""
     spec = journey.steps[step]
     variants = spec.message.variants
     plan = instance.plans.get(step)
@@ -492,7 +640,7 @@ def _send(
         facts=profile.facts,
         history=history,
         now=now,
-        policies=ctx.policies(),
+        policies=ctx.send_policies(),
         scorer=scorer,
         score_context=_score_context(campaign, offer_id, spec.message.kind, now),
         epsilon=ctx.epsilon,
@@ -503,22 +651,21 @@ def _send(
     if chosen is None or chosen.verdict.send_at is None or outcome.pick is None:
         rule = outcome.suppressed_by or "no_channel"
         return _record(Suppressed, instance, profile_id, due, rule=rule, **common)
-    profile.sent.append(
-        ContactRecord(
-            profile_id=profile_id,
-            decision_id=decision_id,
-            channel=chosen.channel,  # type: ignore[arg-type]
-            sent_at=chosen.verdict.send_at,
-            kind=spec.message.kind,
-            campaign=campaign,
-            offer_id=offer_id,
-            message_key=campaign,
-        )
+    contact = ContactRecord(
+        profile_id=profile_id,
+        decision_id=decision_id,
+        channel=chosen.channel,  # type: ignore[arg-type]
+        sent_at=chosen.verdict.send_at,
+        kind=spec.message.kind,
+        campaign=campaign,
+        offer_id=offer_id,
+        message_key=campaign,
     )
+    profile.sent.append(contact)
     model_choice = (
         outcome.options[outcome.model_choice].channel if outcome.model_choice is not None else None
     )
-    return _record(
+    message = _record(
         Outbound,
         instance,
         profile_id,
@@ -537,6 +684,9 @@ def _send(
         cart_id=instance.cart_id,
         **common,
     )
+    if chosen.verdict.send_at.timestamp() > due:
+        return Held(message, contact)
+    return message
 
 
 def _history(

@@ -179,6 +179,7 @@ class Policies(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 # --- loading ---------------------------------------------------------------------------------
 
+
 def parse_policies(document: Any, source: str = "<policies>") -> Policies:
     """Validate a decoded policies document.
 
@@ -298,13 +299,21 @@ def check_offer(offer_id: str | None, facts: ContactFacts) -> str | None:
 
 
 def check_consent(
-    facts: ContactFacts, channel: str, kind: MessageKind, unknown: UnknownConsent
+    facts: ContactFacts,
+    channel: str,
+    kind: MessageKind,
+    unknown: UnknownConsent,
+    *,
+    opt_in_required: bool = False,
 ) -> str | None:
-    """Apply consent: an opt-out always suppresses; no record suppresses if the policy denies."""
+    """Apply consent: an opt-out always suppresses; no record suppresses if the policy denies.
+
+    A channel that needs an explicit opt-in denies a missing record for every kind.
+    """
     granted = facts.consent.get(channel)
     if granted is False:
         return "consent_opt_out"
-    if granted is None and getattr(unknown, kind) == "deny":
+    if granted is None and (opt_in_required or getattr(unknown, kind) == "deny"):
         return "consent_missing"
     return None
 
@@ -376,6 +385,32 @@ def check_duplicate(
         if same and abs(record.sent_at - at) < window:
             return "duplicate_message"
     return None
+
+
+def widen_quiet_hours(policies: Policies, minutes: int) -> Policies:
+    """Return ``policies`` with the quiet hours widened by ``minutes`` on both sides.
+
+    For sends decided ahead of time from a UTC offset that may be stale (a daylight-saving
+    change since the customer's last event): a margin of an hour keeps them out of the
+    quiet hours of the customer's real clock.
+
+    >>> widen_quiet_hours(load_policies(), 60).contact.quiet_hours
+    QuietHours(start='20:00', end='09:00')
+    """
+    if minutes <= 0:
+        return policies
+    quiet = policies.contact.quiet_hours
+    if quiet.start == quiet.end:
+        return policies
+
+    def shift(clock: str, delta: int) -> str:
+        hours, mins = map(int, clock.split(":"))
+        total = (hours * 60 + mins + delta) % (24 * 60)
+        return f"{total // 60:02d}:{total % 60:02d}"
+
+    wider = QuietHours(shift(quiet.start, -minutes), shift(quiet.end, minutes))
+    contact = msgspec.structs.replace(policies.contact, quiet_hours=wider)
+    return msgspec.structs.replace(policies, contact=contact)
 
 
 def local_zone(tz_offset_min: int) -> timezone:
@@ -474,6 +509,7 @@ def check_contact(
     now: datetime,
     policy: ContactPolicy,
     quiet_hours_apply: bool = True,
+    opt_in_required: bool = False,
 ) -> Verdict:
     """Apply every rule to one channel, in a fixed order, and schedule the send.
 
@@ -483,7 +519,10 @@ def check_contact(
     """
     if message.kind == "marketing" and (rule := check_offer(message.offer_id, facts)):
         return Verdict(channel, rule, None)
-    if rule := check_consent(facts, channel, message.kind, policy.unknown_consent):
+    rule = check_consent(
+        facts, channel, message.kind, policy.unknown_consent, opt_in_required=opt_in_required
+    )
+    if rule:
         return Verdict(channel, rule, None)
     urgency = policy.urgency_rule(message.urgency)
     exempt = message.kind == "transactional" and urgency.skip_quiet_hours

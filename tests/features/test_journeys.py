@@ -343,7 +343,7 @@ def test_consent_caps_quiet_hours_and_duplicates_hold_over_random_histories(hist
         return consent[profile_id][channel]
 
     def check(sends):
-        return audit(sends, POLICIES, consent=consent_of, tz_offset_min=zones.__getitem__,
+        return audit(sends, POLICIES, consent=consent_of, tz_offset_min=lambda p, _at: zones[p],
                      quiet_channels=QUIET_CHANNELS).counts  # fmt: skip
 
     before, after = check(api_sends), check(api_sends + journey_sends)
