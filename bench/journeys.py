@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
+from rich.table import Table
 
 from features.catalog import Catalog, load_catalog
 from features.contact_audit import Sent, audit
@@ -214,3 +215,30 @@ def _recovery(rate: object) -> dict[str, object]:
         "carts_control": document["control"]["n"],
         "measured_at": "carts still abandoned when the first reminder fell due (20 h)",
     }
+
+
+def result_table(document: dict[str, object]) -> Table:
+    """Return the benchmark's headline figures as a table."""
+    table = Table("measure", "value", "target", title="journeys, closed loop")
+    recovery = document["cart_recovery"]
+    assert isinstance(recovery, dict)
+    if recovery["lift"] is not None:
+        low, high = recovery["lift_95"]
+        table.add_row(
+            "cart recovery: treated / control",
+            f"{recovery['treated']:.3f} / {recovery['control']:.3f} "
+            f"({recovery['carts_treated']:,} / {recovery['carts_control']:,} carts)",
+            "",
+        )
+        table.add_row("cart recovery lift [95 %]", f"{recovery['lift']:+.3f} [{low:+.3f}, "
+                      f"{high:+.3f}]", "> 0, interval above 0")  # fmt: skip
+    table.add_row(
+        "messages per customer per week", f"{document['messages_per_customer_per_week']}", ""
+    )
+    violations = document["violations"]
+    assert isinstance(violations, dict)
+    for kind, count in violations.items():
+        table.add_row(f"violations: {kind}", str(count), "0")
+    table.add_row("simulated events", f"{document['events']:,}", "")
+    table.add_row("elapsed", f"{document['elapsed_s']} s", "")
+    return table

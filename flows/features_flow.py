@@ -156,7 +156,7 @@ def _person_index(
     return state, [(fragment, (fragment, item)) for fragment, item in state.on_event(key, event)]
 
 
-class _Snapshotting(StatefulBatchLogic[Any, Any, Any]):
+class SnapshottingLogic(StatefulBatchLogic[Any, Any, Any]):
     """Snapshots by pickling (an immutable copy, cheaper than ``deepcopy``) under recovery.
 
     Without recovery Bytewax still asks for snapshots and drops them: hand over the live
@@ -176,7 +176,7 @@ class _Snapshotting(StatefulBatchLogic[Any, Any, Any]):
         return self.state
 
 
-class _Fragments(_Snapshotting):
+class _Fragments(SnapshottingLogic):
     state: FragmentLogic | None
 
     def on_batch(self, values: list[tuple[str, Any]]) -> tuple[list[Any], bool]:
@@ -188,7 +188,7 @@ class _Fragments(_Snapshotting):
         return [out], StatefulBatchLogic.RETAIN
 
 
-class _Profiles(_Snapshotting):
+class _Profiles(SnapshottingLogic):
     state: ProfileState | None
 
     def __init__(self, resume: Any, copy_snapshots: bool, journeys: bool = False) -> None:

@@ -63,7 +63,7 @@ from features.scoring import HeuristicScorer, Scorer
 from features.store import ContactRecord, OnlineStore
 from features.topics import MESSAGES_OUTBOUND, TRIGGERS
 from flows import features_flow, metrics
-from flows.features_flow import FlowConfig, _Snapshotting, build_flow
+from flows.features_flow import FlowConfig, SnapshottingLogic, build_flow
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class _Runtime:
             return self._context
 
 
-class _Journeys(_Snapshotting):
+class _Journeys(SnapshottingLogic):
     state: JourneyState | None
 
     def __init__(self, resume: Any, copy_snapshots: bool, runtime: _Runtime) -> None:

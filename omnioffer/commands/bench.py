@@ -131,3 +131,31 @@ def bench_serve(
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     console.print(f"wrote {json_path}")
+
+
+@bench_app.command("journeys")
+def bench_journeys(
+    json_path: Annotated[Path, typer.Option("--json", help="Where to write the JSON.")] = Path(
+        "bench/results/journeys.json"
+    ),
+    customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 5000,
+    days: Annotated[int, typer.Option(min=1, help="Simulated days.")] = 30,
+    control_share: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Entries held out, for every journey.")
+    ] = 0.5,
+) -> None:
+    """Run the simulator in a closed loop with the journeys: lift, message rate, violations."""
+    from bench.journeys import result_table, run_journey_bench
+
+    settings = settings_with()
+    with progress_bar() as bar:
+        task = bar.add_task("closed loop, days", total=days)
+        result = run_journey_bench(
+            customers=customers, days=days, seed=settings.seed, control_share=control_share,
+            catalog=catalog_or_exit(settings),
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )  # fmt: skip
+    Console().print(result_table(result.document))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(result.document, option=orjson.OPT_INDENT_2) + b"\n")
+    console.print(f"wrote {json_path}")

@@ -35,7 +35,9 @@ def demo(
     stats = run_simulation(settings, customers, days, out, "files", 0)
     print_simulation(stats, out, "files")
 
-    console.rule("[bold]2. streaming feature flow: file event log -> Bytewax -> SQLite")
+    console.rule(
+        "[bold]2. streaming flow: file event log -> Bytewax -> SQLite + journey messages"
+    )
     _demo_flow(settings)
 
     console.rule("[bold]3. a few live profiles")
@@ -47,13 +49,12 @@ def demo(
     console.rule("[bold]5. decisions from the serving API (promoted model)")
     _demo_decisions(settings)
 
-    console.rule("[bold]not built yet")
-    console.print(
-        "Triggered journeys (issue 7) are not built yet; the demo runs them here when they land."
-    )
+    console.rule("[bold]6. triggered journeys: what the flow sent, and a closed loop")
+    _demo_journeys(settings, min(customers, 1000), min(days, 14))
     console.print(
         f"outputs: {out} (event log, one JSONL per topic; deadletter.jsonl; ground_truth.jsonl; "
-        f"decisions.jsonl), {settings.store_path} (online store), {run_dir} (model run). "
+        f"decisions.jsonl; messages.outbound.jsonl and triggers.jsonl from the journeys), "
+        f"{settings.store_path} (online store), {run_dir} (model run). "
         "Serve it: omnioffer serve --demo"
     )
 
@@ -62,10 +63,10 @@ def _demo_flow(settings: Settings) -> None:
     import time
 
     from flows import metrics
-    from flows.features_flow import run
+    from flows.journey_flow import run
 
     started = time.perf_counter()
-    run(settings.flow_config(), workers=1)
+    run(settings.flow_config(), settings.journey_setup(), workers=1)
     elapsed = time.perf_counter() - started
     kinds = _samples(metrics.EVENTS_IN, "kind")
     reasons = _samples(metrics.DEADLETTERED, "reason")
@@ -83,6 +84,39 @@ def _demo_flow(settings: Settings) -> None:
         f"{total:,} events in {elapsed:.1f} s ({total / elapsed:,.0f}/s, one worker); "
         f"identity moves: {merges}"
     )
+
+
+def _demo_journeys(settings: Settings, customers: int, days: int) -> None:
+    from collections import Counter
+
+    from bench.journeys import result_table, run_journey_bench
+    from features.eventlog import topic_path
+    from features.journeys import Exited, Outbound, Suppressed, decode_record
+    from features.topics import TRIGGERS
+
+    path = topic_path(settings.event_log_dir, TRIGGERS)
+    records = [decode_record(line) for line in path.read_bytes().splitlines() if line]
+    sent = Counter((r.journey, r.channel) for r in records if isinstance(r, Outbound))
+    held = Counter((r.journey, r.rule) for r in records if isinstance(r, Suppressed))
+    exits = Counter((r.journey, r.reason) for r in records if isinstance(r, Exited))
+    table = Table("journey", "messages by channel", "suppressed by rule", "exits by reason")
+    for journey in sorted({key[0] for key in (*sent, *held, *exits)}):
+        def cell(counts: Counter[tuple[str, str]], journey: str = journey) -> str:
+            return ", ".join(f"{k[1]} {n}" for k, n in sorted(counts.items()) if k[0] == journey)
+
+        table.add_row(journey, cell(sent), cell(held), cell(exits))
+    console.print(table)
+    console.print(
+        "replayed log: customers cannot react to these messages, so the treated-vs-control "
+        "report of this run (omnioffer journeys report) shows no lift; the closed loop does:"
+    )
+    with progress_bar() as bar:
+        task = bar.add_task("closed loop, days", total=days)
+        result = run_journey_bench(
+            customers=customers, days=days, seed=settings.seed, control_share=0.5,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )  # fmt: skip
+    console.print(result_table(result.document))
 
 
 def _demo_models(settings: Settings) -> Path:

@@ -49,48 +49,56 @@ def start_journey_flow(bootstrap, redis_url, recovery_dir, namespace, metrics_po
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
-def read_topic_values(bootstrap, topic, deadline_s=60.0):
-    """Return every message value on the topic, read from the beginning to its end.
-
-    The end is where each partition reports EOF (the fetch's high watermark): Tansu's
-    ListOffsets answers with the start of the last batch, so watermark queries undercount.
-    """
-    consumer = Consumer({
+def _consumer(bootstrap):
+    return Consumer({
         "bootstrap.servers": bootstrap,
-        "group.id": f"journey-check-{time.monotonic_ns()}",  # fresh, and only assigned
+        "group.id": f"journey-check-{time.monotonic_ns()}",  # fresh; partitions are assigned
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
     })
+
+
+def _assign_from_start(consumer, topics):
+    partitions = [
+        (topic, p)
+        for topic in topics
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ]
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+    return set(partitions)
+
+
+def read_topics(bootstrap, topics, deadline_s=60.0):
+    """Return every message value of each topic, read from the beginning to its end.
+
+    The end is where each partition reports EOF (the fetch's high watermark): Tansu answers
+    ListOffsets with the start of the last batch, so watermark queries undercount.
+    """
+    consumer = _consumer(bootstrap)
     try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        pending = set(metadata.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        values = []
+        pending = _assign_from_start(consumer, topics)
+        values = {topic: [] for topic in topics}
         deadline = time.monotonic() + deadline_s
         while pending:
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            assert time.monotonic() < deadline, f"could not read {topics} to their end"
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
+                    pending.discard((msg.topic(), msg.partition()))
                 continue
-            values.append(msg.value())
+            values[msg.topic()].append(msg.value())
         return values
     finally:
         consumer.close()
 
 
-def topic_count(bootstrap, topic):
-    return len(read_topic_values(bootstrap, topic))
-
-
 def outbound_decisions(bootstrap):
-    """Return (decision_id, profile_id) of every message on messages.outbound, in read order."""
-    records = [orjson.loads(v) for v in read_topic_values(bootstrap, MESSAGES_OUTBOUND)]
-    return [(r["decision_id"], r["profile_id"]) for r in records]
+    """Return (decision_id, profile_id) of every message on messages.outbound."""
+    values = read_topics(bootstrap, [MESSAGES_OUTBOUND])[MESSAGES_OUTBOUND]
+    return [(r["decision_id"], r["profile_id"]) for r in map(orjson.loads, values)]
 
 
 def wait_quiet(bootstrap, proc, caught_up, deadline_s=90.0):
@@ -102,14 +110,37 @@ def wait_quiet(bootstrap, proc, caught_up, deadline_s=90.0):
         nonlocal last, since
         if not caught_up():
             return False
-        counts = (topic_count(bootstrap, MESSAGES_OUTBOUND), topic_count(bootstrap, TRIGGERS))
+        values = read_topics(bootstrap, [MESSAGES_OUTBOUND, TRIGGERS])
+        counts = {topic: len(v) for topic, v in values.items()}
         if counts != last:
             last, since = counts, time.monotonic()
             return False
         return time.monotonic() - since >= QUIET_S
 
     wait_until(quiet, proc, deadline_s)
-    return last
+
+
+def kill_once_sent_and_snapshotted(bootstrap, proc, recovery_dir, deadline_s=120.0):
+    """SIGKILL the flow as soon as a message is on messages.outbound and a snapshot is in.
+
+    One consumer watches the topic, so the kill lands soon after the first sends, while
+    later ones may not be in a snapshot yet (a restart then replays them).
+    """
+    consumer = _consumer(bootstrap)
+    try:
+        _assign_from_start(consumer, [MESSAGES_OUTBOUND])
+        sent = False
+        deadline = time.monotonic() + deadline_s
+        while not (sent and committed_epoch(recovery_dir) > 1):
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode()[-4000:])
+            assert time.monotonic() < deadline, "the flow sent nothing in time"
+            msg = consumer.poll(0.05)
+            sent = sent or (msg is not None and not msg.error())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        consumer.close()
 
 
 def stop(proc, sig=signal.SIGTERM):
@@ -181,12 +212,7 @@ def test_kill_and_recover_sends_no_message_twice(
     flow = start_journey_flow(bootstrap, redis_url, recovery, namespace)
     try:
         # Kill it mid-stream, once it has sent something and committed a snapshot.
-        wait_until(
-            lambda: committed_epoch(recovery) > 1 and topic_count(bootstrap, MESSAGES_OUTBOUND) > 0,
-            flow,
-        )
-        flow.send_signal(signal.SIGKILL)
-        flow.wait(10)
+        kill_once_sent_and_snapshotted(bootstrap, flow, recovery)
         before_kill = {d for d, _p in outbound_decisions(bootstrap)}
         produce(bootstrap, rest)
 
