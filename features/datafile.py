@@ -18,9 +18,11 @@ caps.yaml: entry '(top)', field 'day': Expected `int`, got `str`; got 'two'
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, get_args, get_origin
 
 import msgspec
+import yaml
 
 # Patterns mean nothing to a marketer: say what the pattern stands for.
 _PATTERN_HINTS = {"regex '^([01]": "expected a local time 'HH:MM'"}
@@ -38,6 +40,23 @@ def fail(
     name = path[-1] if path else "(document)"
     message = f"{source}: entry '{entry}', field '{name}': {problem}"
     raise error(message)
+
+
+def read_document(path: Path, what: str, error: type[DataFileError]) -> Any:
+    """Read and parse a YAML (or, by suffix, JSON) data file; raise ``error`` if it cannot be.
+
+    ``what`` names the file in the message, e.g. ``"policies"``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as problem:
+        message = f"{path}: cannot read the {what} file: {problem.strerror or problem}"
+        raise error(message) from None
+    try:
+        return yaml.safe_load(text) if path.suffix != ".json" else msgspec.json.decode(text)
+    except (yaml.YAMLError, msgspec.DecodeError) as problem:
+        message = f"{path}: cannot be parsed: {problem}"
+        raise error(message) from None
 
 
 def check_document(

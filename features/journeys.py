@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-import yaml
 
-from features.datafile import DataFileError, check_document, fail
+from features.datafile import DataFileError, check_document, fail, read_document
 from features.events import (
     AddToCart,
     CheckoutStart,
@@ -246,16 +245,7 @@ def load_journeys(
 
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        message = f"{path}: cannot read the journeys file: {error.strerror or error}"
-        raise JourneyError(message) from None
-    try:
-        document = yaml.safe_load(text) if path.suffix != ".json" else msgspec.json.decode(text)
-    except (yaml.YAMLError, msgspec.DecodeError) as error:
-        message = f"{path}: cannot be parsed: {error}"
-        raise JourneyError(message) from None
+    document = read_document(path, "journeys", JourneyError)
     return parse_journeys(document, str(path), offer_ids, categories)
 
 
@@ -350,24 +340,11 @@ def journey_fact(event: Event) -> JourneyFact | None:
                 points=event.points,
                 expires_at=int(event.expires_at.timestamp()),
             )
-        case Consent(granted=False):
+        case Consent(granted=False) | Engagement(action="unsubscribed"):
             return JourneyFact(
-                event.kind,
-                event.event_id,
-                ts,
-                event.source,
-                channel=event.channel,
+                event.kind, event.event_id, ts, event.source, channel=event.channel,
                 withdrawn=True,
-            )
-        case Engagement(action="unsubscribed"):
-            return JourneyFact(
-                event.kind,
-                event.event_id,
-                ts,
-                event.source,
-                channel=event.channel,
-                withdrawn=True,
-            )
+            )  # fmt: skip
     return None
 
 

@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
-import yaml
 
 from features.catalog import OfferKind
-from features.datafile import DataFileError, check_document
+from features.datafile import DataFileError, check_document, read_document
 from features.events import MessageChannel
 from features.store import ContactRecord, MessageKind
 
@@ -215,17 +214,7 @@ def load_policies(path: Path | str = DEFAULT_POLICIES_PATH) -> Policies:
 
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        message = f"{path}: cannot read the policies file: {error.strerror or error}"
-        raise PolicyError(message) from None
-    try:
-        document = yaml.safe_load(text) if path.suffix != ".json" else msgspec.json.decode(text)
-    except (yaml.YAMLError, msgspec.DecodeError) as error:
-        message = f"{path}: cannot be parsed: {error}"
-        raise PolicyError(message) from None
-    return parse_policies(document, str(path))
+    return parse_policies(read_document(path, "policies", PolicyError), str(path))
 
 
 def check_offer_ids(policies: Policies, offer_ids: set[str], source: str = "<policies>") -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -16,6 +16,29 @@ console = Console(stderr=True)
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "features" / "data" / "catalog"
 Source = Literal["files", "kafka"]
 StoreKind = Literal["sqlite", "redis"]
+
+
+# The options every streaming-flow command takes.
+SourceOption = Annotated[Source | None, typer.Option(help="Read files or Kafka.")]
+StoreOption = Annotated[StoreKind | None, typer.Option(help="Online store.")]
+EventsOption = Annotated[Path | None, typer.Option(help="File event log folder.")]
+BootstrapOption = Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")]
+RedisOption = Annotated[str | None, typer.Option(help="Redis URL.")]
+WorkersOption = Annotated[int, typer.Option(min=1, help="Worker threads in this process.")]
+RecoveryOption = Annotated[Path | None, typer.Option(help="Enable recovery here.")]
+SnapshotOption = Annotated[float | None, typer.Option(help="Snapshot every N s.")]
+TailOption = Annotated[bool | None, typer.Option(help="Keep reading Kafka at its end.")]
+MetricsOption = Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")]
+
+
+def flow_settings(**overrides: object) -> Settings:
+    """Build a streaming flow's settings from its flags; start the metrics server if asked."""
+    settings = settings_with(**overrides)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    return settings
 
 
 def settings_with(**overrides: object) -> Settings:

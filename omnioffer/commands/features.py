@@ -11,9 +11,18 @@ import orjson
 import typer
 
 from omnioffer.console import (
-    Source,
-    StoreKind,
+    BootstrapOption,
+    EventsOption,
+    MetricsOption,
+    RecoveryOption,
+    RedisOption,
+    SnapshotOption,
+    SourceOption,
+    StoreOption,
+    TailOption,
+    WorkersOption,
     console,
+    flow_settings,
     settings_with,
 )
 
@@ -24,21 +33,21 @@ features_app = typer.Typer(help="Profiles and features: rebuild, inspect.", no_a
 
 @flow_app.command("features")
 def flow_features(
-    source: Annotated[Source | None, typer.Option(help="Read files or Kafka.")] = None,
-    store: Annotated[StoreKind | None, typer.Option(help="Online store.")] = None,
-    events: Annotated[Path | None, typer.Option(help="File event log folder.")] = None,
-    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker threads in this process.")] = 1,
-    recovery_dir: Annotated[Path | None, typer.Option(help="Enable recovery here.")] = None,
-    snapshot_interval: Annotated[float | None, typer.Option(help="Snapshot every N s.")] = None,
-    tail: Annotated[bool | None, typer.Option(help="Keep reading Kafka at its end.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")] = None,
+    source: SourceOption = None,
+    store: StoreOption = None,
+    events: EventsOption = None,
+    bootstrap: BootstrapOption = None,
+    redis_url: RedisOption = None,
+    workers: WorkersOption = 1,
+    recovery_dir: RecoveryOption = None,
+    snapshot_interval: SnapshotOption = None,
+    tail: TailOption = None,
+    metrics_port: MetricsOption = None,
 ) -> None:
     """Run the streaming feature flow: validate, resolve identities, roll features, store."""
     from flows.features_flow import run
 
-    settings = settings_with(
+    settings = flow_settings(
         source=source,
         store=store,
         kafka_bootstrap=bootstrap,
@@ -49,10 +58,6 @@ def flow_features(
         metrics_port=metrics_port,
     )
     overrides = {"event_log_dir": events} if events is not None else {}
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)
     console.print(
         f"feature flow: {settings.source} -> {settings.store}, {workers} worker(s)"
         + (f", recovery in {settings.recovery_dir}" if settings.recovery_dir else "")

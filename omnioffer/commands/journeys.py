@@ -13,52 +13,62 @@ from rich.console import Console
 from rich.table import Table
 
 from omnioffer.commands.features import flow_app
-from omnioffer.console import Source, StoreKind, console, settings_with
+from omnioffer.console import (
+    BootstrapOption,
+    EventsOption,
+    MetricsOption,
+    RecoveryOption,
+    RedisOption,
+    SnapshotOption,
+    SourceOption,
+    StoreOption,
+    TailOption,
+    WorkersOption,
+    console,
+    flow_settings,
+    settings_with,
+)
 
 journeys_app = typer.Typer(help="Triggered journeys: check, report.", no_args_is_help=True)
 
 
 @flow_app.command("journeys")
 def flow_journeys(
-    source: Annotated[Source | None, typer.Option(help="Read files or Kafka.")] = None,
-    store: Annotated[StoreKind | None, typer.Option(help="Online store.")] = None,
-    events: Annotated[Path | None, typer.Option(help="File event log folder.")] = None,
+    source: SourceOption = None,
+    store: StoreOption = None,
+    events: EventsOption = None,
     journeys: Annotated[Path | None, typer.Option(help="Journey definitions file.")] = None,
-    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker threads in this process.")] = 1,
-    recovery_dir: Annotated[Path | None, typer.Option(help="Enable recovery here.")] = None,
-    snapshot_interval: Annotated[float | None, typer.Option(help="Snapshot every N s.")] = None,
+    bootstrap: BootstrapOption = None,
+    redis_url: RedisOption = None,
+    workers: WorkersOption = 1,
+    recovery_dir: RecoveryOption = None,
+    snapshot_interval: SnapshotOption = None,
     lateness: Annotated[int | None, typer.Option(help="Allowed lateness, seconds.")] = None,
-    tail: Annotated[bool | None, typer.Option(help="Keep reading Kafka at its end.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics.")] = None,
+    tail: TailOption = None,
+    metrics_port: MetricsOption = None,
 ) -> None:
     """Run the feature flow with journeys: profiles to the store, messages to messages.outbound."""
     from features.datafile import DataFileError
     from flows.journey_flow import run
 
-    settings = settings_with(
-        source=source,
-        store=store,
-        kafka_bootstrap=bootstrap,
-        redis_url=redis_url,
-        recovery_dir=recovery_dir,
-        snapshot_interval_s=snapshot_interval,
-        tail=tail,
-        metrics_port=metrics_port,
-        journeys_path=journeys,
-        journey_lateness_s=lateness,
-    )
-    overrides = {"event_log_dir": events} if events is not None else {}
     try:
+        settings = flow_settings(
+            source=source,
+            store=store,
+            kafka_bootstrap=bootstrap,
+            redis_url=redis_url,
+            recovery_dir=recovery_dir,
+            snapshot_interval_s=snapshot_interval,
+            tail=tail,
+            metrics_port=metrics_port,
+            journeys_path=journeys,
+            journey_lateness_s=lateness,
+        )
         setup = settings.journey_setup()
     except DataFileError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port)
+    overrides = {"event_log_dir": events} if events is not None else {}
     console.print(
         f"journey flow: {settings.source} -> {settings.store}, "
         f"{len(setup.book.journeys)} journeys, {workers} worker(s)"
