@@ -116,7 +116,9 @@ class _MergedPartition(StatefulSourcePartition[Message, dict[str, tuple[int, int
     """Reads every topic file in event-time order; the snapshot is each topic's next line.
 
     One line per topic is held in a heap; a topic's snapshot position is that of its held
-    line (read but not emitted), so a resume reads it again.
+    line (read but not emitted), so a resume reads it again. A batch ends at ``batch``
+    lines or when it would span more than ``max_span_s`` of event time, whichever comes
+    first: downstream, a batch's span is how far its events may overtake each other.
     """
 
     def __init__(
@@ -125,8 +127,10 @@ class _MergedPartition(StatefulSourcePartition[Message, dict[str, tuple[int, int
         topics: Sequence[str],
         resume: dict[str, tuple[int, int]] | None,
         batch: int,
+        max_span_s: float,
     ) -> None:
         self._batch = batch
+        self._max_span_s = max_span_s
         self._next: dict[str, tuple[int, int]] = dict(resume or {})
         self._handles: dict[str, BinaryIO] = {}
         self._heap: list[tuple[float, int, str, int, int, bytes]] = []
@@ -145,8 +149,14 @@ class _MergedPartition(StatefulSourcePartition[Message, dict[str, tuple[int, int
             heapq.heappush(self._heap, (line_time(line), order, topic, offset, position, line))
 
     def next_batch(self) -> list[Message]:
-        messages = []
+        messages: list[Message] = []
+        first = _UNKNOWN_TIME
         while self._heap and len(messages) < self._batch:
+            ts = self._heap[0][0]
+            if first == _UNKNOWN_TIME:
+                first = ts
+            elif messages and ts - first > self._max_span_s:
+                break
             _ts, order, topic, offset, position, line = heapq.heappop(self._heap)
             messages.append(Message(topic, 0, offset, line.rstrip(b"\n")))
             after = position + len(line)
@@ -173,10 +183,17 @@ class MergedEventLogSource(FixedPartitionedSource[Message, dict[str, tuple[int, 
     simulator writes them so, and so does a log appended as events happen).
     """
 
-    def __init__(self, directory: Path | str, topics: Sequence[str], batch_size: int = 1000):
+    def __init__(
+        self,
+        directory: Path | str,
+        topics: Sequence[str],
+        batch_size: int = 1000,
+        max_span_s: float = 3600.0,
+    ):
         self.directory = Path(directory)
         self.topics = list(topics)
         self.batch_size = batch_size
+        self.max_span_s = max_span_s
 
     def list_parts(self) -> list[str]:
         return ["merged"]
@@ -184,7 +201,9 @@ class MergedEventLogSource(FixedPartitionedSource[Message, dict[str, tuple[int, 
     def build_part(
         self, step_id: str, for_part: str, resume_state: dict[str, tuple[int, int]] | None
     ) -> _MergedPartition:
-        return _MergedPartition(self.directory, self.topics, resume_state, self.batch_size)
+        return _MergedPartition(
+            self.directory, self.topics, resume_state, self.batch_size, self.max_span_s
+        )
 
 
 def kafka_source(
