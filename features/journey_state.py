@@ -736,8 +736,16 @@ def _plan(ctx: JourneyContext, instance: Instance, features: Mapping[str, Any] |
             journey.campaign(step), offer_id, spec.message.kind, datetime.fromtimestamp(due, UTC)
         )
         scored = scorer.score(features, [Candidate.via(c) for c in names], context)
-        plans[step] = Plan(variant, dict(zip(names, scored, strict=True)), scorer.version)
+        # Plain values only: the plan lives in snapshots, and a scorer's result may hold
+        # references to the model (lazy reasons) that cannot be pickled.
+        plain = [_plain(s) for s in scored]
+        plans[step] = Plan(variant, dict(zip(names, plain, strict=True)), scorer.version)
     instance.plans = plans
+
+
+def _plain(scored: Scored) -> Scored:
+    contributions = tuple((str(name), float(value)) for name, value in scored.contributions)
+    return Scored(float(scored.probability), contributions)
 
 
 class _Planned:
