@@ -53,6 +53,7 @@ from flows.sinks import StoreSink
 from flows.sources import (
     EventLogSource,
     MergedEventLogSource,
+    MergedKafkaSource,
     Message,
     from_kafka,
     kafka_source,
@@ -75,7 +76,7 @@ class FlowConfig:
     topics: tuple[str, ...] = field(default=EVENT_TOPICS)
     # Copy state into snapshots; only a run known to have recovery off may turn it off.
     recovery: bool = True
-    # Files: read all topics as one stream in event-time order (event-time consumers).
+    # Read all topics as one stream in event-time order (event-time consumers: journeys).
     merge_topics: bool = False
 
 
@@ -237,7 +238,13 @@ def build_flow(
     the steps that consume them.
     """
     flow = Dataflow(name)
-    if config.source == "kafka":
+    if config.source == "kafka" and config.merge_topics:
+        merged_kafka = MergedKafkaSource(
+            config.kafka_bootstrap, config.topics, batch_size=config.batch_size,
+            tail=config.tail, fetch_wait_ms=config.fetch_wait_ms,
+        )  # fmt: skip
+        raw = op.input("read", flow, merged_kafka)
+    elif config.source == "kafka":
         source = kafka_source(
             config.kafka_bootstrap,
             config.topics,

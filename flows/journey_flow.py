@@ -12,9 +12,10 @@ shard), so a profile that has gone quiet — the cart that was abandoned — sti
 reminder. Timers fire once the watermark (the latest time seen minus ``lateness_s``)
 passes them, and facts are applied in event-time order (:mod:`features.journey_state`): a
 replay of the same events emits the same records. A fact may arrive up to ``lateness_s``
-behind; a batch read should span less event time than that (the file log is read as one
-stream in event-time order; a Kafka backlog read partition by partition can run one topic
-far ahead of another — replay backlogs from files, or raise the lateness).
+behind, so the input is read as one stream in event-time order, files and Kafka alike
+(:class:`flows.sources.MergedEventLogSource`, :class:`flows.sources.MergedKafkaSource`), in
+batches that span at most an hour: read partition by partition, a backlog would let one
+topic run days ahead of another.
 
 Sending is idempotent: the outbound sink first *claims* each message's decision id in the
 contact log (:meth:`features.store.OnlineStore.claim_contacts`), then writes only the
@@ -286,8 +287,8 @@ def build_journey_flow(
 ) -> Dataflow:
     """Build the feature flow with the journeys attached (see the module docstring).
 
-    A file event log is read as one stream in event-time order
-    (:class:`flows.sources.MergedEventLogSource`), so no topic runs ahead of the others.
+    The input is read as one stream in event-time order (files or Kafka), so no topic
+    runs ahead of the others.
     """
     config = dataclasses.replace(config, merge_topics=True)
     runtime = _Runtime(setup, config.open_store)
