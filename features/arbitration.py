@@ -26,6 +26,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 
 def arbitration_score(probability: float, value: float, lever: float) -> float:
     """Return propensity × value × business lever."""
@@ -36,6 +38,19 @@ def rank(ids: Sequence[str], scores: Sequence[float]) -> list[int]:
     """Return indices ordered by score (descending), ties broken by id (ascending)."""
     keyed = sorted(zip([-s for s in scores], ids, range(len(ids)), strict=True))
     return [i for _, _, i in keyed]
+
+
+def rank_scores(scores: np.ndarray, tie: np.ndarray) -> list[int]:
+    """Return :func:`rank`'s order from float64 ``scores`` and each action's place in id order.
+
+    The same order as ``rank(ids, scores)`` when ``tie`` ranks the ids (ties by id), by a
+    numpy sort instead of sorting tuples; a NaN score sorts the tuples, as :func:`rank`
+    does, so even that order is the same.
+    """
+    if len(scores) and np.isnan(scores).any():
+        negated, ties = (-scores).tolist(), tie.tolist()
+        return sorted(range(len(negated)), key=lambda i: (negated[i], ties[i]))
+    return np.lexsort((tie, -scores)).tolist()
 
 
 def first_slot_propensities(n: int, epsilon: float) -> list[float]:

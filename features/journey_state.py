@@ -737,15 +737,16 @@ def _plan(ctx: JourneyContext, instance: Instance, features: Mapping[str, Any] |
         )
         scored = scorer.score(features, [Candidate.via(c) for c in names], context)
         # Plain values only: the plan lives in snapshots, and a scorer's result may hold
-        # references to the model (lazy reasons) that cannot be pickled.
+        # references to the model (reasons computed when read) that cannot be pickled.
         plain = [_plain(s) for s in scored]
         plans[step] = Plan(variant, dict(zip(names, plain, strict=True)), scorer.version)
     instance.plans = plans
 
 
 def _plain(scored: Scored) -> Scored:
-    contributions = tuple((str(name), float(value)) for name, value in scored.contributions)
-    return Scored(float(scored.probability), contributions)
+    # The probability only: journey messages carry no reasons, and a model's reasons cost
+    # an explanation call each.
+    return Scored(float(scored.probability))
 
 
 class _Planned:

@@ -35,7 +35,7 @@ visitor (no features) gets the prior and the channel fit only: popular offers fo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -115,7 +115,8 @@ class Scorer(Protocol):
 
     ``features`` is the output of :func:`features.profile.profile_features`, or ``None``
     for an unknown visitor. Implementations must be safe to call from several threads and
-    must return the candidates' scores in the order given.
+    must return the candidates' scores in the order given: a list, or a
+    :class:`LazyScores` when the contributions are costly (a model's ``pred_contrib``).
     """
 
     version: str
@@ -125,8 +126,32 @@ class Scorer(Protocol):
         features: Mapping[str, Any] | None,
         candidates: Sequence[Candidate],
         context: ScoreContext,
-    ) -> list[Scored]:
+    ) -> Sequence[Scored]:
         """Score ``candidates`` for one customer in one context."""
+        ...
+
+
+class LazyScores(Protocol):
+    """Scores whose probabilities are ready and whose contributions are computed on demand.
+
+    Items have ``probability`` and ``contributions`` as :class:`Scored` has (computing
+    the contributions on first read); ``probabilities`` lists the probabilities as floats,
+    and ``explain`` computes the contributions of several items at once. Serving reads
+    the probabilities of all candidates and the contributions of the ones it shows only.
+    """
+
+    probabilities: Sequence[float]
+
+    def __len__(self) -> int:
+        """Return the number of candidates."""
+        ...
+
+    def __getitem__(self, index: int) -> Scored:
+        """Return one candidate's score."""
+        ...
+
+    def explain(self, indices: Iterable[int]) -> None:
+        """Compute the contributions of these candidates now (one model call)."""
         ...
 
 

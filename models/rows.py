@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, get_args
 
 import numpy as np
@@ -223,7 +224,8 @@ class CustomerView:
             values = [NAN] * len(_PROFILE_SCALARS) + [0.0, 0.0]
             return cls(tuple(values), {}, frozenset(), frozenset(), frozenset(), None, None,
                        None, None, {})
-        values = [_num(features.get(name)) for name in _PROFILE_SCALARS]
+        get = features.get
+        values = [NAN if (v := get(name)) is None else float(v) for name in _PROFILE_SCALARS]
         values += [1.0, float(len(features.get("stores_visited_90d") or ()))]
         contact = {
             c: _num(features.get(f"hours_since_contact_{c}")) for c in MESSAGE_CHANNELS
@@ -310,6 +312,94 @@ class OfferTable:
             return self.offers[offer_id]
         except KeyError:
             message = f"unknown offer {offer_id!r}"
+            raise KeyError(message) from None
+
+    @cached_property
+    def columns(self) -> OfferColumns:
+        """The offers' facts as arrays (built once per table; a table is never changed)."""
+        return OfferColumns.of(self)
+
+    def store_ok(self, last_store: str | None) -> np.ndarray:
+        """Return ``offer_store_ok`` of every offer of the table for a customer's last store.
+
+        The same values as :func:`offer_values` computes offer by offer; cached per store
+        (a handful of stores: a request only gathers from the cached array).
+        """
+        cache = self._store_ok
+        column = cache.get(last_store)
+        if column is None:
+            columns = self.columns
+            column = np.ones(len(columns.ids), dtype=np.float64)
+            fmt = self.store_formats.get(last_store) if last_store is not None else None
+            for k in columns.limited:
+                o = self.offers[columns.ids[k]]
+                if last_store is None:
+                    column[k] = NAN
+                else:
+                    column[k] = float(
+                        (not o.store_formats or fmt in o.store_formats)
+                        and (not o.needs_coffee_corner or last_store in self.coffee_corners)
+                    )
+            column.flags.writeable = False
+            if len(cache) >= _STORE_CACHE_MAX:  # last stores are few; bound it anyway
+                cache.clear()
+            cache[last_store] = column
+        return column
+
+    @cached_property
+    def _store_ok(self) -> dict[str | None, np.ndarray]:
+        return {}
+
+
+_STORE_CACHE_MAX = 4096
+# ACTION_FEATURES that depend on the offer only (kind … tier_limited), then the per-customer ones.
+_OFFER_STATIC = 7
+
+
+@dataclass(frozen=True, slots=True)
+class OfferColumns:
+    """An :class:`OfferTable` as arrays, so many candidate rows are built with numpy.
+
+    ``static`` holds the customer-independent :data:`ACTION_FEATURES` (``offer_kind`` to
+    ``offer_tier_limited``) per offer; ``category`` the offer's index in ``categories``
+    (-1 without one); ``limited`` the offers limited to store formats or coffee corners.
+    """
+
+    ids: tuple[str, ...]
+    index: Mapping[str, int]
+    static: np.ndarray
+    category: np.ndarray
+    categories: tuple[str, ...]
+    limited: tuple[int, ...]
+
+    @classmethod
+    def of(cls, table: OfferTable) -> OfferColumns:
+        """Index a table's offers."""
+        ids = tuple(table.offers)
+        rows = [table.offers[i] for i in ids]
+        categories = tuple(sorted({o.category for o in rows if o.category is not None}))
+        code = {c: k for k, c in enumerate(categories)}
+        static = np.array(
+            [[o.kind, o.value, o.cost, o.min_basket, o.store_only, o.online_only, o.tier_limited]
+             for o in rows],
+            dtype=np.float64,
+        ).reshape(len(rows), _OFFER_STATIC)
+        category = np.array(
+            [code[o.category] if o.category is not None else -1 for o in rows], dtype=np.intp
+        )
+        limited = tuple(k for k, o in enumerate(rows) if o.store_formats or o.needs_coffee_corner)
+        for array in (static, category):
+            array.flags.writeable = False
+        return cls(ids, {i: k for k, i in enumerate(ids)}, static, category, categories, limited)
+
+    def positions(self, offer_ids: Sequence[str]) -> np.ndarray:
+        """Return the table rows of ``offer_ids``; ``KeyError`` names an unknown id."""
+        index = self.index
+        try:
+            return np.fromiter(map(index.__getitem__, offer_ids), np.intp, len(offer_ids))
+        except KeyError:
+            missing = next(i for i in offer_ids if i not in index)
+            message = f"unknown offer {missing!r}"
             raise KeyError(message) from None
 
 
@@ -432,6 +522,22 @@ def channel_row(view: CustomerView, channel: str, ctx: ActionContext) -> dict[st
     return dict(zip(CHANNEL_FEATURES, channel_vector(view, channel, ctx), strict=True))
 
 
+def channel_matrix(view: CustomerView, channels: Sequence[str], ctx: ActionContext) -> np.ndarray:
+    """Return the channel-model rows of several channels (the :func:`channel_vector` values).
+
+    Straight into a matrix in :data:`CHANNEL_FEATURES` order: no dict per row, and the
+    customer and context parts computed once.
+    """
+    out = np.empty((len(channels), len(CHANNEL_FEATURES)), dtype=np.float64)
+    customer_end = len(CUSTOMER_FEATURES)
+    channel_end = customer_end + len(CHANNEL_ACTION_FEATURES)
+    out[:, :customer_end] = view.values
+    for i, channel in enumerate(channels):
+        out[i, customer_end:channel_end] = channel_values(view, channel)
+    out[:, channel_end:] = context_values(view, ctx, _NO_OFFERS)
+    return out
+
+
 def candidate_matrix(
     view: CustomerView,
     offers: OfferTable,
@@ -441,21 +547,85 @@ def candidate_matrix(
     """Return the next-best-offer rows of several ``(offer_id, channel)`` actions.
 
     The same rows as :func:`nbo_vector`, built column block by block: the customer and
-    context parts are one row for all, so only the offer part is computed per candidate.
+    context parts are one row for all, the offer facts are gathered from the table's
+    arrays (:attr:`OfferTable.columns`), and the per-customer offer columns are computed
+    once per category, per seen offer and per store rather than once per candidate.
     """
-    out = np.empty((len(actions), len(NBO_FEATURES)), dtype=np.float64)
-    customer_end = len(CUSTOMER_FEATURES)
-    action_end = customer_end + len(ACTION_FEATURES)
+    channels = [channel for _, channel in actions]
+    offer_ids = [offer_id for offer_id, _ in actions]
+    if not channels or channels.count(channels[0]) == len(channels):
+        return offer_matrix(view, offers, offer_ids, channels[0] if channels else "web", ctx)
+    out = offer_matrix(view, offers, offer_ids, channels[0], ctx)
+    action_end = len(CUSTOMER_FEATURES) + len(ACTION_FEATURES)
     channel_end = action_end + len(CHANNEL_ACTION_FEATURES)
-    out[:, :customer_end] = view.values
-    out[:, channel_end:] = context_values(view, ctx, offers)
     by_channel: dict[str, list[float]] = {}
-    for i, (offer_id, channel) in enumerate(actions):
-        out[i, customer_end:action_end] = offer_values(view, offers, offer_id)
+    for i, channel in enumerate(channels):
         if channel not in by_channel:
             by_channel[channel] = channel_values(view, channel)
         out[i, action_end:channel_end] = by_channel[channel]
     return out
+
+
+def offer_matrix(
+    view: CustomerView,
+    offers: OfferTable,
+    offer_ids: Sequence[str],
+    channel: str,
+    ctx: ActionContext,
+    positions: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return :func:`candidate_matrix` for offers all shown in one ``channel`` (a page load).
+
+    ``positions`` (optional) are the ids' rows in ``offers.columns``, when known already.
+    """
+    out = np.empty((len(offer_ids), len(NBO_FEATURES)), dtype=np.float64)
+    customer_end = len(CUSTOMER_FEATURES)
+    action_end = customer_end + len(ACTION_FEATURES)
+    channel_end = action_end + len(CHANNEL_ACTION_FEATURES)
+    out[:, :customer_end] = view.values
+    if offer_ids:
+        offer_columns(view, offers, offer_ids, out[:, customer_end:action_end], positions)
+    out[:, action_end:channel_end] = channel_values(view, channel)
+    out[:, channel_end:] = context_values(view, ctx, offers)
+    return out
+
+
+def offer_columns(
+    view: CustomerView,
+    offers: OfferTable,
+    offer_ids: Sequence[str],
+    out: np.ndarray,
+    positions: np.ndarray | None = None,
+) -> None:
+    """Fill ``out`` (one row per id) with the :data:`ACTION_FEATURES` of :func:`offer_values`."""
+    columns = offers.columns
+    at = columns.positions(offer_ids) if positions is None else positions
+    out[:, :_OFFER_STATIC] = columns.static[at]
+    # Affinity and favourite category per category (NaN for offers without one: index -1).
+    categories = columns.categories
+    affinity = np.full(len(categories) + 1, NAN)
+    top = np.full(len(categories) + 1, NAN)
+    if view.affinity:
+        affinity[:-1] = [view.affinity.get(c, 0.0) for c in categories]
+    if view.top_category:
+        top[:-1] = [float(view.top_category == c) for c in categories]
+    category = columns.category[at]
+    out[:, _OFFER_STATIC] = affinity[category]
+    out[:, _OFFER_STATIC + 1] = top[category]
+    # Seen, redeemed, dismissed: a customer's sets are small, the candidates many.
+    for j, ids in enumerate(
+        (view.offers_seen, view.offers_redeemed, view.offers_dismissed), start=_OFFER_STATIC + 2
+    ):
+        if not ids:
+            out[:, j] = 0.0
+            continue
+        flags = np.zeros(len(columns.ids), dtype=np.float64)
+        for offer_id in ids:
+            k = columns.index.get(offer_id)
+            if k is not None:
+                flags[k] = 1.0
+        out[:, j] = flags[at]
+    out[:, _OFFER_STATIC + 5] = offers.store_ok(view.last_store)[at]
 
 
 def to_matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:

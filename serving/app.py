@@ -122,10 +122,10 @@ class _Timing:
             await self.app(scope, receive, sending)
         finally:
             self._latency[endpoint].observe(time.perf_counter() - started)
-            self.metrics.responses.labels(endpoint=endpoint, status=str(status)).inc()
+            self.metrics.inc(self.metrics.responses, endpoint, str(status))
             if status >= 400:
                 kind = "client" if status < 500 else "server"
-                self.metrics.errors.labels(endpoint=endpoint, kind=kind).inc()
+                self.metrics.inc(self.metrics.errors, endpoint, kind)
 
 
 def _sink(settings: Settings, metrics: ServingMetrics) -> Sink:

@@ -239,7 +239,7 @@ class Engine:
 
         outcome, version = self._with_fallback(run)
         suppressed_by = None if outcome.picks else NO_ELIGIBLE_OFFER
-        # Built in the log's writer thread: a record of 200 candidates costs a millisecond.
+        # Built in the log's writer thread: a record of 200 candidates costs ~0.2 ms of CPU.
         self.decisions.submit(
             lambda: offers_decision(
                 self._header(
@@ -276,13 +276,13 @@ class Engine:
         m = self.metrics
         for pick in outcome.picks:
             offer_id = outcome.candidates[pick.index].action_id
-            m.decisions.labels(surface="offers", offer=offer_id, channel=channel).inc()
+            m.inc(m.decisions, "offers", offer_id, channel)
             top = codes(outcome.scored[pick.index].contributions, top=1)
-            m.reasons.labels(surface="offers", reason=top[0] if top else "none").inc()
+            m.inc(m.reasons, "offers", top[0] if top else "none")
         for _offer, suppressed in outcome.suppressed:
-            m.suppressed.labels(surface="offers", rule=suppressed).inc()
+            m.inc(m.suppressed, "offers", suppressed)
         if rule:
-            m.suppressed.labels(surface="offers", rule=rule).inc()
+            m.inc(m.suppressed, "offers", rule)
 
     # --- POST /v1/channel ----------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class Engine:
         )
 
         def run(scorer: Scorer) -> ChannelOutcome:
-            return decide_channel(
+            outcome = decide_channel(
                 message,
                 channels=self.catalog.channels,
                 allowed=msg.allowed_channels,
@@ -325,6 +325,12 @@ class Engine:
                 epsilon=self.epsilon,
                 rng=random.Random(decision_id),
             )
+            if outcome.chosen is not None:
+                # A model explains lazily (features.scoring.LazyScores): the chosen channel's
+                # reasons are computed here, where a model error still falls back to the
+                # heuristic, rather than later in the log's writer thread.
+                _ = outcome.chosen.scored.contributions
+            return outcome
 
         outcome, version = self._with_fallback(run)
         chosen = outcome.chosen
@@ -410,12 +416,12 @@ class Engine:
         m = self.metrics
         chosen = outcome.chosen
         if chosen is None:
-            m.decisions.labels(surface="channel", offer="", channel="none").inc()
-            m.suppressed.labels(surface="channel", rule=outcome.suppressed_by or "none").inc()
+            m.inc(m.decisions, "channel", "", "none")
+            m.inc(m.suppressed, "channel", outcome.suppressed_by or "none")
             return
-        m.decisions.labels(surface="channel", offer="", channel=chosen.channel).inc()
+        m.inc(m.decisions, "channel", "", chosen.channel)
         top = codes(chosen.scored.contributions, top=1)
-        m.reasons.labels(surface="channel", reason=top[0] if top else "none").inc()
+        m.inc(m.reasons, "channel", top[0] if top else "none")
 
     # --- support: GET /v1/profiles/{id}, DELETE /v1/customers/{id} ----------------------
 

@@ -20,6 +20,8 @@ metric                                         what
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Sub-millisecond buckets: the target is a p99 under 10 ms.
@@ -84,6 +86,17 @@ class ServingMetrics:
             "omnioffer_serve_policy_reloads", "Policy reloads by result.", ["result"],
             registry=r,
         )  # fmt: skip
+
+        # Labelled children by (metric, label values): labels() costs microseconds a call.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def inc(self, counter: Counter, *labels: str) -> None:
+        """Add one to ``counter`` for ``labels`` (positional, in the counter's label order)."""
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
 
     def serving_model(self, version: str) -> None:
         """Mark ``version`` as the model served (and no other)."""

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from features.arbitration import Pick, explore, first_slot_propensities, rank
+import numpy as np
+
+from features.arbitration import Pick, explore, first_slot_propensities, rank_scores
 from features.policy import ContactFacts, Policies, check_offer
 from features.scoring import Candidate, ScoreContext, Scored, Scorer
 from serving.eligibility import OfferContext, offer_rule
@@ -46,6 +48,29 @@ def plan_offers(candidates: Sequence[Candidate], policies: Policies) -> list[Off
     return plans
 
 
+class CandidatePool:
+    """Eligible plans as a decision uses them: candidates, ids, worths, tie-break ranks.
+
+    Built once per eligibility cache entry and shared by the requests it serves, so per
+    request only the scores are new. Never modified after construction.
+    """
+
+    __slots__ = ("candidates", "ids", "plans", "tie", "worth", "worths")
+
+    def __init__(self, plans: list[OfferPlan]) -> None:
+        self.plans = plans
+        # A tuple: shared by every request of a context, so nobody may change it (and a
+        # scorer may keep what it derives from it, see models.adapter.RegistryScorer).
+        self.candidates = tuple(p.candidate for p in plans)
+        action_ids = [c.action_id for c in self.candidates]
+        self.ids = frozenset(action_ids)
+        self.worths = [p.worth for p in plans]
+        self.worth = np.array(self.worths, dtype=np.float64)
+        # Ranking breaks score ties by action id: each candidate's place in id order.
+        self.tie = np.empty(len(plans), dtype=np.intp)
+        self.tie[sorted(range(len(plans)), key=action_ids.__getitem__)] = np.arange(len(plans))
+
+
 class EligibilityCache:
     """Eligible offers per context, reused while no offer's validity starts or ends.
 
@@ -56,49 +81,63 @@ class EligibilityCache:
     """
 
     def __init__(self, plans: Sequence[OfferPlan], max_entries: int = 4096) -> None:
-        edges = set()
-        for plan in plans:
-            if plan.candidate.offer is not None:
-                edges.update((plan.candidate.offer.valid_from, plan.candidate.offer.valid_to))
-        self._edges = sorted(edges)
+        offers = [p.candidate.offer for p in plans if p.candidate.offer is not None]
+        self._edges = sorted({edge for o in offers for edge in (o.valid_from, o.valid_to)})
+        # The key holds only what some offer's rules read (serving.eligibility.offer_rule):
+        # the store's format and coffee corner, the tier, and where the basket falls among
+        # the offers' minimum baskets; so contexts that cannot differ share an entry.
+        self._store_limited = any(o.store_formats or o.requires_coffee_corner for o in offers)
+        self._tiered = any(o.tiers for o in offers)
+        self._baskets = sorted({o.min_basket for o in offers})
         self._entries: dict[tuple[Any, ...], Eligible] = {}
         self._max = max_entries
 
+    def key(self, context: OfferContext) -> tuple[Any, ...]:
+        """Return the cache key of ``context``: equal keys, equal eligibility (at one time)."""
+        where = None
+        if self._store_limited:
+            store = context.store if context.channel == "store" else context.home_store
+            where = None if store is None else (store.format, store.coffee_corner)
+        basket = context.basket_value
+        return (
+            context.channel,
+            where,
+            context.tier if self._tiered else None,
+            None if basket is None else bisect.bisect_right(self._baskets, basket),
+        )
+
     def lookup(
         self, plans: Sequence[OfferPlan], context: OfferContext, spent: Mapping[str, float]
-    ) -> tuple[list[OfferPlan], dict[str, int]]:
+    ) -> Eligible:
         """Return the eligible plans and the excluded counts by rule for ``context``."""
-        key = (
-            context.channel,
-            context.store.id if context.store else None,
-            context.home_store.id if context.home_store else None,
-            context.tier,
-            context.basket_value,
-        )
+        key = self.key(context)
         entry = self._entries.get(key)
         now = context.now
         if entry is not None and (entry.start is None or entry.start <= now) and (
             entry.end is None or now < entry.end
         ):
-            return entry.plans, entry.excluded
+            return entry
         plans_ok, excluded = eligible_plans(plans, context, spent)
         at = bisect.bisect_right(self._edges, now)
         start = self._edges[at - 1] if at else None
         end = self._edges[at] if at < len(self._edges) else None
         if len(self._entries) >= self._max:
             self._entries.clear()
-        self._entries[key] = Eligible(plans_ok, excluded, start, end)
-        return plans_ok, excluded
+        entry = self._entries[key] = Eligible(
+            plans_ok, excluded, start, end, CandidatePool(plans_ok)
+        )
+        return entry
 
 
 @dataclass(frozen=True, slots=True)
 class Eligible:
-    """One cache entry: the eligible plans, exclusions by rule, and when it holds."""
+    """One cache entry: the eligible plans, exclusions by rule, when it holds, the pool."""
 
     plans: list[OfferPlan]
     excluded: dict[str, int]
     start: datetime | None
     end: datetime | None
+    pool: CandidatePool
 
 
 def eligible_plans(
@@ -120,10 +159,15 @@ def eligible_plans(
 
 @dataclass(frozen=True, slots=True)
 class OffersOutcome:
-    """Everything decided: candidates with scores, ranking, picks, exclusions."""
+    """Everything decided: candidates with scores, ranking, picks, exclusions.
 
-    candidates: list[Candidate]
-    scored: list[Scored]
+    ``candidates`` is shared with other outcomes of the same context (a tuple).
+    ``scored`` may be a :class:`~features.scoring.LazyScores`: the contributions of the
+    picks are computed; reading another candidate's computes it then.
+    """
+
+    candidates: Sequence[Candidate]
+    scored: Sequence[Scored]
     scores: list[float]
     order: list[int]
     picks: list[Pick]
@@ -152,28 +196,46 @@ def decide_offers(
     """
     spent = policies.budget_spent
     if cache is not None:
-        passing, excluded = cache.lookup(plans, context, spent)
+        entry = cache.lookup(plans, context, spent)
+        pool, excluded = entry.pool, entry.excluded
     else:
         passing, excluded = eligible_plans(plans, context, spent)
+        pool = CandidatePool(passing)
     suppressed: list[tuple[str, str]] = []
-    eligible = passing
-    if facts.redeemed or facts.dismissed:
+    # Only offers the customer redeemed or dismissed can be suppressed: look at the plans
+    # one by one only when one of those is among them (in plan order, as the log expects).
+    if (facts.redeemed and not pool.ids.isdisjoint(facts.redeemed)) or (
+        facts.dismissed and not pool.ids.isdisjoint(facts.dismissed)
+    ):
         eligible = []
-        for plan in passing:
+        for plan in pool.plans:
             if rule := check_offer(plan.candidate.action_id, facts):
                 suppressed.append((plan.candidate.action_id, rule))
             else:
                 eligible.append(plan)
-    candidates = [p.candidate for p in eligible]
-    scored = scorer.score(features, candidates, score_context) if candidates else []
+        pool = CandidatePool(eligible)
+    candidates = pool.candidates
+    scored: Sequence[Scored] = (
+        scorer.score(features, candidates, score_context) if candidates else []
+    )
     if len(scored) != len(candidates):
         message = (
             f"scorer {scorer.version!r} returned {len(scored)} scores for "
             f"{len(candidates)} candidates"
         )
         raise ValueError(message)
-    scores = [s.probability * p.worth for s, p in zip(scored, eligible, strict=True)]
-    order = rank([c.action_id for c in candidates], scores)
+    probabilities = getattr(scored, "probabilities", None)
+    if probabilities is not None:
+        # Float64 products, the same numbers as Python's float products below.
+        values = np.asarray(probabilities, dtype=np.float64) * pool.worth
+        scores = values.tolist()
+    else:
+        scores = [s.probability * w for s, w in zip(scored, pool.worths, strict=True)]
+        values = np.asarray(scores, dtype=np.float64)
+    order = rank_scores(values, pool.tie)
     picks = explore(order, limit, epsilon, rng)
+    explain = getattr(scored, "explain", None)
+    if explain is not None and picks:
+        explain([pick.index for pick in picks])  # the reasons shown: one model call
     first = dict(zip(order, first_slot_propensities(len(order), epsilon), strict=True))
     return OffersOutcome(candidates, scored, scores, order, picks, first, suppressed, excluded)

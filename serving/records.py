@@ -10,8 +10,13 @@ a ``none`` choice with ``suppressed_by`` set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
+from operator import attrgetter
+
+import numpy as np
 
 from features.channel import ChannelOutcome
 from features.decisions import Choice, Decision, DecisionContext, Surface
@@ -19,6 +24,7 @@ from features.events import Identifiers
 from serving.offers import OffersOutcome
 from serving.reasons import codes
 
+_ACTION_ID = attrgetter("action_id")
 # A Choice's channel is a messaging or online channel; an in-store display has none yet.
 _CHOICE_CHANNEL = {"web": "web", "app": "app"}
 
@@ -35,6 +41,28 @@ class Header:
     policy: str
     model_version: str
     degraded: bool
+
+
+def round6(values: Sequence[float]) -> list[float]:
+    """Return ``[round(v, 6) for v in values]``: the same floats, mostly computed by numpy.
+
+    ``round(v, 6)`` is the double nearest to ``k / 10**6``, ``k`` the integer nearest to
+    the exact ``v * 10**6`` (ties to even). numpy computes ``w = v * 1e6`` with an error
+    of at most half an ulp, so ``rint(w)`` is that ``k`` unless ``w`` lies within an ulp
+    or so of a half-integer (or is too large for exact integers, or not finite): those
+    few values go to Python's ``round``. ``k / 1e6`` is then correctly rounded by IEEE
+    division, as Python's decimal-to-double conversion of ``k`` e-6 is.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and nan go to Python below
+        w = x * 1e6
+        out = (np.rint(w) / 1e6).tolist()
+        distance = np.abs(w - np.floor(w) - 0.5)
+        safe = (distance > 2 * np.spacing(np.abs(w))) & (np.abs(w) < 2.0**52)
+    if not safe.all():
+        for i in np.flatnonzero(~safe).tolist():
+            out[i] = round(values[i], 6)
+    return out
 
 
 def _record(
@@ -65,12 +93,18 @@ def offers_decision(
 ) -> Decision:
     """Return the record of one offers decision."""
     channel = _CHOICE_CHANNEL.get(header.context.channel or "", "none")
-    first, scores = outcome.first_slot, outcome.scores
-    # Positional arguments (offer_id, channel, propensity, score): 200 of these per record.
-    candidates = [
-        Choice(candidate.action_id, channel, first.get(i, 0.0), round(scores[i], 6))  # type: ignore[arg-type]
-        for i, candidate in enumerate(outcome.candidates)
-    ]
+    first, n = outcome.first_slot, len(outcome.candidates)
+    # 200 of these per record: positional arguments (offer_id, channel, propensity, score)
+    # through map, and the scores rounded with numpy (the same floats as round(s, 6)).
+    candidates = list(
+        map(
+            Choice,
+            list(map(_ACTION_ID, outcome.candidates)),
+            repeat(channel, n),
+            list(map(first.get, range(n), repeat(0.0, n))),
+            round6(outcome.scores),
+        )
+    )
     candidates += [
         Choice(
             offer_id=offer_id,
