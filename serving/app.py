@@ -27,9 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.catalog import DEFAULT_CATALOG_DIR, Catalog, load_catalog
+from features.eventlog import topic_path
 from features.policy import DEFAULT_POLICIES_PATH
 from features.scoring import Candidate, HeuristicScorer, Scorer
 from features.store import OnlineStore
+from features.topics import MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.settings import Settings
 from serving.decision_log import DecisionLog, FileSink, KafkaSink, Sink
 from serving.engine import Engine, UnavailableError, parse_identifier, utc_now
@@ -203,6 +205,10 @@ def create_app(
         epsilon=settings.explore_epsilon,
         clock=clock or utc_now,
         examples_path=settings.data_dir / "examples.jsonl",
+        journey_logs=[
+            topic_path(settings.event_log_dir, MESSAGES_OUTBOUND),
+            topic_path(settings.event_log_dir, TRIGGERS),
+        ],
         **({"new_id": new_id} if new_id else {}),
     )
     loader = model_loader or default_loader()

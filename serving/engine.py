@@ -31,6 +31,7 @@ from features.decisions import Decision, DecisionContext
 from features.eventlog import erase_lines
 from features.events import ID_FIELDS, ErasureRequest, Identifiers, encode_event
 from features.identity import fragment_id, is_customer
+from features.journeys import decode_record as decode_journey_record
 from features.policy import (
     WEEK,
     ContactFacts,
@@ -116,6 +117,7 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_decision_id,
         examples_path: Path | None = None,
+        journey_logs: Sequence[Path] = (),
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             message = f"epsilon must be within [0, 1]; got {epsilon!r}"
@@ -131,6 +133,8 @@ class Engine:
         self.new_id = new_id
         # The outcome join's labelled examples: logged training data that erasure reaches.
         self.examples_path = examples_path
+        # The journeys' embedded logs (messages.outbound, triggers): they name profiles too.
+        self.journey_logs = tuple(journey_logs)
         self.policy_name = f"serve-egreedy-{epsilon:g}"
 
     def _header(
@@ -481,6 +485,11 @@ class Engine:
             examples = erase_lines(
                 self.examples_path, lambda line: concerns(decode_example(line).decision)
             )
+        journey_records = sum(
+            erase_lines(path, lambda line: decode_journey_record(line).profile_id in targets)
+            for path in self.journey_logs
+            if path.exists()
+        )
         field_name, _, value = identifier.partition(":")
         fields = {field_name: value}
         if profile_id is not None and is_customer(profile_id):
@@ -505,6 +514,7 @@ class Engine:
                 "contacts": report.contacts if report else 0,
                 "decisions": removed,
                 "training_examples": examples,
+                "journey_records": journey_records,
             },
             "erasure_event": CONSENT,
         }

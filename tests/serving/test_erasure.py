@@ -8,9 +8,11 @@ import orjson
 
 from features.attribution import LabelledExample, Labels, decode_example, encode_example
 from features.decisions import Choice, Decision
-from features.eventlog import read_topic
+from features.eventlog import read_topic, topic_path
 from features.events import Identifiers
-from features.topics import CONSENT
+from features.journeys import Entered
+from features.journeys import encode_record as encode_journey_record
+from features.topics import CONSENT, MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.settings import Settings
 from serving.decision_log import read_decisions
 from tests.serving.conftest import channel_body, offers_body
@@ -43,6 +45,16 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
         for c in (person, other)
     ))
 
+    # What the journeys logged about both people (messages.outbound and triggers).
+    journey_logs = [topic_path(settings.event_log_dir, t) for t in (MESSAGES_OUTBOUND, TRIGGERS)]
+    for path in journey_logs:
+        path.write_bytes(b"".join(
+            encode_journey_record(Entered(journey="cart_abandonment", profile_id=f"customer_id:{c}",
+                                          entry_id="e-1", at=datetime(2026, 3, 8, tzinfo=UTC)))
+            + b"\n"
+            for c in (person, other)
+        ))  # fmt: skip
+
     response = client.delete(f"/v1/customers/{person}")
     assert response.status_code == 200
     report = response.json()
@@ -53,6 +65,9 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
     assert removed["contacts"] >= 1
     assert removed["decisions"] == 3  # two offers decisions (by customer and weak id), one channel
     assert removed["training_examples"] == 1
+    assert removed["journey_records"] == 2
+    for path in journey_logs:
+        assert person not in path.read_text() and other in path.read_text()
     left = [decode_example(line) for line in examples.read_bytes().splitlines()]
     assert [e.decision.ids.customer_id for e in left] == [other]
 
@@ -76,7 +91,7 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
     again = client.delete(f"/v1/customers/{person}").json()["removed"]
     assert again == {
         "profiles": 0, "identifiers": 0, "merges": 0, "contacts": 0, "decisions": 0,
-        "training_examples": 0,
+        "training_examples": 0, "journey_records": 0,
     }
 
 
