@@ -48,14 +48,18 @@ def produce(bootstrap, messages):
     assert producer.flush(30) == 0
 
 
-def start_flow(bootstrap, redis_url, recovery_dir, namespace, metrics_port=None):
+def start_flow(
+    bootstrap, redis_url, recovery_dir, namespace, metrics_port=None, *, flow="features",
+    env=None,
+):  # fmt: skip
     env = {
         **os.environ,
         "OMNIOFFER_CONTACT_HASH_KEY": TEST_HASH_KEY.decode(),
         "OMNIOFFER_REDIS_NAMESPACE": namespace,
+        **(env or {}),
     }
     command = [
-        sys.executable, "-m", "omnioffer.cli", "flow", "features",
+        sys.executable, "-m", "omnioffer.cli", "flow", flow,
         "--source", "kafka", "--bootstrap", bootstrap,
         "--store", "redis", "--redis-url", redis_url,
         "--tail", "--recovery-dir", str(recovery_dir), "--snapshot-interval", "0.3",

@@ -1,10 +1,8 @@
 """The journey flow on the real broker and real Redis: a crash never sends a message twice."""
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -19,10 +17,10 @@ from features.profile import decode_profile
 from features.store import open_store
 from features.topics import DEADLETTER, EVENT_TOPICS, MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.services import create_topics, free_port
-from tests.conftest import TEST_HASH_KEY
 from tests.integration.test_feature_flow_kafka import (
     committed_epoch,
     produce,
+    start_flow,
     wait_until,
     world_messages,
 )
@@ -33,23 +31,12 @@ QUIET_S = 5.0  # the topics must not grow for this long before a run counts as f
 
 
 def start_journey_flow(bootstrap, redis_url, recovery_dir, namespace, metrics_port=None):
-    env = {
-        **os.environ,
-        "OMNIOFFER_CONTACT_HASH_KEY": TEST_HASH_KEY.decode(),
-        "OMNIOFFER_REDIS_NAMESPACE": namespace,
-        # No promoted model (a pointer that is not there): the heuristic scorer, not
-        # whatever model this machine's data dir has promoted.
-        "OMNIOFFER_MODEL_POINTER": str(recovery_dir.parent / "no-promoted-model"),
-    }
-    command = [
-        sys.executable, "-m", "omnioffer.cli", "flow", "journeys",
-        "--source", "kafka", "--bootstrap", bootstrap,
-        "--store", "redis", "--redis-url", redis_url,
-        "--tail", "--recovery-dir", str(recovery_dir), "--snapshot-interval", "0.3",
-    ]
-    if metrics_port is not None:
-        command += ["--metrics-port", str(metrics_port)]
-    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    # No promoted model (a pointer that is not there): the heuristic scorer, not whatever
+    # model this machine's data dir has promoted.
+    no_model = {"OMNIOFFER_MODEL_POINTER": str(recovery_dir.parent / "no-promoted-model")}
+    return start_flow(
+        bootstrap, redis_url, recovery_dir, namespace, metrics_port, flow="journeys", env=no_model
+    )
 
 
 def resume_epoch(recovery_dir):
