@@ -41,6 +41,14 @@ def flow_settings(**overrides: object) -> Settings:
     return settings
 
 
+def write_json(path: Path, document: object) -> None:
+    """Write a result document as indented JSON (creating its folder)."""
+    import orjson
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
 def settings_with(**overrides: object) -> Settings:
     """Build settings from the environment, with CLI flags (when given) taking precedence."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

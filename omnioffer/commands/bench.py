@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 from rich.console import Console
 
@@ -15,6 +14,7 @@ from omnioffer.console import (
     console,
     progress_bar,
     settings_with,
+    write_json,
 )
 
 bench_app = typer.Typer(help="Benchmarks: print a table and write JSON under bench/results/.")
@@ -49,8 +49,7 @@ def bench_simulate(
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    write_json(json_path, result)
     console.print(f"wrote {json_path}")
 
 
@@ -93,8 +92,7 @@ def bench_stream(
         console.print(f"[red]stream benchmark failed:[/red] {error}")
         raise typer.Exit(1) from None
     console.print(result_table(result))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    write_json(json_path, result)
     console.print(f"wrote {json_path}")
 
 
@@ -128,8 +126,7 @@ def bench_serve(
         console.print(f"[red]serve benchmark failed:[/red] {error}")
         raise typer.Exit(1) from None
     Console().print(result_table(result))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    write_json(json_path, result)
     console.print(f"wrote {json_path}")
 
 
@@ -156,6 +153,5 @@ def bench_journeys(
             progress=lambda done, _total: bar.update(task, completed=done),
         )  # fmt: skip
     Console().print(result_table(result.document))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_bytes(orjson.dumps(result.document, option=orjson.OPT_INDENT_2) + b"\n")
+    write_json(json_path, result.document)
     console.print(f"wrote {json_path}")

@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +26,7 @@ from omnioffer.console import (
     console,
     flow_settings,
     settings_with,
+    write_json,
 )
 
 journeys_app = typer.Typer(help="Triggered journeys: check, report.", no_args_is_help=True)
@@ -143,6 +143,5 @@ def journeys_report(
             }
             for r in reports
         }
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        write_json(json_path, document)
     console.print(f"{len(records):,} journey records in {path}")

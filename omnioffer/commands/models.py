@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.progress import Progress
 from rich.table import Table
@@ -15,6 +14,7 @@ from omnioffer.console import (
     console,
     progress_bar,
     settings_with,
+    write_json,
 )
 
 # --- models: train, evaluate, registry (issue 5) ------------------------------------------------
@@ -114,8 +114,7 @@ def evaluate(
     ope.add_row("closed loop (truth)", f"{document['ope_true_value']:.4f}", "")
     console.print(ope)
     console.print(document["targets"])
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    write_json(json_path, document)
     console.print(f"wrote {json_path}; plots in {document['run_dir']}")
 
 
