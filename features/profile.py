@@ -129,6 +129,33 @@ def _window(buckets: dict[str, Counters], start: int, end: int) -> Counters:
     return total
 
 
+def _day_windows(days: dict[str, Counters], day: int) -> tuple[Counters, Counters, Counters]:
+    """Return the 7-, 30- and 90-day windows ending on ``day`` in one pass over the buckets.
+
+    Each bucket is added once, to the narrowest window holding it; the wider windows are
+    then the narrower ones plus their own buckets (counters are integers, so the order of
+    the additions does not change a sum).
+    """
+    d7: Counters = {}
+    d30_only: Counters = {}
+    d90_only: Counters = {}
+    for key, counters in days.items():
+        age = day - int(key)
+        if 0 <= age < HORIZON_DAYS:
+            total = d7 if age < 7 else d30_only if age < 30 else d90_only
+            for name, value in counters.items():
+                total[name] = total.get(name, 0) + value
+    d30 = _plus(d7, d30_only)
+    return d7, d30, _plus(d30, d90_only)
+
+
+def _plus(base: Counters, more: Counters) -> Counters:
+    total = base.copy()
+    for name, value in more.items():
+        total[name] = total.get(name, 0) + value
+    return total
+
+
 def _register(record: dict[str, Any], name: str, default: Any = None) -> Any:
     value = record["registers"].get(name)
     return default if value is None else value[2]
@@ -146,9 +173,7 @@ def profile_features(record: dict[str, Any], as_of: int) -> dict[str, Any]:
     its last event shows empty windows rather than stale ones.
     """
     day, hour = as_of // DAY, as_of // HOUR
-    d90 = _window(record["days"], day - HORIZON_DAYS + 1, day)
-    d30 = _window(record["days"], day - 29, day)
-    d7 = _window(record["days"], day - 6, day)
+    d7, d30, d90 = _day_windows(record["days"], day)
     h24 = _window(record["hours"], hour - 23, hour)
     f: dict[str, Any] = {}
     last_seen = record["last_seen"]

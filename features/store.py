@@ -35,6 +35,7 @@ __all__ = [
     "IdentityWrite",
     "MergeRecord",
     "OnlineStore",
+    "ProfileRead",
     "ProfileWrite",
     "StoreBatch",
     "StoreError",
@@ -127,6 +128,19 @@ class StoreBatch(msgspec.Struct, frozen=True, kw_only=True):
     contacts: list[ContactRecord] = []
 
 
+class ProfileRead(msgspec.Struct, frozen=True):
+    """What a decision reads (:meth:`OnlineStore.read_resolved`).
+
+    ``profile_id`` is the profile the identifiers resolve to (``None``: none mapped),
+    ``value`` its stored value (``None``: absent or expired), ``contacts`` its contact
+    log from the time asked (of the first identifier when none is mapped).
+    """
+
+    profile_id: str | None
+    value: bytes | None
+    contacts: list[ContactRecord] = []
+
+
 class ErasureReport(msgspec.Struct, frozen=True):
     """How much :meth:`OnlineStore.erase` removed; all zero when nothing was there."""
 
@@ -164,8 +178,11 @@ class OnlineStore(Protocol):
 
     Round trips
         :meth:`read_profile`, :meth:`read_profiles` and :meth:`resolve` take exactly one
-        round trip: they are on the serving hot path. :meth:`write` takes one, plus one
-        more only when an identifier moves away from a profile that had it.
+        round trip: they are on the serving hot path. :meth:`read_resolved`, which
+        serving calls, takes one when the profile id is the first identifier (always so
+        for a ``customer_id``, whose profile is ``customer_id:<id>``), two otherwise.
+        :meth:`write` takes one, plus one more only when an identifier moves away from a
+        profile that had it.
 
     Retention
         A profile's contact log keeps records whose ``sent_at`` is within
@@ -212,6 +229,18 @@ class OnlineStore(Protocol):
 
         ``None`` when none is mapped; one round trip. Callers order identifiers from
         the strongest (``customer_id``) to the weakest (``anonymous_id``).
+        """
+        ...
+
+    def read_resolved(
+        self, identifiers: Sequence[str], contacts_since: datetime | None = None
+    ) -> ProfileRead:
+        """Resolve ``identifiers`` (as :meth:`resolve`) and read that profile at once.
+
+        Returns its value and, when ``contacts_since`` is given, its contacts with
+        ``sent_at >= contacts_since`` (of the first identifier when none is mapped; none
+        are read otherwise). The same answers as :meth:`resolve`, :meth:`read_profile`
+        and :meth:`contacts_of`, in fewer round trips (see the class).
         """
         ...
 

@@ -50,6 +50,7 @@ from features.store import (
     ContactRecord,
     ErasureReport,
     MergeRecord,
+    ProfileRead,
     StoreBatch,
     StoreError,
     StoreUnavailableError,
@@ -360,12 +361,54 @@ class RedisStore(Closing):
         if since is not None:
             check_aware(since, "since")
             low = epoch_us(since)
-        keys = [self._key(profile_id, "contacts"), self._key(profile_id, "crec")]
         with _mapped_errors("contacts_of"):
-            raw = self._read_contacts(keys=keys, args=[low])
-        # The zset already orders by (score, id); sorting again is cheap and makes the
-        # order independent of the float score's precision.
-        return sorted((decode_contact(r) for r in raw if r is not None), key=contact_order)
+            raw = self._read_contacts(keys=self._contact_keys(profile_id), args=[low])
+        return _decoded_contacts(raw)
+
+    def read_resolved(
+        self, identifiers: Sequence[str], contacts_since: datetime | None = None
+    ) -> ProfileRead:
+        """Resolve and read in one round trip when the profile is the first identifier's.
+
+        One ``MGET`` of the identity keys *and* the first identifier's profile value (a
+        customer's profile is always ``customer_id:<id>``), pipelined with the contact
+        script when contacts are asked for. Only when the identifiers resolve to another
+        profile (a visitor merged into a customer) does it read that one after.
+        """
+        if not identifiers:
+            return ProfileRead(None, None)
+        if contacts_since is not None:
+            check_aware(contacts_since, "contacts_since")
+        first = identifiers[0]
+        keys = [*(self.identity_key(i) for i in identifiers), self.profile_key(first)]
+        raw_contacts: Any = None
+        with _mapped_errors("read_resolved"):
+            if contacts_since is None:
+                *owners, value = self._client.mget(keys)
+            else:
+                low = epoch_us(contacts_since)
+                pipe = self._client.pipeline(transaction=False)
+                pipe.mget(keys)
+                # EVALSHA, not the Script: a pipeline with scripts asks SCRIPT EXISTS first.
+                pipe.evalsha(self._read_contacts.sha, 2, *self._contact_keys(first), low)
+                values, raw_contacts = pipe.execute(raise_on_error=False)
+                if isinstance(raw_contacts, redis.exceptions.NoScriptError):
+                    raw_contacts = self._read_contacts(self._contact_keys(first), [low])
+                _raise_first_error([values, raw_contacts], "read_resolved")
+                *owners, value = values
+        owner = next((o.decode() for o in owners if o is not None), None)
+        if owner is not None and owner != first:
+            value = self.read_profile(owner)
+            if contacts_since is not None:
+                return ProfileRead(owner, value, self.contacts_of(owner, contacts_since))
+            return ProfileRead(owner, value)
+        if owner is None:
+            value = None  # an unmapped identifier has no profile, whatever its key holds
+        contacts = [] if raw_contacts is None else _decoded_contacts(raw_contacts)
+        return ProfileRead(owner, value, contacts)
+
+    def _contact_keys(self, profile_id: str) -> list[str]:
+        return [self._key(profile_id, "contacts"), self._key(profile_id, "crec")]
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -380,7 +423,6 @@ class RedisStore(Closing):
         """Close the connection pool; idempotent."""
         self._client.close()
 
-
     def __repr__(self) -> str:
         kwargs = self._client.connection_pool.connection_kwargs
         where = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
@@ -390,6 +432,12 @@ class RedisStore(Closing):
 def sorted_ids(members: Any) -> list[str]:
     """Decode and sort a set of identifier bytes."""
     return sorted(m.decode() for m in members)
+
+
+def _decoded_contacts(raw: list[bytes | None]) -> list[ContactRecord]:
+    # The zset already orders by (score, id); sorting again is cheap and makes the order
+    # independent of the float score's precision.
+    return sorted((decode_contact(r) for r in raw if r is not None), key=contact_order)
 
 
 def _raise_first_error(replies: list[Any], operation: str) -> None:

@@ -40,6 +40,7 @@ from features.store import (
     ContactRecord,
     ErasureReport,
     MergeRecord,
+    ProfileRead,
     StoreBatch,
     StoreError,
     StoreUnavailableError,
@@ -309,6 +310,20 @@ class SqliteStore(Closing):
             ).fetchall()
         return [decode_contact(record) for (record,) in rows]
 
+    def read_resolved(
+        self, identifiers: Sequence[str], contacts_since: datetime | None = None
+    ) -> ProfileRead:
+        """Resolve, then read the value and (when asked) the contacts; no round trips here."""
+        if contacts_since is not None:
+            check_aware(contacts_since, "contacts_since")
+        profile_id = self.resolve(identifiers)
+        value = self.read_profile(profile_id) if profile_id else None
+        if contacts_since is None or not identifiers:
+            return ProfileRead(profile_id, value)
+        return ProfileRead(
+            profile_id, value, self.contacts_of(profile_id or identifiers[0], contacts_since)
+        )
+
     # --- lifecycle --------------------------------------------------------------------
 
     def ping(self) -> bool:
@@ -326,7 +341,6 @@ class SqliteStore(Closing):
             db, self._db = self._db, None
             if db is not None:
                 db.close()
-
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"

@@ -158,16 +158,13 @@ class Engine:
         if not fragments:
             return Lookup()
         try:
-            profile_id = self.store.resolve(fragments)
-            raw = self.store.read_profile(profile_id) if profile_id else None
-            history: list[ContactRecord] = []
-            if contacts:
-                # Future (deferred) sends count too, so read from a week back onwards.
-                history = self.store.contacts_of(profile_id or fragments[0], now - WEEK)
+            # Future (deferred) sends count too, so contacts are read from a week back on.
+            read = self.store.read_resolved(fragments, now - WEEK if contacts else None)
         except StoreError as error:
             log.warning("store unavailable, degrading: %s", error)
             self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
             return Lookup(degraded=True)
+        profile_id, raw, history = read.profile_id, read.value, read.contacts
         if raw is None:
             return Lookup(profile_id=profile_id, history=history)
         try:

@@ -4,6 +4,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from features.events import (
     AddToCart,
@@ -196,3 +198,22 @@ def test_the_loyalty_tier_on_a_purchase_reaches_the_features():
     )
     record = profiles([purchase])["customer_id:cu-1"]
     assert profile_features(record, int(at(60).timestamp()))["tier"] == "gold"
+
+
+@given(
+    st.dictionaries(
+        st.integers(19_900, 20_100).map(str),
+        st.dictionaries(
+            st.sampled_from(["ev", "pur:web", "rev:app", "hr:3"]), st.integers(0, 10**6), max_size=4
+        ),
+        max_size=40,
+    ),
+    st.integers(19_950, 20_150),
+)
+def test_day_windows_sum_the_buckets_of_each_window(days: dict, day: int) -> None:
+    from features.profile import _day_windows, _window
+
+    d7, d30, d90 = _day_windows(days, day)
+    assert d7 == _window(days, day - 6, day)
+    assert d30 == _window(days, day - 29, day)
+    assert d90 == _window(days, day - 89, day)

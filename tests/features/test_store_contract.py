@@ -29,6 +29,7 @@ from features.store import (
     IdentityWrite,
     MergeRecord,
     OnlineStore,
+    ProfileRead,
     ProfileWrite,
     StoreBatch,
     StoreError,
@@ -197,6 +198,45 @@ def test_resolve_returns_the_first_mapped_identifier_in_order(store: OnlineStore
     assert store.resolve(["device_id:nope", "anonymous_id:a-1"]) == B
     assert store.resolve(["device_id:nope"]) is None
     assert store.resolve([]) is None
+
+
+@pytest.mark.parametrize("since", [None, T0 - timedelta(hours=1), T0 + timedelta(hours=1)])
+def test_read_resolved_answers_as_resolve_read_and_contacts(
+    store: OnlineStore, since: datetime | None
+) -> None:
+    store.write(
+        StoreBatch(
+            profiles=[ProfileWrite(A, b"a"), ProfileWrite(C, b"c"), ProfileWrite(B, b"b")],
+            identity=[link(A, A), link("anonymous_id:a-1", A), link(C, C)],
+            contacts=[
+                contact("d-1", A),
+                contact("d-2", A, T0 + timedelta(hours=2)),
+                contact("d-3", "device_id:new"),
+            ],
+        )
+    )
+    cases = [
+        [A, "anonymous_id:a-1"],  # a customer: the profile is the first identifier
+        ["anonymous_id:a-1"],  # a visitor merged into a customer
+        ["device_id:nope", "anonymous_id:a-1"],
+        [C],  # a visitor with a profile of their own
+        ["device_id:new"],  # unmapped: no profile, the identifier's own contacts
+        [B],  # a value but no mapping: no profile
+        [],
+    ]
+    for identifiers in cases:
+        profile_id = store.resolve(identifiers)
+        expected = ProfileRead(
+            profile_id,
+            store.read_profile(profile_id) if profile_id else None,
+            store.contacts_of(profile_id or identifiers[0], since)
+            if since is not None and identifiers
+            else [],
+        )
+        assert store.read_resolved(identifiers, since) == expected, identifiers
+    assert store.read_resolved([A], T0).contacts[0].decision_id == "d-1"
+    with pytest.raises(ValueError, match="contacts_since"):
+        store.read_resolved([A], datetime(2026, 3, 1))  # noqa: DTZ001
 
 
 def test_remapping_an_identifier_moves_it_between_indexes(store: OnlineStore) -> None:
@@ -604,6 +644,11 @@ def test_redis_hot_reads_are_one_command_each(redis_server: RedisServer) -> None
             (lambda: store.read_profile(A), {"get": 1}),
             (lambda: store.read_profiles([A, B]), {"mget": 1}),
             (lambda: store.resolve(["anonymous_id:x", "device_id:d"]), {"mget": 1}),
+            (lambda: store.read_resolved([A, "device_id:d"]), {"mget": 1}),
+            # one pipelined round trip (the script's own ZRANGEBYSCORE is counted too)
+            (lambda: store.read_resolved([A], T0), {"mget": 1, "evalsha": 1, "zrangebyscore": 1}),
+            # a visitor merged into a customer: that profile is read after
+            (lambda: store.read_resolved(["device_id:d"]), {"mget": 1, "get": 1}),
         ]:
             before = _command_calls(probe)
             call()
@@ -654,6 +699,8 @@ def test_redis_survives_a_script_cache_flush(redis_server: RedisServer) -> None:
         store.write(StoreBatch(contacts=[contact("d-2", A)]))
         probe.script_flush()
         assert [c.decision_id for c in store.contacts_of(A)] == ["d-1", "d-2"]
+        probe.script_flush()
+        assert [c.decision_id for c in store.read_resolved([A], T0).contacts] == ["d-1", "d-2"]
         probe.script_flush()
         assert store.erase(A) == ErasureReport(profiles=0, identifiers=1, merges=0, contacts=2)
         probe.close()
