@@ -38,7 +38,9 @@ class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):
     message_kind: Literal["transactional", "marketing"] | None = None
 
 
-class Choice(msgspec.Struct, frozen=True, omit_defaults=True):
+# gc=False: a record holds scalars, strings and lists of them, so no reference cycle can
+# run through it; untracked, the 200 choices of a decision do not trigger collections.
+class Choice(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One action: an offer (or none) in a channel, with its score and propensity.
 
     ``propensity`` is the probability with which the deciding policy picked this action,
@@ -54,7 +56,7 @@ class Choice(msgspec.Struct, frozen=True, omit_defaults=True):
     reasons: list[str] = []
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Everything needed to join outcomes back and to evaluate another policy offline."""
 
     decision_id: Id
