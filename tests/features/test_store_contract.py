@@ -640,6 +640,7 @@ def test_redis_hot_reads_are_one_command_each(redis_server: RedisServer) -> None
     probe = redis_server.client()
     with RedisStore(redis_server.url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
         store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")], identity=[link("device_id:d", A)]))
+        store.read_resolved([A])  # opens the serving read's own connection (HELLO)
         for call, expected in [
             (lambda: store.read_profile(A), {"get": 1}),
             (lambda: store.read_profiles([A, B]), {"mget": 1}),
@@ -710,19 +711,41 @@ def test_redis_survives_a_script_cache_flush(redis_server: RedisServer) -> None:
 def test_redis_outage_fails_fast_and_recovers(private_redis_server: RedisServer) -> None:
     server = private_redis_server
     with RedisStore(server.url, namespace="outage") as store:
-        store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")]))
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")], identity=[link(A, A)]))
+        assert store.read_resolved([A]).value == b"v"  # serving's connection is open
         server.stop()
         try:
             # Each call gives up after one retry on the short socket timeout, with no
             # backoff; how fast that is, the serve benchmark's degraded path measures.
             with pytest.raises(StoreUnavailableError, match="read_profile: server unavailable"):
                 store.read_profile(A)
+            with pytest.raises(StoreUnavailableError, match="read_resolved: server unavail"):
+                store.read_resolved([A], T0)
             with pytest.raises(StoreUnavailableError):
                 store.write(StoreBatch(profiles=[ProfileWrite(A, b"w")]))
             assert store.ping() is False
         finally:
             server.start()
         # Same port, empty server: the pooled connections are stale; one retry covers it.
-        store.write(StoreBatch(profiles=[ProfileWrite(A, b"back")]))
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"back")], identity=[link(A, A)]))
         assert store.read_profile(A) == b"back"
+        assert store.read_resolved([A], T0) == ProfileRead(A, b"back", [])
         assert store.ping() is True
+
+
+@pytest.mark.integration
+def test_redis_serving_read_stays_in_sync_after_a_timeout(redis_server: RedisServer) -> None:
+    # A reply that arrives after its read timed out must not answer the next request.
+    with RedisStore(redis_server.url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+        store.write(StoreBatch(
+            profiles=[ProfileWrite(A, b"a"), ProfileWrite(B, b"b")],
+            identity=[link(A, A), link(B, B)],
+        ))  # fmt: skip
+        probe = redis_server.client()
+        probe.client_pause(400)  # longer than the store's 0.1 s socket timeout
+        with pytest.raises(StoreUnavailableError, match="read_resolved"):
+            store.read_resolved([A])
+        time.sleep(0.5)  # the paused MGET of A is answered now, on the dropped socket
+        assert store.read_resolved([B]) == ProfileRead(B, b"b")
+        assert store.read_resolved([A]) == ProfileRead(A, b"a")
+        probe.close()
