@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -391,8 +392,8 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Response:
-        """Liveness: the process answers."""
-        return _json({"status": "ok"})
+        """Liveness: the process answers, and which worker process it is."""
+        return _json({"status": "ok", "worker": os.getpid()})
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> Response:

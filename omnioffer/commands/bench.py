@@ -111,6 +111,9 @@ def bench_serve(
     seconds: Annotated[float, typer.Option(min=1.0, help="Seconds per endpoint.")] = 20.0,
     feast: Annotated[bool, typer.Option(help="Measure Feast's read in its own venv.")] = True,
     workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 2,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Rounds of both loads; the median p99 is reported.")
+    ] = 3,
 ) -> None:
     """Measure the decision API against Redis at a fixed load, side by side with Feast."""
     from bench.serve import BenchError, ServeBench, result_table, run_serve_bench
@@ -119,6 +122,7 @@ def bench_serve(
     bench = ServeBench(
         profiles=profiles, rate=rate, seconds=seconds, redis_url=redis_url, seed=settings.seed,
         feast=feast, registry_dir=settings.model_registry_dir, workers=workers,
+        repeats=repeats,
     )  # fmt: skip
     try:
         result = run_serve_bench(bench, console)

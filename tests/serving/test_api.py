@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -184,7 +185,7 @@ def test_unknown_customer_on_the_channel_endpoint_is_answered(client):
 
 
 def test_health_readiness_docs_and_metrics(client, customers):
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "worker": os.getpid()}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["model_version"] == "heuristic-v1"
     schema = client.get("/openapi.json").json()
