@@ -741,6 +741,7 @@ def test_redis_serving_read_stays_in_sync_after_a_timeout(redis_server: RedisSer
             profiles=[ProfileWrite(A, b"a"), ProfileWrite(B, b"b")],
             identity=[link(A, A), link(B, B)],
         ))  # fmt: skip
+        assert store.read_resolved([A]) == ProfileRead(A, b"a")  # the connection is open
         probe = redis_server.client()
         probe.client_pause(400)  # longer than the store's 0.1 s socket timeout
         with pytest.raises(StoreUnavailableError, match="read_resolved"):
