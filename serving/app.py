@@ -79,16 +79,22 @@ def _error(status: int, message: str, field: str | None, kind: str = "value_erro
     return _json(error_body(field, message, kind), status)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(int(declared), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """Return the request body, or raise :class:`BodyTooLargeError` past ``limit`` bytes."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise BodyTooLargeError(int(value), limit)
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:  # a chunked body declares no length: count while reading
             raise BodyTooLargeError(size, limit)
         chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)
 
 
@@ -158,7 +164,7 @@ class _DecisionLane:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._body(scope, receive)
+            body = await _read_body(scope, receive, self.limit)
         except BodyTooLargeError as error:
             status, payload = 413, _encoder.encode(
                 error_body("(body)", str(error), "body_too_large")
@@ -169,23 +175,6 @@ class _DecisionLane:
                    (b"content-length", str(len(payload)).encode())]  # fmt: skip
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                raise BodyTooLargeError(int(value), self.limit)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:  # a chunked body declares no length: count while reading
-                raise BodyTooLargeError(size, self.limit)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
 
 
 def _sink(settings: Settings, metrics: ServingMetrics) -> Sink:
@@ -362,7 +351,7 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
     # request ever reaches FastAPI's router).
     async def routed(request: Request) -> Response:
         try:
-            body = await _read_body(request, limit)
+            body = await _read_body(request.scope, request.receive, limit)
         except BodyTooLargeError as error:
             return _error(413, str(error), "(body)", "body_too_large")
         status, payload = decisions[request.url.path](body)
