@@ -216,6 +216,19 @@ class OnlineStore(Protocol):
         """
         ...
 
+    def add_contact_if_unchanged(
+        self, record: ContactRecord, since: datetime, seen: int
+    ) -> bool:
+        """Write ``record`` only if its profile's log still holds ``seen`` contacts from ``since``.
+
+        The count and the write are one atomic step. A decider that read the log (say the
+        contacts of the last week, for caps), decided, and writes with what it saw can't
+        add a contact that another decider's write, made in between, would have forbidden:
+        ``False`` means the log changed, so read and decide again. Retention trims as in
+        :meth:`write`.
+        """
+        ...
+
     def read_profile(self, profile_id: str) -> bytes | None:
         """Return the profile's value, or ``None`` if absent or expired; one round trip."""
         ...

@@ -73,13 +73,18 @@ __all__ = ["RedisStore"]
 
 # Write contacts of ONE profile and trim by event time. KEYS: the zset, the hash (same
 # slot: one hash tag). ARGV[1]: retention in µs ('' keeps all); ARGV[2]: 'nx' writes only
-# ids not there yet (a claim), '' overwrites; then triples of decision_id, sent_at µs,
-# record. Returns the ids written. A script, because the trim reads the newest score and
-# deletes by it: as separate commands a concurrent write could slip in between.
+# ids not there yet (a claim), '' overwrites; ARGV[3], ARGV[4]: a guard, write nothing and
+# return nil unless the log holds ARGV[4] records scored ARGV[3] or more ('' '': none);
+# then triples of decision_id, sent_at µs, record. Returns the ids written. A script,
+# because the trim reads the newest score and deletes by it (and the guard counts before
+# writing): as separate commands a concurrent write could slip in between.
 # string.format('%.0f') keeps all digits of a µs timestamp (Lua's default is %.14g).
 _ADD_CONTACTS = """
+if ARGV[3] ~= '' and redis.call('ZCOUNT', KEYS[1], ARGV[3], '+inf') ~= tonumber(ARGV[4]) then
+  return false
+end
 local written = {}
-for i = 3, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local fresh = redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1
   if fresh or ARGV[2] ~= 'nx' then
     if not fresh then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2]) end
@@ -267,8 +272,23 @@ class RedisStore(Closing):
             _raise_first_error(replies, "claim_contacts")
         return [i.decode() for reply in replies for i in reply]
 
+    def add_contact_if_unchanged(
+        self, record: ContactRecord, since: datetime, seen: int
+    ) -> bool:
+        """Count and write in the contact script: one atomic step on the server."""
+        check_batch(StoreBatch(contacts=[record]))
+        check_aware(since, "since")
+        [(keys, args)] = self._contact_calls([record], guard=(epoch_us(since), seen))
+        with _mapped_errors("add_contact_if_unchanged"):
+            written = self._add_contacts(keys=keys, args=args)
+        return written is not None
+
     def _contact_calls(
-        self, contacts: Sequence[ContactRecord], *, claim: bool = False
+        self,
+        contacts: Sequence[ContactRecord],
+        *,
+        claim: bool = False,
+        guard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[list[str], list[Any]]]:
         by_profile: dict[str, dict[str, ContactRecord]] = {}
         for contact in contacts:
@@ -276,6 +296,7 @@ class RedisStore(Closing):
         for profile_id, records in by_profile.items():
             args: list[Any] = ["" if self._retention is None else self._retention]
             args.append("nx" if claim else "")
+            args += guard or ("", "")
             for decision_id, record in records.items():
                 args += [decision_id, epoch_us(record.sent_at), encode_record(record)]
             yield [self._key(profile_id, "contacts"), self._key(profile_id, "crec")], args

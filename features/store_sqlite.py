@@ -207,6 +207,27 @@ class SqliteStore(Closing):
             [(pid, self._retention_us) for pid in sorted(profile_ids)],
         )
 
+    def add_contact_if_unchanged(
+        self, record: ContactRecord, since: datetime, seen: int
+    ) -> bool:
+        """Count and write in one ``BEGIN IMMEDIATE`` transaction (atomic across processes)."""
+        check_batch(StoreBatch(contacts=[record]))
+        check_aware(since, "since")
+        with self._transaction() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM contacts WHERE profile_id = ? AND sent_at_us >= ?",
+                (record.profile_id, epoch_us(since)),
+            ).fetchone()
+            if count != seen:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?)",
+                (record.profile_id, record.decision_id, epoch_us(record.sent_at),
+                 encode_record(record)),
+            )  # fmt: skip
+            self._trim_contacts(db, {record.profile_id})
+        return True
+
     def claim_contacts(self, records: Sequence[ContactRecord]) -> list[str]:
         """Insert contacts not in the log yet (``INSERT OR IGNORE``), in one transaction."""
         check_batch(StoreBatch(contacts=list(records)))

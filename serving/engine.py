@@ -42,13 +42,13 @@ from features.policy import (
 )
 from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
-from features.store import ContactRecord, OnlineStore, StoreBatch, StoreError
+from features.store import ContactRecord, OnlineStore, StoreError
 from features.topics import CONSENT, routing_key
 from serving.decision_log import DecisionLog
 from serving.eligibility import OfferContext
 from serving.metrics import ServingMetrics
 from serving.offers import OffersOutcome, decide_offers
-from serving.policy_source import PolicySource
+from serving.policy_source import LoadedPolicies, PolicySource
 from serving.reasons import codes, reasons
 from serving.records import Header, channel_decision, offers_decision
 from serving.registry import ScorerHolder
@@ -66,6 +66,15 @@ from serving.schemas import (
 log = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE = "store_unavailable"
+CONTACT_LOG_BUSY = "contact_log_busy"
+# Reads and decisions before giving up on a contact log that keeps changing under us.
+CONTACT_ATTEMPTS = 3
+_UNAVAILABLE_REASONS = {
+    STORE_UNAVAILABLE: "the online store is unavailable: consent and caps cannot be checked; "
+    "retry",
+    CONTACT_LOG_BUSY: "other messages to this person were being decided at the same time; "
+    "retry",
+}
 NO_ELIGIBLE_OFFER = "no_eligible_offer"
 
 
@@ -296,13 +305,8 @@ class Engine:
         msg = request.message
         now = self.clock()
         decision_id = self.new_id()
-        lookup = self._lookup(fragments, now, contacts=True)
         message = Message(msg.campaign, msg.offer_id, msg.kind, msg.urgency)
         context = DecisionContext(channel="messaging", campaign=msg.campaign, message_kind=msg.kind)
-        facts = contact_facts(lookup.features)
-        if lookup.degraded:
-            return self._channel_unavailable(request, decision_id, now, context, lookup)
-        loaded = self.policies.get()
         score_ctx = ScoreContext(
             surface="channel",
             campaign=msg.campaign,
@@ -310,33 +314,46 @@ class Engine:
             message_kind=msg.kind,
             now=now,
         )
+        # Read, decide, then write the contact only if the log is still as read: another
+        # process deciding for the same person in between would otherwise pass the same
+        # cap. A changed log means deciding again on what is there now.
+        for _attempt in range(CONTACT_ATTEMPTS):
+            lookup = self._lookup(fragments, now, contacts=True)
+            if lookup.degraded:
+                return self._channel_unavailable(request, decision_id, now, context, lookup)
+            facts = contact_facts(lookup.features)
+            loaded = self.policies.get()
 
-        def run(scorer: Scorer) -> ChannelOutcome:
-            outcome = decide_channel(
-                message,
-                channels=self.catalog.channels,
-                allowed=msg.allowed_channels,
-                features=lookup.features,
-                facts=facts,
-                history=lookup.history,
-                now=now,
-                policies=loaded.policies,
-                scorer=scorer,
-                score_context=score_ctx,
-                epsilon=self.epsilon,
-                rng=random.Random(decision_id),
-            )
-            if outcome.chosen is not None:
-                # A model explains lazily (features.scoring.LazyScores): the chosen channel's
-                # reasons are computed here, where a model error still falls back to the
-                # heuristic, rather than later in the log's writer thread.
-                _ = outcome.chosen.scored.contributions
-            return outcome
+            def run(
+                scorer: Scorer, lookup: Lookup = lookup, facts: ContactFacts = facts,
+                loaded: LoadedPolicies = loaded,
+            ) -> ChannelOutcome:  # fmt: skip
+                outcome = decide_channel(
+                    message,
+                    channels=self.catalog.channels,
+                    allowed=msg.allowed_channels,
+                    features=lookup.features,
+                    facts=facts,
+                    history=lookup.history,
+                    now=now,
+                    policies=loaded.policies,
+                    scorer=scorer,
+                    score_context=score_ctx,
+                    epsilon=self.epsilon,
+                    rng=random.Random(decision_id),
+                )
+                if outcome.chosen is not None:
+                    # A model explains lazily (features.scoring.LazyScores): the chosen
+                    # channel's reasons are computed here, where a model error still falls
+                    # back to the heuristic, rather than later in the log's writer thread.
+                    _ = outcome.chosen.scored.contributions
+                return outcome
 
-        outcome, version = self._with_fallback(run)
-        chosen = outcome.chosen
-        profile_key = lookup.profile_id or fragments[0]
-        if chosen is not None and chosen.verdict.send_at is not None:
+            outcome, version = self._with_fallback(run)
+            chosen = outcome.chosen
+            profile_key = lookup.profile_id or fragments[0]
+            if chosen is None or chosen.verdict.send_at is None:
+                break
             record = ContactRecord(
                 profile_id=profile_key,
                 decision_id=decision_id,
@@ -348,12 +365,19 @@ class Engine:
                 message_key=msg.campaign,
             )
             try:
-                # Synchronous on purpose: the next request must see this contact, or caps leak.
-                self.store.write(StoreBatch(contacts=[record]))
+                # Synchronous on purpose: the next request must see this contact.
+                if self.store.add_contact_if_unchanged(record, now - WEEK, len(lookup.history)):
+                    break
             except StoreError as error:
                 log.warning("contact log unavailable, not sending: %s", error)
                 self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
                 return self._channel_unavailable(request, decision_id, now, context, lookup)
+            self.metrics.fallbacks.labels(cause="contact_log_changed").inc()
+        else:
+            log.warning("contact log of %s kept changing; not sending", profile_key)
+            return self._channel_unavailable(
+                request, decision_id, now, context, lookup, CONTACT_LOG_BUSY
+            )
         self.decisions.submit(
             lambda: channel_decision(
                 self._header(
@@ -384,6 +408,7 @@ class Engine:
         now: datetime,
         context: DecisionContext,
         lookup: Lookup,
+        rule: str = STORE_UNAVAILABLE,
     ) -> ChannelResponse:
         version = self.scorers.current.version
         self.decisions.submit(
@@ -394,16 +419,16 @@ class Engine:
                 ),
                 request.message.offer_id,
                 None,
-                STORE_UNAVAILABLE,
+                rule,
             )
         )
-        self.metrics.suppressed.labels(surface="channel", rule=STORE_UNAVAILABLE).inc()
+        self.metrics.suppressed.labels(surface="channel", rule=rule).inc()
         return ChannelResponse(
             decision_id=decision_id,
             channel="none",
             send_at=None,
-            reason="the online store is unavailable: consent and caps cannot be checked; retry",
-            suppressed_by=STORE_UNAVAILABLE,
+            reason=_UNAVAILABLE_REASONS[rule],
+            suppressed_by=rule,
             propensity=None,
             alternatives=[],
             model_choice=ModelChoice(channel=None, score=None, allowed=False, matches=False),

@@ -411,6 +411,30 @@ def test_claiming_contacts_writes_each_decision_once(store: OnlineStore) -> None
     assert store.claim_contacts([]) == []
 
 
+def test_a_contact_is_added_only_if_the_log_is_as_it_was_read(store: OnlineStore) -> None:
+    since = T0 - timedelta(days=7)
+    store.write(StoreBatch(contacts=[contact("d-old", A, T0 - timedelta(days=30)),
+                                     contact("d-1", A, T0 - timedelta(days=1))]))  # fmt: skip
+    seen = len(store.contacts_of(A, since))
+    assert seen == 1
+    # Another decider sends in between: the log changed, nothing is written.
+    store.write(StoreBatch(contacts=[contact("d-other", A, T0)]))
+    assert store.add_contact_if_unchanged(contact("d-2", A, T0), since, seen) is False
+    assert [c.decision_id for c in store.contacts_of(A, since)] == ["d-1", "d-other"]
+    # Read again, decide again: now it goes in.
+    seen = len(store.contacts_of(A, since))
+    assert store.add_contact_if_unchanged(contact("d-2", A, T0), since, seen) is True
+    assert [c.decision_id for c in store.contacts_of(A, since)] == ["d-1", "d-2", "d-other"]
+    # Only the window counts: an older record written since does not block.
+    store.write(StoreBatch(contacts=[contact("d-older", A, T0 - timedelta(days=20))]))
+    assert store.add_contact_if_unchanged(contact("d-3", A, T0), since, 3) is True
+    # A first contact of a profile with an empty log.
+    assert store.add_contact_if_unchanged(contact("d-9", B, T0), since, 0) is True
+    assert [c.decision_id for c in store.contacts_of(B)] == ["d-9"]
+    with pytest.raises(ValueError, match="since"):
+        store.add_contact_if_unchanged(contact("d-4", A, T0), datetime(2026, 3, 1), 0)  # noqa: DTZ001
+
+
 def test_contacts_are_trimmed_by_event_time_retention(backend: Backend) -> None:
     store = backend.make(contact_retention_days=10)
     old, mid = T0 - timedelta(days=12), T0 - timedelta(days=5)
