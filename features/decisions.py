@@ -26,7 +26,6 @@ ActionChannel = EngagementChannel | Literal["none"]
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
-
 class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):
     """Where the decision was asked: sales channel, page, store, placement, message kind."""
 

@@ -67,7 +67,6 @@ class EventLogWriter(Closing):
         self._files.clear()
 
 
-
 def read_topic(directory: Path | str, topic: str, *, start: int = 0) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, value)`` for each message of ``topic`` from offset ``start`` on."""
     path = topic_path(directory, topic)

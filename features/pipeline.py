@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from features.aggregate import Aggregate, Applied, Contribution, contribution
-from features.events import ErasureRequest, Event, Identifiers, IdentityLink
+from features.events import ErasureRequest, Event, Identifiers, IdentityLink, Purchase
 from features.identity import (
     CUSTOMER,
     customer_profile,
@@ -132,7 +132,15 @@ class MoveOut:
     cause_event_id: str
 
 
-StoreItem = ProfileOut | IdentityOut | MoveOut
+@dataclass(frozen=True, slots=True)
+class RedemptionOut:
+    """An order redeemed an offer: spend against the offer's budget (no person named)."""
+
+    offer_id: str
+    order_id: str
+
+
+StoreItem = ProfileOut | IdentityOut | MoveOut | RedemptionOut
 # A journey fact with the profile's features right after its event (``None``: an erasure).
 JourneyInput = tuple[JourneyFact, dict[str, Any] | None]
 
@@ -144,6 +152,8 @@ class JourneyFeed:
     profile_id: str
     max_ts: int
     inputs: list[JourneyInput]
+
+
 ForProfile = tuple[str, ProfileInput | IdentityOut | MoveOut]
 # Identity and merge records go from the fragment's own step straight to the store, so one
 # worker (the identifier's) writes an identifier's mapping, in order.
@@ -175,6 +185,17 @@ def route(event: Event, produced_ms: int = 0) -> list[Keyed]:
         at = int(event.event_time.timestamp())
         return [(f, EraseBefore(at, event.event_id)) for f in identifiers_of(event.ids)]
     return [(fragment, Observe(contribution(event), produced_ms))]
+
+
+def redemptions_of(event: Event) -> list[RedemptionOut]:
+    """Return the offer redemptions an event reports (a purchase's ``offers_redeemed``).
+
+    They go straight to the store, beside the profile path: budgets count orders per
+    offer, whoever placed them.
+    """
+    if type(event) is not Purchase or not event.offers_redeemed:
+        return []
+    return [RedemptionOut(offer, event.order_id) for offer in dict.fromkeys(event.offers_redeemed)]
 
 
 def needs_person_index(key: str, item: object) -> bool:
@@ -327,6 +348,7 @@ class Recomputed:
     profiles: dict[str, bytes]
     identity: dict[str, str]
     moves: list[MoveOut]
+    redemptions: list[RedemptionOut] = field(default_factory=list)
 
 
 class Replay:
@@ -352,10 +374,12 @@ class Replay:
         self.profiles: dict[str, ProfileState] = {}
         self.identity: dict[str, str] = {}
         self.moves: list[MoveOut] = []
+        self.redemptions: dict[RedemptionOut, None] = {}
         self._pending: list[ForProfile] = []
 
     def feed(self, event: Event) -> None:
         """Apply one event, as the flow would."""
+        self.redemptions.update(dict.fromkeys(redemptions_of(event)))
         for key, item in route(event):
             if needs_person_index(key, item):
                 person = self.persons.get(key)
@@ -418,7 +442,7 @@ class Replay:
     def result(self) -> Recomputed:
         """Return what the store would hold now."""
         profiles = {p: state.encode() for p, state in self.profiles.items() if not state.empty}
-        return Recomputed(profiles, dict(self.identity), list(self.moves))
+        return Recomputed(profiles, dict(self.identity), list(self.moves), list(self.redemptions))
 
 
 def recompute(events: Iterable[Event]) -> Recomputed:

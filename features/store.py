@@ -37,6 +37,7 @@ __all__ = [
     "OnlineStore",
     "ProfileRead",
     "ProfileWrite",
+    "Redemption",
     "StoreBatch",
     "StoreError",
     "StoreUnavailableError",
@@ -113,12 +114,23 @@ class ContactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     message_key: str | None = None
 
 
+class Redemption(msgspec.Struct, frozen=True):
+    """Order ``order_id`` redeemed offer ``offer_id``: counted once, however often written.
+
+    Offer budgets are spent by redemptions (:meth:`OnlineStore.redemptions`). No person is
+    named: the counts are business data and stay when a customer is erased.
+    """
+
+    offer_id: str
+    order_id: str
+
+
 class StoreBatch(msgspec.Struct, frozen=True, kw_only=True):
     """Everything one flow step writes, applied in one round trip / one transaction.
 
     Order of application: ``profiles``, ``deleted_profiles`` (so a profile both written
     and deleted ends deleted), ``identity`` (the last write per identifier wins),
-    ``merges``, ``contacts``.
+    ``merges``, ``contacts``, ``redemptions``.
     """
 
     profiles: list[ProfileWrite] = []
@@ -126,6 +138,7 @@ class StoreBatch(msgspec.Struct, frozen=True, kw_only=True):
     identity: list[IdentityWrite] = []
     merges: list[MergeRecord] = []
     contacts: list[ContactRecord] = []
+    redemptions: list[Redemption] = []
 
 
 class ProfileRead(msgspec.Struct, frozen=True):
@@ -172,9 +185,10 @@ class OnlineStore(Protocol):
         :meth:`write` sets values; it never increments. Applying a batch again, or
         replaying any suffix of a sequence of batches after a crash, converges to the
         state of applying each batch once: merges and contacts are keyed by their ids,
-        so duplicates never accumulate. One flow worker must own the identity writes of
-        an identifier at a time (the flow's keyed identity step does), otherwise two
-        concurrent re-mappings may leave the per-profile index stale (see ``erase``).
+        redemptions by offer and order, so duplicates never accumulate. One flow worker
+        must own the identity writes of an identifier at a time (the flow's keyed
+        identity step does), otherwise two concurrent re-mappings may leave the
+        per-profile index stale (see ``erase``).
 
     Round trips
         :meth:`read_profile`, :meth:`read_profiles` and :meth:`resolve` take exactly one
@@ -216,9 +230,7 @@ class OnlineStore(Protocol):
         """
         ...
 
-    def add_contact_if_unchanged(
-        self, record: ContactRecord, since: datetime, seen: int
-    ) -> bool:
+    def add_contact_if_unchanged(self, record: ContactRecord, since: datetime, seen: int) -> bool:
         """Write ``record`` only if its profile's log still holds ``seen`` contacts from ``since``.
 
         The count and the write are one atomic step. A decider that read the log (say the
@@ -254,6 +266,13 @@ class OnlineStore(Protocol):
         ``sent_at >= contacts_since`` (of the first identifier when none is mapped; none
         are read otherwise). The same answers as :meth:`resolve`, :meth:`read_profile`
         and :meth:`contacts_of`, in fewer round trips (see the class).
+        """
+        ...
+
+    def redemptions(self, offer_ids: Sequence[str]) -> dict[str, int]:
+        """Return, per offer, how many distinct orders redeemed it (0: none); one round trip.
+
+        Serving reads these for the offers that have a budget (spend = count x cost).
         """
         ...
 
@@ -453,3 +472,6 @@ def check_batch(batch: StoreBatch) -> None:
         for name in ("profile_id", "decision_id"):
             check_id(getattr(contact, name), f"contacts[{i}].{name}")
         check_aware(contact.sent_at, f"contacts[{i}].sent_at")
+    for i, redemption in enumerate(batch.redemptions):
+        check_id(redemption.offer_id, f"redemptions[{i}].offer_id")
+        check_id(redemption.order_id, f"redemptions[{i}].order_id")

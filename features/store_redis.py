@@ -12,6 +12,7 @@ share one Redis Cluster slot and a Lua script may touch several of them::
     ns:{P}:contacts   ZSET    decision_id, scored by sent_at in µs since the epoch
     ns:{P}:crec       HASH    decision_id -> ContactRecord JSON
     ns:id:{X}         STRING  the profile id X maps to (its own slot, found by MGET)
+    ns:offer:{O}:redeemed  SET  order ids that redeemed offer O (budget spend; SCARD)
 
 The contact log is a sorted set of ids plus a hash of records, rather than a sorted set
 of encoded records, so that a record is keyed by its decision id: rewriting it replaces
@@ -192,6 +193,10 @@ class RedisStore(Closing):
         """Return the key of an identifier's mapping (``ns:id:{X}``)."""
         return f"{self.namespace}:id:{{{identifier}}}"
 
+    def redeemed_key(self, offer_id: str) -> str:
+        """Return the key of the set of orders that redeemed ``offer_id``."""
+        return f"{self.namespace}:offer:{{{offer_id}}}:redeemed"
+
     def _key(self, profile_id: str, part: str) -> str:
         return f"{self.namespace}:{{{profile_id}}}:{part}"
 
@@ -231,6 +236,12 @@ class RedisStore(Closing):
             merges.setdefault(merge.into_profile, {})[merge.merge_id] = encode_record(merge)
         for profile_id, records in merges.items():
             pipe.hset(self._key(profile_id, "merges"), mapping=records)
+
+        redeemed: dict[str, set[str]] = {}
+        for redemption in batch.redemptions:
+            redeemed.setdefault(redemption.offer_id, set()).add(redemption.order_id)
+        for offer_id, orders in redeemed.items():
+            pipe.sadd(self.redeemed_key(offer_id), *sorted(orders))
 
         scripted: dict[int, tuple[list[str], list[Any]]] = {}
         for keys, args in self._contact_calls(batch.contacts):
@@ -272,9 +283,7 @@ class RedisStore(Closing):
             _raise_first_error(replies, "claim_contacts")
         return [i.decode() for reply in replies for i in reply]
 
-    def add_contact_if_unchanged(
-        self, record: ContactRecord, since: datetime, seen: int
-    ) -> bool:
+    def add_contact_if_unchanged(self, record: ContactRecord, since: datetime, seen: int) -> bool:
         """Count and write in the contact script: one atomic step on the server."""
         check_batch(StoreBatch(contacts=[record]))
         check_aware(since, "since")
@@ -361,6 +370,19 @@ class RedisStore(Closing):
         with _mapped_errors("resolve"):
             owners = self._client.mget([self.identity_key(i) for i in identifiers])
         return next((owner.decode() for owner in owners if owner is not None), None)
+
+    def redemptions(self, offer_ids: Sequence[str]) -> dict[str, int]:
+        """Return the number of orders that redeemed each offer (``SCARD``, one pipeline)."""
+        for i, offer_id in enumerate(offer_ids):
+            check_id(offer_id, f"offer_ids[{i}]")
+        if not offer_ids:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for offer_id in offer_ids:
+            pipe.scard(self.redeemed_key(offer_id))
+        with _mapped_errors("redemptions"):
+            counts = pipe.execute()
+        return dict(zip(offer_ids, map(int, counts), strict=True))
 
     def identifiers_of(self, profile_id: str) -> list[str]:
         """Return the identifiers mapped to the profile, sorted; index, then verified."""

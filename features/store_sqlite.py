@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS merges (
     record     BLOB NOT NULL,
     PRIMARY KEY (profile_id, merge_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS redemptions (
+    offer_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    PRIMARY KEY (offer_id, order_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS contacts (
     profile_id  TEXT NOT NULL,
     decision_id TEXT NOT NULL,
@@ -195,6 +200,10 @@ class SqliteStore(Closing):
                 ],
             )
             self._trim_contacts(db, {c.profile_id for c in batch.contacts})
+            db.executemany(
+                "INSERT OR IGNORE INTO redemptions VALUES (?, ?)",
+                [(r.offer_id, r.order_id) for r in batch.redemptions],
+            )
 
     def _trim_contacts(self, db: sqlite3.Connection, profile_ids: set[str]) -> None:
         if self._retention_us is None:
@@ -207,9 +216,7 @@ class SqliteStore(Closing):
             [(pid, self._retention_us) for pid in sorted(profile_ids)],
         )
 
-    def add_contact_if_unchanged(
-        self, record: ContactRecord, since: datetime, seen: int
-    ) -> bool:
+    def add_contact_if_unchanged(self, record: ContactRecord, since: datetime, seen: int) -> bool:
         """Count and write in one ``BEGIN IMMEDIATE`` transaction (atomic across processes)."""
         check_batch(StoreBatch(contacts=[record]))
         check_aware(since, "since")
@@ -298,6 +305,23 @@ class SqliteStore(Closing):
                 ).fetchall()
             )
         return next((rows[i] for i in unique if i in rows), None)
+
+    def redemptions(self, offer_ids: Sequence[str]) -> dict[str, int]:
+        """Return the number of orders that redeemed each offer (one ``GROUP BY``)."""
+        for i, offer_id in enumerate(offer_ids):
+            check_id(offer_id, f"offer_ids[{i}]")
+        counts = dict.fromkeys(offer_ids, 0)
+        if not counts:
+            return counts
+        marks = ", ".join("?" * len(counts))
+        with self._locked() as db:
+            rows = db.execute(
+                f"SELECT offer_id, COUNT(*) FROM redemptions WHERE offer_id IN ({marks})"
+                " GROUP BY offer_id",
+                list(counts),
+            ).fetchall()
+        counts.update(rows)
+        return counts
 
     def identifiers_of(self, profile_id: str) -> list[str]:
         """Return the identifiers mapped to the profile, sorted."""

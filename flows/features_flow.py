@@ -42,6 +42,7 @@ from features.pipeline import (
     JourneyInput,
     PersonIndex,
     apply_profile_inputs,
+    redemptions_of,
     route,
 )
 from features.profile import ProfileState
@@ -84,6 +85,8 @@ class FlowConfig:
 Checked = tuple[Message, Event | Rejection]
 _DEADLETTER = "\x00deadletter"
 _CLOCK = "\x00clock"
+_REDEEMED = "\x00redeemed"
+_NOT_PERSON = frozenset((_DEADLETTER, _REDEEMED))
 _NO_TIME = float("inf")
 
 
@@ -133,6 +136,8 @@ def _ingester(
                 continue
             for target, item in route(result, produced_ms):
                 out.append((target, (target, item)))
+            for redemption in redemptions_of(result):
+                out.append((_REDEEMED, redemption))
             if clock:
                 ts = result.event_time.timestamp()
                 earliest, latest = min(earliest, ts), max(latest, ts)
@@ -266,8 +271,11 @@ def build_flow(
         timed = op.branch("clock", ingested, lambda kv: kv[0] == _CLOCK)
         clock, ingested = op.map("clock_time", timed.trues, lambda kv: kv[1]), timed.falses
     common = op.branch("fragment_input", ingested, _is_fragment_input)
-    rare = op.branch("person_or_deadletter", common.falses, lambda kv: kv[0] != _DEADLETTER)
-    _deadletter(config, rare.falses, deadletter_path)
+    rare = op.branch("person_or_deadletter", common.falses, lambda kv: kv[0] not in _NOT_PERSON)
+    # Budget spend goes straight to the store: it names offers and orders, not people.
+    dead = op.branch("deadletter_or_redemption", rare.falses, lambda kv: kv[0] == _DEADLETTER)
+    _deadletter(config, dead.trues, deadletter_path)
+    redemptions = op.map("redemption_items", dead.falses, lambda kv: (kv[0], [kv[1]]))
 
     fanned = op.flat_map(
         "fan_out", op.stateful_map("person_index", rare.trues, _person_index), lambda kv: kv[1]
@@ -288,7 +296,7 @@ def build_flow(
         profile_out = split.falses
     # Not re-keyed: identity records are written by the worker of their identifier.
     records = op.flat_map("to_store", fragment_out, _to_store)
-    store_items = op.merge("store_items", profile_out, records)
+    store_items = op.merge("store_items", profile_out, records, redemptions)
     op.output("online_store", store_items, StoreSink(config.open_store))
     return flow
 

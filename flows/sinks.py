@@ -12,8 +12,15 @@ from datetime import UTC, datetime
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from features.pipeline import IdentityOut, MoveOut, ProfileOut, StoreItem
-from features.store import IdentityWrite, MergeRecord, OnlineStore, ProfileWrite, StoreBatch
+from features.pipeline import IdentityOut, MoveOut, ProfileOut, RedemptionOut, StoreItem
+from features.store import (
+    IdentityWrite,
+    MergeRecord,
+    OnlineStore,
+    ProfileWrite,
+    Redemption,
+    StoreBatch,
+)
 from flows import metrics
 
 
@@ -23,6 +30,7 @@ def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int
     erased: set[str] = set()
     identity: dict[str, str | None] = {}
     merges: list[MergeRecord] = []
+    redemptions: dict[RedemptionOut, None] = {}
     produced: list[int] = []
     for item in items:
         if isinstance(item, ProfileOut):
@@ -38,11 +46,14 @@ def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int
         elif isinstance(item, MoveOut):
             merges.append(merge_record(item))
             metrics.MERGES.labels(item.rule).inc()
+        elif isinstance(item, RedemptionOut):
+            redemptions[item] = None
     batch = StoreBatch(
         profiles=[ProfileWrite(p, v) for p, v in profiles.items() if v is not None],
         deleted_profiles=[p for p, v in profiles.items() if v is None and p not in erased],
         identity=[IdentityWrite(i, p) for i, p in identity.items()],
         merges=merges,
+        redemptions=[Redemption(r.offer_id, r.order_id) for r in redemptions],
     )
     return batch, sorted(p for p in erased if profiles.get(p) is None), produced
 

@@ -382,4 +382,3 @@ def from_kafka(
     value = msg.value if isinstance(item, KafkaSourceMessage) else b""
     produced = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else int(time.time() * 1000)
     return Message(msg.topic or "", msg.partition or 0, msg.offset or 0, value or b"", produced)
-

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies get a 413.")
     model_pointer: Path | None = Field(None, description="Promoted-model pointer to watch.")
     model_poll_s: float = Field(2.0, gt=0, description="How often to check the model pointer.")
+    budget_refresh_s: float = Field(
+        1.0, gt=0, description="How often serving reads offer budget spend (redemptions)."
+    )
     registry_dir: Path | None = Field(None, description="Model registry; default under data_dir.")
     click_window_hours: float = Field(24.0, gt=0, description="Opens/clicks count this long.")
     conversion_window_days: float = Field(7.0, gt=0, description="Conversions count this long.")

@@ -35,6 +35,7 @@ from features.scoring import Candidate, HeuristicScorer, Scorer
 from features.store import OnlineStore
 from features.topics import MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.settings import Settings
+from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog, FileSink, KafkaSink, Sink
 from serving.engine import Engine, UnavailableError, parse_identifier, utc_now
 from serving.metrics import ServingMetrics
@@ -242,6 +243,12 @@ def create_app(
         max_queue=settings.decision_queue_size,
         on_outcome=lambda outcome, n: metrics.decision_log.labels(outcome=outcome).inc(n),
     )
+    budgets = BudgetSpend(
+        store,
+        catalog.offers.values(),
+        refresh_s=settings.budget_refresh_s,
+        on_refresh=metrics.budget_refreshed,
+    )
     engine = Engine(
         store=store,
         catalog=catalog,
@@ -256,6 +263,7 @@ def create_app(
             topic_path(settings.event_log_dir, MESSAGES_OUTBOUND),
             topic_path(settings.event_log_dir, TRIGGERS),
         ],
+        budgets=budgets,
         **({"new_id": new_id} if new_id else {}),
     )
     loader = model_loader or default_loader()
@@ -277,9 +285,11 @@ def create_app(
         gc.freeze()
         if watcher is not None:
             watcher.start()
+        budgets.start()
         try:
             yield
         finally:
+            budgets.stop()
             if watcher is not None:
                 watcher.stop()
             decisions.close()

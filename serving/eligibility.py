@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 
 from features.catalog import Offer, Store
 
-__all__ = ["UTC", "OfferContext", "offer_rule"]
+__all__ = ["UTC", "OfferContext", "offer_rule", "over_budget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,11 @@ class OfferContext:
     home_store: Store | None = None
     tier: str | None = None
     basket_value: float | None = None
+
+
+def over_budget(offer: Offer, spent: Mapping[str, float]) -> bool:
+    """Return whether one more redemption would take the offer's spend past its budget."""
+    return offer.budget is not None and spent.get(offer.id, 0.0) + offer.cost > offer.budget
 
 
 def offer_rule(
@@ -69,7 +74,7 @@ def offer_rule(
             return "coffee_corner"
     if offer.tiers and ctx.tier not in offer.tiers:
         return "tier"
-    if offer.budget is not None and (spent or {}).get(offer.id, 0.0) + offer.cost > offer.budget:
+    if over_budget(offer, spent or {}):
         return "budget"
     if ctx.basket_value is not None and ctx.basket_value < offer.min_basket:
         return "min_basket"

@@ -44,6 +44,7 @@ from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
 from features.store import ContactRecord, OnlineStore, StoreError
 from features.topics import CONSENT, routing_key
+from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog
 from serving.eligibility import OfferContext
 from serving.metrics import ServingMetrics
@@ -127,6 +128,7 @@ class Engine:
         new_id: Callable[[], str] = new_decision_id,
         examples_path: Path | None = None,
         journey_logs: Sequence[Path] = (),
+        budgets: BudgetSpend | None = None,
     ) -> None:
         if not 0.0 <= epsilon <= 1.0:
             message = f"epsilon must be within [0, 1]; got {epsilon!r}"
@@ -144,6 +146,8 @@ class Engine:
         self.examples_path = examples_path
         # The journeys' embedded logs (messages.outbound, triggers): they name profiles too.
         self.journey_logs = tuple(journey_logs)
+        # Live offer budget spend (redemptions); without it, the policies' spend alone.
+        self.budgets = budgets
         self.policy_name = f"serve-egreedy-{epsilon:g}"
 
     def _header(
@@ -231,6 +235,9 @@ class Engine:
         )
         loaded = self.policies.get()
         facts = contact_facts(features)
+        spent = loaded.policies.budget_spent
+        if self.budgets is not None:
+            spent = self.budgets.spent(spent)
 
         def run(scorer: Scorer) -> OffersOutcome:
             return decide_offers(
@@ -245,6 +252,7 @@ class Engine:
                 epsilon=self.epsilon,
                 rng=random.Random(decision_id),
                 cache=loaded.eligibility,
+                spent=spent,
             )
 
         outcome, version = self._with_fallback(run)

@@ -20,6 +20,7 @@ metric                                         what
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -82,6 +83,14 @@ class ServingMetrics:
             "omnioffer_serve_model_events", "Model swaps and load failures.", ["event"],
             registry=r,
         )  # fmt: skip
+        self.budget_spent = Gauge(
+            "omnioffer_serve_offer_budget_spent", "Offer budget spent by redemptions.",
+            ["offer"], registry=r,
+        )  # fmt: skip
+        self.budget_refreshes = Counter(
+            "omnioffer_serve_budget_refreshes", "Budget spend refreshes by result.",
+            ["result"], registry=r,
+        )  # fmt: skip
         self.policy_reloads = Counter(
             "omnioffer_serve_policy_reloads", "Policy reloads by result.", ["result"],
             registry=r,
@@ -89,6 +98,12 @@ class ServingMetrics:
 
         # Labelled children by (metric, label values): labels() costs microseconds a call.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def budget_refreshed(self, result: str, live: Mapping[str, float]) -> None:
+        """Count a budget refresh and publish the spend of each offer redeemed so far."""
+        self.budget_refreshes.labels(result=result).inc()
+        for offer_id, amount in live.items():
+            self.budget_spent.labels(offer=offer_id).set(amount)
 
     def inc(self, counter: Counter, *labels: str) -> None:
         """Add one to ``counter`` for ``labels`` (positional, in the counter's label order)."""

@@ -23,7 +23,7 @@ import numpy as np
 from features.arbitration import Pick, explore, first_slot_propensities, rank_scores
 from features.policy import ContactFacts, Policies, check_offer
 from features.scoring import Candidate, ScoreContext, Scored, Scorer
-from serving.eligibility import OfferContext, offer_rule
+from serving.eligibility import OfferContext, offer_rule, over_budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,8 @@ class EligibilityCache:
     """Eligible offers per context, reused while no offer's validity starts or ends.
 
     Eligibility depends on the context (channel, store, home store, tier, basket), on the
-    budget spend of the policies in force and on the time only through validity windows;
+    budget spend only through the offers it exhausts, and on the time only through validity
+    windows;
     so an entry holds between the two validity boundaries around the time it was computed
     and is exact, not approximate. Bounded: cleared when it holds ``max_entries``.
     """
@@ -91,6 +92,11 @@ class EligibilityCache:
         self._baskets = sorted({o.min_basket for o in offers})
         self._entries: dict[tuple[Any, ...], Eligible] = {}
         self._max = max_entries
+        # Spend matters only through which offers it exhausts: entries hold until that
+        # set changes (checked when a new spend mapping comes, by identity).
+        self._budgeted = [o for o in offers if o.budget is not None]
+        self._spent: Mapping[str, float] | None = None
+        self._exhausted: frozenset[str] = frozenset()
 
     def key(self, context: OfferContext) -> tuple[Any, ...]:
         """Return the cache key of ``context``: equal keys, equal eligibility (at one time)."""
@@ -110,6 +116,12 @@ class EligibilityCache:
         self, plans: Sequence[OfferPlan], context: OfferContext, spent: Mapping[str, float]
     ) -> Eligible:
         """Return the eligible plans and the excluded counts by rule for ``context``."""
+        if spent is not self._spent:
+            self._spent = spent
+            exhausted = frozenset(o.id for o in self._budgeted if over_budget(o, spent))
+            if exhausted != self._exhausted:
+                self._exhausted = exhausted
+                self._entries.clear()
         key = self.key(context)
         entry = self._entries.get(key)
         now = context.now
@@ -189,12 +201,15 @@ def decide_offers(
     epsilon: float,
     rng: random.Random,
     cache: EligibilityCache | None = None,
+    spent: Mapping[str, float] | None = None,
 ) -> OffersOutcome:
     """Choose up to ``limit`` offers; see the module docstring for the steps.
 
     ``cache`` (optional) reuses eligibility across requests with the same context.
+    ``spent`` is the budget spend per offer; the policies' ``budget_spent`` when ``None``.
     """
-    spent = policies.budget_spent
+    if spent is None:
+        spent = policies.budget_spent
     if cache is not None:
         entry = cache.lookup(plans, context, spent)
         pool, excluded = entry.pool, entry.excluded

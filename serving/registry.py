@@ -17,12 +17,12 @@ that fails leaves the model being served in place (the heuristic if none was eve
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from features.scoring import Scorer
+from serving.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,12 @@ class ModelWatcher:
         interval_s: float = 2.0,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
-        if interval_s <= 0:
-            message = f"interval_s must be positive; got {interval_s!r}"
-            raise ValueError(message)
         self.holder = holder
         self.pointer = Path(pointer)
         self.loader = loader
-        self.interval_s = interval_s
         self.state = WatchState()
         self._on_event = on_event
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Periodic(self.poll_once, interval_s=interval_s, name="model-watcher")
 
     def poll_once(self) -> bool:
         """Check the pointer once; return whether a new model was swapped in."""
@@ -119,25 +114,18 @@ class ModelWatcher:
         if self._on_event is not None:
             self._on_event("load_failure")
 
+    @property
+    def interval_s(self) -> float:
+        """Seconds between two polls."""
+        return self._poller.interval_s
+
     def start(self) -> None:
         """Poll once now, then in a daemon thread until :meth:`stop`."""
-        self.poll_once()
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll_once()
+        self._poller.start()
 
     def stop(self) -> None:
         """Stop polling; idempotent."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
+        self._poller.stop()
 
 
 def default_loader() -> Loader | None:

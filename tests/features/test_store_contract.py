@@ -31,6 +31,7 @@ from features.store import (
     OnlineStore,
     ProfileRead,
     ProfileWrite,
+    Redemption,
     StoreBatch,
     StoreError,
     StoreUnavailableError,
@@ -350,7 +351,7 @@ def test_erase_leaves_no_trace(backend: Backend, store: OnlineStore) -> None:
         assert all(f"{{{A}}}" not in key.decode() for key in raw)
     else:
         # Every row of every table, and the database file itself after the checkpoint.
-        assert set(raw) == {"contacts", "identities", "merges", "profiles"}
+        assert set(raw) == {"contacts", "identities", "merges", "profiles", "redemptions"}
         text = repr(raw) + Path(store.path).read_bytes().decode("latin-1")
         wal = Path(f"{store.path}-wal")
         if wal.exists():
@@ -506,6 +507,8 @@ def test_profile_ttl_expires_values_only(backend: Backend) -> None:
             "contacts[0].sent_at must be timezone-aware",
         ),
         (StoreBatch(contacts=[contact("", A)]), ValueError, "contacts[0].decision_id"),
+        (StoreBatch(redemptions=[Redemption("", "o-1")]), ValueError, "redemptions[0].offer_id"),
+        (StoreBatch(redemptions=[Redemption("of-1", "")]), ValueError, "redemptions[0].order_id"),
     ],
 )
 def test_bad_batches_are_rejected_before_anything_is_written(
@@ -518,12 +521,40 @@ def test_bad_batches_are_rejected_before_anything_is_written(
         identity=batch.identity,
         merges=batch.merges,
         contacts=batch.contacts,
+        redemptions=batch.redemptions,
     )
     before = backend.raw(store)
     with pytest.raises(error) as info:
         store.write(mixed)
     assert text in str(info.value)
     assert backend.raw(store) == before
+
+
+def test_redemptions_count_each_order_once_per_offer(store: OnlineStore) -> None:
+    assert store.redemptions([]) == {}
+    assert store.redemptions(["of-a", "of-b"]) == {"of-a": 0, "of-b": 0}
+    store.write(
+        StoreBatch(
+            redemptions=[
+                Redemption("of-a", "o-1"),
+                Redemption("of-a", "o-1"),  # the same order twice in a batch: once
+                Redemption("of-a", "o-2"),
+                Redemption("of-b", "o-1"),  # one order may redeem several offers
+            ]
+        )
+    )
+    store.write(StoreBatch(redemptions=[Redemption("of-a", "o-2")]))  # a replay: once
+    assert store.redemptions(["of-b", "of-a", "of-c"]) == {"of-b": 1, "of-a": 2, "of-c": 0}
+    with pytest.raises(ValueError, match=r"offer_ids\[1\]"):
+        store.redemptions(["of-a", ""])
+
+
+def test_erasure_keeps_redemptions(store: OnlineStore) -> None:
+    # Budget spend names offers and orders, not people: it outlives an erased customer.
+    _erasable(store)
+    store.write(StoreBatch(redemptions=[Redemption("of-a", "o-1")]))
+    store.erase(A)
+    assert store.redemptions(["of-a"]) == {"of-a": 1}
 
 
 def test_naive_since_is_rejected(store: OnlineStore) -> None:
@@ -538,6 +569,7 @@ def test_naive_since_is_rejected(store: OnlineStore) -> None:
 PROFILES = [A, B, "p{3}", "x}y"]  # braces: the hash tag must still be one per profile
 IDENTIFIERS = ["anonymous_id:a-1", "device_id:d-1", "customer_id:cu-1", "card_id:k-1"]
 DAYS = [0, 1, 30, 95, 200]  # spans the 90-day retention
+OFFERS = ["of-a", "of-b", "of-{c}"]
 
 profiles_st = st.sampled_from(PROFILES)
 merges_st = st.builds(
@@ -569,6 +601,10 @@ batches_st = st.builds(
         st.builds(_contact_of, st.integers(0, 9), profiles_st),
         max_size=3,
     ),
+    redemptions=st.lists(
+        st.builds(Redemption, st.sampled_from(OFFERS), st.sampled_from(["o-1", "o-2", "o-3"])),
+        max_size=3,
+    ),
 )
 
 
@@ -583,6 +619,7 @@ def _replay(backend: Backend, batches: list[StoreBatch]) -> dict[str, Any]:
         "ids": [store.identifiers_of(p) for p in PROFILES],
         "merges": [store.merges_of(p) for p in PROFILES],
         "contacts": [store.contacts_of(p) for p in PROFILES],
+        "redemptions": store.redemptions(OFFERS),
     }
     if isinstance(store, RedisStore):  # namespaces differ; compare the rest of the keys
         state["raw"] = {k.split(b":", 1)[1]: v for k, v in state["raw"].items()}
@@ -693,8 +730,10 @@ def test_redis_keys_follow_the_layout(redis_server: RedisServer) -> None:
                     identity=[link(f"device_id:{pid}", pid)],
                     merges=[merge("m-1", pid)],
                     contacts=[contact("d-1", pid)],
+                    redemptions=[Redemption(f"of-{pid}", "o-1")],
                 )
             )
+            assert probe.smembers(f"{namespace}:offer:{{of-{pid}}}:redeemed") == {b"o-1"}
             own = [k for k in probe.scan_iter(match=f"{namespace}:*") if b"id:{" not in k]
             keys = sorted(k.decode() for k in own if k.startswith(f"{namespace}:{{{pid}".encode()))
             assert keys == sorted(

@@ -4,10 +4,12 @@ import functools
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import orjson
 from bytewax.testing import run_main
 
+from features.catalog import load_catalog
 from features.eventlog import read_topic
 from features.pipeline import recompute
 from features.profile import decode_profile
@@ -27,29 +29,71 @@ def config_for(events_dir, db_path):
     )
 
 
+OFFER_IDS = sorted(load_catalog().offers)
+
+
 def store_content(store, profile_ids, identifiers):
     profiles = {}
     for profile_id in profile_ids:
         raw = store.read_profile(profile_id)
         profiles[profile_id] = None if raw is None else decode_profile(raw)
     identity = {i: store.resolve([i]) for i in identifiers}
-    return profiles, identity
+    return profiles, identity, store.redemptions(OFFER_IDS)
 
 
 def expected_content(events):
     result = recompute(events)
     profiles = {p: decode_profile(v) for p, v in result.profiles.items()}
-    return profiles, dict(result.identity)
+    redeemed = Counter(r.offer_id for r in result.redemptions)
+    return profiles, dict(result.identity), {o: redeemed[o] for o in OFFER_IDS}
 
 
 def test_stream_equals_batch_recomputation(small_world, small_world_events, tmp_path):
     db = tmp_path / "online.sqlite3"
     run_main(build_flow(config_for(small_world, db), deadletter_path=tmp_path / "dl.jsonl"))
-    expected_profiles, expected_identity = expected_content(small_world_events)
+    expected = expected_content(small_world_events)
     with open_store("sqlite", sqlite_path=db) as store:
-        got = store_content(store, expected_profiles, expected_identity)
-    assert len(expected_profiles) > 100
-    assert got == (expected_profiles, expected_identity)
+        got = store_content(store, expected[0], expected[1])
+    assert len(expected[0]) > 100
+    assert sum(expected[2].values()) > 20  # offers were redeemed: budgets are spent
+    assert got == expected
+    # A replay of the whole log (a restart without a checkpoint) counts no order twice.
+    run_main(build_flow(config_for(small_world, db), deadletter_path=tmp_path / "dl2.jsonl"))
+    with open_store("sqlite", sqlite_path=db) as store:
+        assert store_content(store, expected[0], expected[1]) == expected
+
+
+def test_redemptions_are_counted_per_order(tmp_path):
+    from datetime import UTC, datetime
+
+    from features.eventlog import EventLogWriter
+    from features.events import Identifiers, Item, Purchase, encode_event
+    from features.topics import topic_for
+
+    def purchase(event_id, order_id, customer, offers):
+        return Purchase(
+            event_id=event_id, event_time=datetime(2026, 3, 2, 9, tzinfo=UTC), source="store",
+            ids=Identifiers(customer_id=customer), order_id=order_id, channel="store",
+            payment_channel="store", store_id="st-1", total=4.5,
+            items=[Item(product_id="p-1", category="coffee_tea", price=4.5)],
+            offers_redeemed=offers,
+        )  # fmt: skip
+
+    events = [
+        purchase("e-1", "o-1", "cu-1", ["of-spring-produce", "of-xsell-baby"]),
+        purchase("e-2", "o-2", "cu-2", ["of-spring-produce"]),
+        purchase("e-2", "o-2", "cu-2", ["of-spring-produce"]),  # delivered twice
+        purchase("e-3", "o-3", "cu-1", []),
+    ]
+    log_dir = tmp_path / "events"
+    with EventLogWriter(log_dir) as writer:
+        for event in events:
+            writer.append(topic_for(event.kind), encode_event(event))
+    db = tmp_path / "budget.sqlite3"
+    run_main(build_flow(config_for(log_dir, db), deadletter_path=tmp_path / "dl.jsonl"))
+    with open_store("sqlite", sqlite_path=db) as store:
+        counts = store.redemptions(["of-spring-produce", "of-xsell-baby", "of-pts-web-pay"])
+    assert counts == {"of-spring-produce": 2, "of-xsell-baby": 1, "of-pts-web-pay": 0}
 
 
 def test_malformed_events_reach_the_deadletter_and_the_rest_is_processed(small_world, tmp_path):
@@ -78,12 +122,9 @@ def test_malformed_events_reach_the_deadletter_and_the_rest_is_processed(small_w
 def test_two_workers_give_the_same_store_as_one(small_world, small_world_events, tmp_path):
     db = tmp_path / "two.sqlite3"
     run(config_for(small_world, db), workers=2, deadletter_path=tmp_path / "dl.jsonl")
-    expected_profiles, expected_identity = expected_content(small_world_events)
+    expected = expected_content(small_world_events)
     with open_store("sqlite", sqlite_path=db) as store:
-        assert store_content(store, expected_profiles, expected_identity) == (
-            expected_profiles,
-            expected_identity,
-        )
+        assert store_content(store, expected[0], expected[1]) == expected
 
 
 def test_two_processes_give_the_same_store_as_one(small_world, small_world_events, tmp_path):
@@ -108,9 +149,6 @@ def test_two_processes_give_the_same_store_as_one(small_world, small_world_event
     for proc in procs:
         _out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err.decode()[-3000:]
-    expected_profiles, expected_identity = expected_content(small_world_events)
+    expected = expected_content(small_world_events)
     with open_store("sqlite", sqlite_path=db) as store:
-        assert store_content(store, expected_profiles, expected_identity) == (
-            expected_profiles,
-            expected_identity,
-        )
+        assert store_content(store, expected[0], expected[1]) == expected

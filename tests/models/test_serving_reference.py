@@ -99,8 +99,10 @@ class ReferenceScorer:
 
 
 def reference_decide_offers(plans, *, features, facts, context, score_context, scorer, policies,
-                            limit, epsilon, rng, cache=None) -> OffersOutcome:  # fmt: skip
-    passing, excluded = eligible_plans(plans, context, policies.budget_spent)
+                            limit, epsilon, rng, cache=None,
+                            spent=None) -> OffersOutcome:  # fmt: skip
+    spent = policies.budget_spent if spent is None else spent
+    passing, excluded = eligible_plans(plans, context, spent)
     suppressed, eligible = [], []
     for plan in passing:
         if rule := check_offer(plan.candidate.action_id, facts):
