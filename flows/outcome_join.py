@@ -8,7 +8,8 @@ they answer is found by identifier and offer, not by id. Every input batch also 
 shard its source's newest event time, so every shard's watermark advances from the events
 themselves (:class:`features.attribution.OutcomeJoin`), never from the wall clock: a replay
 of the same input gives the same examples. Invalid messages are skipped here (the feature
-flow dead-letters them). Run it with ``omnioffer``'s settings::
+flow dead-letters them). Run it with ``omnioffer flow outcomes``, or with ``omnioffer``'s
+settings::
 
     python -m bytewax.run "flows.outcome_join:flow"
 """
@@ -19,7 +20,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 import msgspec
@@ -39,6 +40,9 @@ from features.decisions import decode_decision
 from features.topics import DECISIONS, ENGAGEMENT, PURCHASES
 from features.validation import Rejection, validate
 from flows.sources import EventLogSource, Message, from_kafka, kafka_source
+
+if TYPE_CHECKING:
+    from omnioffer.settings import Settings
 
 JOIN_TOPICS = (DECISIONS, ENGAGEMENT, PURCHASES)
 
@@ -153,11 +157,9 @@ def run(config: OutcomeJoinConfig, out_path: Path) -> None:
     run_main(build_flow(config, out_path))
 
 
-def _from_settings() -> Dataflow:
-    from omnioffer.settings import Settings
-
-    settings = Settings()
-    config = OutcomeJoinConfig(
+def config_from(settings: Settings) -> OutcomeJoinConfig:
+    """Return the outcome join's configuration from ``omnioffer``'s settings."""
+    return OutcomeJoinConfig(
         hash_key=settings.hash_key,
         windows=settings.attribution_windows,
         source=settings.source,
@@ -166,7 +168,13 @@ def _from_settings() -> Dataflow:
         tail=settings.tail,
         max_event_bytes=settings.max_event_bytes,
     )
-    return build_flow(config, settings.data_dir / "examples.jsonl")
+
+
+def _from_settings() -> Dataflow:
+    from omnioffer.settings import Settings
+
+    settings = Settings()
+    return build_flow(config_from(settings), settings.examples_path)
 
 
 def __getattr__(name: str) -> Any:

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         return self.events_dir or self.data_dir / "events"
 
     @property
+    def examples_path(self) -> Path:
+        """The outcome join's labelled examples (JSONL); serving's erasure reaches it too."""
+        return self.data_dir / "examples.jsonl"
+
+    @property
     def model_registry_dir(self) -> Path:
         """The model registry (versions and the ``promoted`` pointer)."""
         return self.registry_dir or self.data_dir / "registry"

@@ -258,7 +258,7 @@ def create_app(
         metrics=metrics,
         epsilon=settings.explore_epsilon,
         clock=clock or utc_now,
-        examples_path=settings.data_dir / "examples.jsonl",
+        examples_path=settings.examples_path,
         journey_logs=[
             topic_path(settings.event_log_dir, MESSAGES_OUTBOUND),
             topic_path(settings.event_log_dir, TRIGGERS),

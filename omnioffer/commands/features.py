@@ -71,6 +71,29 @@ def flow_features(
     )
 
 
+@flow_app.command("outcomes")
+def flow_outcomes(
+    source: SourceOption = None,
+    events: EventsOption = None,
+    bootstrap: BootstrapOption = None,
+    tail: TailOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Labelled examples (JSONL); default: data dir.")
+    ] = None,
+) -> None:
+    """Run the outcome join: decisions + engagement and purchases -> labelled examples."""
+    from flows.outcome_join import config_from, run
+
+    settings = settings_with(
+        source=source, events_dir=events, kafka_bootstrap=bootstrap, tail=tail
+    )
+    target = out or settings.examples_path
+    console.print(f"outcome join: {settings.source} -> {target}")
+    run(config_from(settings), target)
+    lines = target.read_bytes().count(b"\n") if target.exists() else 0
+    console.print(f"{lines:,} labelled examples in {target}")
+
+
 @features_app.command("rebuild")
 def features_rebuild(
     events: Annotated[Path | None, typer.Option(help="File event log folder.")] = None,

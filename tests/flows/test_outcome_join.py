@@ -100,3 +100,23 @@ def test_shards_are_stable():
     # A pinned value: the shard must not depend on the process (no salted hash()).
     assert shard_of("de-1", 8) == "6"
     assert {shard_of(f"de-{i}", 4) for i in range(50)} == {"0", "1", "2", "3"}
+
+
+def test_the_cli_runs_the_join_with_the_settings(small_world, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from omnioffer.cli import app
+
+    monkeypatch.setenv("OMNIOFFER_CONTACT_HASH_KEY", TEST_HASH_KEY.decode())
+    monkeypatch.setenv("OMNIOFFER_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "cli" / "examples.jsonl"
+    result = CliRunner().invoke(
+        app, ["flow", "outcomes", "--source", "files", "--events", str(small_world),
+              "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    got = {x.decision.decision_id: x.labels for x in map(decode_example, out.read_bytes().split())}
+    events = load_events(small_world, key=TEST_HASH_KEY)
+    expected = join_in_time_order(load_decisions(small_world), events, AttributionWindows())
+    assert got == {x.decision.decision_id: x.labels for x in expected}
+    assert f"{len(got):,} labelled examples" in result.output
