@@ -10,7 +10,9 @@ run in-process by :func:`recompute` for batch recomputation — the same code bo
 3. :class:`~features.profile.ProfileState`, keyed by profile: the merge of its fragments.
 
 Outputs for the online store are :class:`ProfileOut`, :class:`IdentityOut` and
-:class:`MoveOut` items; every value is absolute so a replay converges.
+:class:`MoveOut` items; every value is absolute so a replay converges. Offer redemptions
+(:func:`redemptions_of`, for budgets) go to the store beside the keyed steps, as
+:class:`RedemptionOut` items keyed by offer and order.
 """
 
 from __future__ import annotations

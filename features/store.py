@@ -1,4 +1,4 @@
-"""The online store: profiles, the identity map, merge history and the contact log.
+"""The online store: profiles, the identity map, merges, the contact log, offer redemptions.
 
 The streaming flow writes here; the serving API reads here. Two implementations pass
 the same contract suite (``tests/features/test_store_contract.py``):
@@ -130,7 +130,7 @@ class StoreBatch(msgspec.Struct, frozen=True, kw_only=True):
 
     Order of application: ``profiles``, ``deleted_profiles`` (so a profile both written
     and deleted ends deleted), ``identity`` (the last write per identifier wins),
-    ``merges``, ``contacts``, ``redemptions``.
+    ``merges``, ``contacts``; ``redemptions`` touch nothing else, in any order.
     """
 
     profiles: list[ProfileWrite] = []
@@ -203,7 +203,8 @@ class OnlineStore(Protocol):
         ``contact_retention_days`` of the newest record in that log; older ones are
         trimmed on write. Event time, not wall-clock time, so replays converge. With
         ``profile_ttl_s`` set, a profile value expires that many (wall-clock) seconds
-        after its last write; the identity map, merges and contacts do not expire.
+        after its last write; the identity map, merges, contacts and redemptions do not
+        expire.
 
     Erasure
         :meth:`erase` removes the profile value, every identity mapping that points to

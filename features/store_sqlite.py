@@ -7,6 +7,8 @@ Same contract as :class:`features.store.OnlineStore`. Tables::
     merges(profile_id, merge_id, at_us, record)      PK (profile_id, merge_id)
     contacts(profile_id, decision_id, sent_at_us, record)
                                                       PK (profile_id, decision_id)
+    redemptions(offer_id, order_id)                  PK (offer_id, order_id)
+    redemption_counts(offer_id PK, orders)           kept with redemptions, read by serving
 
 The index on ``identities.profile_id`` is the per-profile index that makes erasure
 direct. ``record`` holds the JSON of the merge/contact record, ``*_us`` its time in
@@ -80,6 +82,10 @@ CREATE TABLE IF NOT EXISTS redemptions (
     offer_id TEXT NOT NULL,
     order_id TEXT NOT NULL,
     PRIMARY KEY (offer_id, order_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS redemption_counts (
+    offer_id TEXT PRIMARY KEY,
+    orders   INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS contacts (
     profile_id  TEXT NOT NULL,
@@ -200,10 +206,19 @@ class SqliteStore(Closing):
                 ],
             )
             self._trim_contacts(db, {c.profile_id for c in batch.contacts})
-            db.executemany(
-                "INSERT OR IGNORE INTO redemptions VALUES (?, ?)",
-                [(r.offer_id, r.order_id) for r in batch.redemptions],
-            )
+            for redemption in batch.redemptions:
+                # The count moves only when the order is new: a replay leaves it as it is,
+                # and serving reads one row per offer instead of counting orders.
+                added = db.execute(
+                    "INSERT OR IGNORE INTO redemptions VALUES (?, ?)",
+                    (redemption.offer_id, redemption.order_id),
+                ).rowcount
+                if added:
+                    db.execute(
+                        "INSERT INTO redemption_counts VALUES (?, 1) ON CONFLICT (offer_id)"
+                        " DO UPDATE SET orders = orders + 1",
+                        (redemption.offer_id,),
+                    )
 
     def _trim_contacts(self, db: sqlite3.Connection, profile_ids: set[str]) -> None:
         if self._retention_us is None:
@@ -307,7 +322,7 @@ class SqliteStore(Closing):
         return next((rows[i] for i in unique if i in rows), None)
 
     def redemptions(self, offer_ids: Sequence[str]) -> dict[str, int]:
-        """Return the number of orders that redeemed each offer (one ``GROUP BY``)."""
+        """Return the number of orders that redeemed each offer (one row per offer)."""
         for i, offer_id in enumerate(offer_ids):
             check_id(offer_id, f"offer_ids[{i}]")
         counts = dict.fromkeys(offer_ids, 0)
@@ -316,8 +331,7 @@ class SqliteStore(Closing):
         marks = ", ".join("?" * len(counts))
         with self._locked() as db:
             rows = db.execute(
-                f"SELECT offer_id, COUNT(*) FROM redemptions WHERE offer_id IN ({marks})"
-                " GROUP BY offer_id",
+                f"SELECT offer_id, orders FROM redemption_counts WHERE offer_id IN ({marks})",
                 list(counts),
             ).fetchall()
         counts.update(rows)

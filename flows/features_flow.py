@@ -2,6 +2,8 @@
 
 ``read -> validate -> (deadletter | route) -> person_index -> fragments -> profiles -> store``
 
+plus the offer redemptions of purchases, from ``validate`` straight to the store (budgets).
+
 The logic of every keyed step lives in :mod:`features.pipeline` (shared with batch
 recomputation); this module only wires it into Bytewax and adapts I/O. Run it with
 ``omnioffer flow features`` or, for several workers and processes::

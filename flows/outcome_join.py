@@ -16,6 +16,7 @@ settings::
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -153,8 +154,17 @@ def build_flow(config: OutcomeJoinConfig, out_path: Path) -> Dataflow:
 
 
 def run(config: OutcomeJoinConfig, out_path: Path) -> None:
-    """Run the outcome join in this process until its (bounded) input ends."""
-    run_main(build_flow(config, out_path))
+    """Run the outcome join in this process until its input ends.
+
+    A bounded run writes beside ``out_path`` and replaces it at the end (one rename), so
+    training never reads a half-written file, nor an empty one after an interrupted run.
+    """
+    if config.tail:
+        run_main(build_flow(config, out_path))
+        return
+    partial = out_path.with_name(out_path.name + ".partial")
+    run_main(build_flow(config, partial))
+    os.replace(partial, out_path)
 
 
 def config_from(settings: Settings) -> OutcomeJoinConfig:

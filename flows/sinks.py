@@ -94,7 +94,8 @@ class _StorePartition(StatelessSinkPartition[tuple[str, list[StoreItem]]]):
 class StoreSink(DynamicSink[tuple[str, list[StoreItem]]]):
     """Write pipeline outputs to an online store; each worker opens its own connection.
 
-    Items are ``(profile_id, [store items])`` as the profiles step emits them.
+    Items are ``(key, [store items])``: a profile and what the profiles step emits for it,
+    an identifier's records, or offer redemptions.
     """
 
     def __init__(self, open_store: Callable[[], OnlineStore]) -> None:

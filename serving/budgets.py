@@ -9,6 +9,12 @@ before go-live, or booked elsewhere). An offer whose spend plus one more redempt
 pass its budget stops being eligible (``serving.eligibility``, rule ``budget``) within one
 refresh. A store that cannot be read keeps the last spend known, counted in the metrics.
 
+What it does not do: redemptions only add up (a refund or a cancelled order does not give
+the budget back); an order id must be unique across channels and stores; a budget can be
+passed by what redeems within the flow's lag plus one refresh; and a server that starts
+while the store is down serves with the policies' spend alone until its first read (it
+fails open, like the rest of serving; ``omnioffer_serve_budget_refreshes_total``).
+
 >>> from features.catalog import load_catalog
 >>> from features.store import Redemption, StoreBatch, open_store
 >>> catalog = load_catalog()
@@ -53,8 +59,10 @@ class BudgetSpend:
         on_refresh: Callable[[str, _Spend], None] | None = None,
     ) -> None:
         self.store = store
-        self._costs = {o.id: o.cost for o in sorted(offers, key=lambda o: o.id) if o.budget}
+        budgeted = sorted((o for o in offers if o.budget is not None), key=lambda o: o.id)
+        self._costs = {o.id: o.cost for o in budgeted}
         self._live: dict[str, float] = {}
+        self._failing = False
         self._memo: tuple[_Spend, _Spend, _Spend] | None = None
         self._on_refresh = on_refresh
         self._poller = Periodic(self.refresh, interval_s=refresh_s, name="budget-spend")
@@ -71,9 +79,14 @@ class BudgetSpend:
         try:
             counts = self.store.redemptions(list(self._costs))
         except StoreError as error:
-            log.warning("budget spend not refreshed (the last one stays): %s", error)
+            if not self._failing:  # once per outage, not every second
+                log.warning("budget spend not refreshed (the last one stays): %s", error)
+            self._failing = True
             self._report("failure")
             return False
+        if self._failing:
+            log.info("budget spend refreshed again")
+        self._failing = False
         live = {o: counts[o] * cost for o, cost in self._costs.items() if counts.get(o)}
         if live != self._live:
             self._live = live  # one reference assignment: requests see old or new

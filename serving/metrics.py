@@ -15,6 +15,8 @@ metric                                         what
 ``omnioffer_serve_model_info``                 1 for the model version being served
 ``omnioffer_serve_model_events_total``         model swaps and load failures
 ``omnioffer_serve_policy_reloads_total``       policy-file reloads by result
+``omnioffer_serve_offer_budget_spent``         budget spent by redemptions, per offer
+``omnioffer_serve_budget_refreshes_total``     budget spend reads by result (ok / failure)
 =============================================  ==============================================
 """
 

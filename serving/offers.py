@@ -75,10 +75,10 @@ class EligibilityCache:
     """Eligible offers per context, reused while no offer's validity starts or ends.
 
     Eligibility depends on the context (channel, store, home store, tier, basket), on the
-    budget spend only through the offers it exhausts, and on the time only through validity
-    windows;
-    so an entry holds between the two validity boundaries around the time it was computed
-    and is exact, not approximate. Bounded: cleared when it holds ``max_entries``.
+    budget spend only through the set of offers it exhausts, and on the time only through
+    validity windows; so an entry holds between the two validity boundaries around the time
+    it was computed, for the exhausted set it was computed with, and is exact, not
+    approximate. Bounded: cleared when it holds ``max_entries``.
     """
 
     def __init__(self, plans: Sequence[OfferPlan], max_entries: int = 4096) -> None:
@@ -92,11 +92,10 @@ class EligibilityCache:
         self._baskets = sorted({o.min_basket for o in offers})
         self._entries: dict[tuple[Any, ...], Eligible] = {}
         self._max = max_entries
-        # Spend matters only through which offers it exhausts: entries hold until that
-        # set changes (checked when a new spend mapping comes, by identity).
+        # Spend matters only through which offers it exhausts; that set is computed again
+        # only for a new spend mapping (by identity) and tags each entry.
         self._budgeted = [o for o in offers if o.budget is not None]
-        self._spent: Mapping[str, float] | None = None
-        self._exhausted: frozenset[str] = frozenset()
+        self._spend: tuple[Mapping[str, float], frozenset[str]] | None = None
 
     def key(self, context: OfferContext) -> tuple[Any, ...]:
         """Return the cache key of ``context``: equal keys, equal eligibility (at one time)."""
@@ -116,17 +115,15 @@ class EligibilityCache:
         self, plans: Sequence[OfferPlan], context: OfferContext, spent: Mapping[str, float]
     ) -> Eligible:
         """Return the eligible plans and the excluded counts by rule for ``context``."""
-        if spent is not self._spent:
-            self._spent = spent
-            exhausted = frozenset(o.id for o in self._budgeted if over_budget(o, spent))
-            if exhausted != self._exhausted:
-                self._exhausted = exhausted
-                self._entries.clear()
+        exhausted = self._exhausted(spent)
         key = self.key(context)
         entry = self._entries.get(key)
         now = context.now
-        if entry is not None and (entry.start is None or entry.start <= now) and (
-            entry.end is None or now < entry.end
+        if (
+            entry is not None
+            and entry.exhausted == exhausted  # the same object, unless spend moved on
+            and (entry.start is None or entry.start <= now)
+            and (entry.end is None or now < entry.end)
         ):
             return entry
         plans_ok, excluded = eligible_plans(plans, context, spent)
@@ -136,20 +133,32 @@ class EligibilityCache:
         if len(self._entries) >= self._max:
             self._entries.clear()
         entry = self._entries[key] = Eligible(
-            plans_ok, excluded, start, end, CandidatePool(plans_ok)
+            plans_ok, excluded, start, end, CandidatePool(plans_ok), exhausted
         )
         return entry
+
+    def _exhausted(self, spent: Mapping[str, float]) -> frozenset[str]:
+        """Return the budgeted offers ``spent`` exhausts (the same object while unchanged)."""
+        memo = self._spend
+        if memo is not None and memo[0] is spent:
+            return memo[1]
+        exhausted = frozenset(o.id for o in self._budgeted if over_budget(o, spent))
+        if memo is not None and memo[1] == exhausted:
+            exhausted = memo[1]
+        self._spend = (spent, exhausted)  # one assignment: a reader sees a consistent pair
+        return exhausted
 
 
 @dataclass(frozen=True, slots=True)
 class Eligible:
-    """One cache entry: the eligible plans, exclusions by rule, when it holds, the pool."""
+    """One cache entry: eligible plans, exclusions, when it holds, pool, exhausted offers."""
 
     plans: list[OfferPlan]
     excluded: dict[str, int]
     start: datetime | None
     end: datetime | None
     pool: CandidatePool
+    exhausted: frozenset[str] = frozenset()
 
 
 def eligible_plans(

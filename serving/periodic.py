@@ -12,8 +12,11 @@ runs this way so that no request ever waits for it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class Periodic:
@@ -30,17 +33,23 @@ class Periodic:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Run once now, then in the thread until :meth:`stop`; idempotent."""
-        self.work()
+        """Run once now, then in the thread until :meth:`stop` (a second start: no-op)."""
         if self._thread is not None:
             return
+        self._run_once()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
+    def _run_once(self) -> None:
+        try:
+            self.work()
+        except Exception:  # a bug in one run must not stop the next ones (nor startup)
+            log.exception("%s failed; it runs again in %g s", self.name, self.interval_s)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.work()
+            self._run_once()
 
     def stop(self) -> None:
         """Stop the thread; idempotent."""

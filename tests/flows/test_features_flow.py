@@ -83,6 +83,8 @@ def test_redemptions_are_counted_per_order(tmp_path):
         purchase("e-1", "o-1", "cu-1", ["of-spring-produce", "of-xsell-baby"]),
         purchase("e-2", "o-2", "cu-2", ["of-spring-produce"]),
         purchase("e-2", "o-2", "cu-2", ["of-spring-produce"]),  # delivered twice
+        purchase("e-4", "o-2", "cu-2", ["of-spring-produce"]),  # the order sent again
+        purchase("e-5", "o-5", "cu-3", ["of-xsell-baby", "of-xsell-baby"]),  # listed twice
         purchase("e-3", "o-3", "cu-1", []),
     ]
     log_dir = tmp_path / "events"
@@ -93,7 +95,7 @@ def test_redemptions_are_counted_per_order(tmp_path):
     run_main(build_flow(config_for(log_dir, db), deadletter_path=tmp_path / "dl.jsonl"))
     with open_store("sqlite", sqlite_path=db) as store:
         counts = store.redemptions(["of-spring-produce", "of-xsell-baby", "of-pts-web-pay"])
-    assert counts == {"of-spring-produce": 2, "of-xsell-baby": 1, "of-pts-web-pay": 0}
+    assert counts == {"of-spring-produce": 2, "of-xsell-baby": 2, "of-pts-web-pay": 0}
 
 
 def test_malformed_events_reach_the_deadletter_and_the_rest_is_processed(small_world, tmp_path):

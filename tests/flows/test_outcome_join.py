@@ -115,7 +115,8 @@ def test_the_cli_runs_the_join_with_the_settings(small_world, tmp_path, monkeypa
               "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    got = {x.decision.decision_id: x.labels for x in map(decode_example, out.read_bytes().split())}
+    examples = map(decode_example, out.read_bytes().splitlines())
+    got = {x.decision.decision_id: x.labels for x in examples}
     events = load_events(small_world, key=TEST_HASH_KEY)
     expected = join_in_time_order(load_decisions(small_world), events, AttributionWindows())
     assert got == {x.decision.decision_id: x.labels for x in expected}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from features.decisions import Decision
 from features.store import OnlineStore, Redemption, StoreBatch, StoreUnavailableError
 from omnioffer.settings import Settings
 from serving.budgets import BudgetSpend
+from serving.engine import Engine
 from serving.schemas import OffersRequest, decode_request
 from tests.serving.conftest import AppFactory
 
@@ -24,12 +26,12 @@ def _redeem(store: OnlineStore, first: int, last: int) -> None:
     store.write(StoreBatch(redemptions=orders))
 
 
-def _candidates(client_engine, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+def _candidates(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     built: list[Decision] = []
-    monkeypatch.setattr(client_engine.decisions, "submit", lambda b: built.append(b()) or True)
+    monkeypatch.setattr(engine.decisions, "submit", lambda b: built.append(b()) or True)
     request = decode_request(b'{"anonymous_id": "a-new", "context": {"channel": "web"}}',
                              OffersRequest)  # fmt: skip
-    client_engine.offers(request)
+    engine.offers(request)
     return {c.offer_id for c in built[0].candidates}
 
 
@@ -57,6 +59,23 @@ def test_an_offer_stops_being_a_candidate_once_redemptions_spend_its_budget(
     metrics = client.get("/metrics").text
     assert f'omnioffer_serve_offer_budget_spent{{offer="{BUDGETED.id}"}} 4999.5' in metrics
     assert 'omnioffer_serve_budget_refreshes_total{result="ok"} 2.0' in metrics
+
+
+def test_the_background_refresh_picks_up_new_redemptions(
+    filled_store: OnlineStore,
+    make_client: AppFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", budget_refresh_s=0.05)
+    engine = make_client(filled_store, settings=settings).app.state.engine
+    assert BUDGETED.id in _candidates(engine, monkeypatch)
+    _redeem(filled_store, 0, 3400)  # more than the budget holds
+    deadline = time.monotonic() + 30  # a bound for a stuck thread, not a timing claim
+    while BUDGETED.id in _candidates(engine, monkeypatch):
+        assert time.monotonic() < deadline, "the budget thread never refreshed"
+        time.sleep(0.02)
+    assert engine.budgets.live[BUDGETED.id] >= BUDGETED.budget
 
 
 class _FlakyStore:

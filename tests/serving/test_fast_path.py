@@ -69,6 +69,16 @@ def test_rank_scores_is_rank(scores):
     assert rank_scores(np.array(scores, dtype=np.float64), tie) == rank(ids, scores)
 
 
+_CACHE: dict[str, EligibilityCache] = {}
+_BUDGETED = sorted(o.id for o in CATALOG.offers.values() if o.budget is not None)
+_SPENDS = {
+    "none": {},
+    "first exhausted": {_BUDGETED[0]: CATALOG.offers[_BUDGETED[0]].budget},
+    "all exhausted": {o: CATALOG.offers[o].budget for o in _BUDGETED},
+    "some spent": {o: 1.0 for o in _BUDGETED},
+}
+
+
 @given(
     channel=st.sampled_from(["web", "app", "store"]),
     store=st.one_of(st.none(), st.sampled_from(STORES)),
@@ -76,16 +86,22 @@ def test_rank_scores_is_rank(scores):
     tier=st.sampled_from([None, "basic", "silver", "gold"]),
     basket=st.one_of(st.none(), st.sampled_from([0.0, 4.99, 5.0, 10.0, 25.0, 1e9])),
     hours=st.integers(-24 * 400, 24 * 400),
+    spends=st.lists(st.sampled_from(sorted(_SPENDS)), min_size=1, max_size=3),
 )
 @settings(max_examples=400, deadline=None)
-def test_the_eligibility_cache_answers_as_the_rules(channel, store, home, tier, basket, hours):
+def test_the_eligibility_cache_answers_as_the_rules(
+    channel, store, home, tier, basket, hours, spends
+):
     policies = load_policies()
     plans = plan_offers([Candidate.of(CATALOG.offers[i]) for i in OFFER_IDS], policies)
     cache = _CACHE.setdefault("cache", EligibilityCache(plans))
-    for when in (NOW + timedelta(hours=hours), NOW):  # the entry of another time, then now
+    # Budget spend as serving passes it: new mappings, some equal to earlier ones, some
+    # exhausting offers (one shared cache across all examples, as in a server).
+    times = [NOW + timedelta(hours=hours), NOW]  # the entry of another time, then now
+    for when, spend in [(t, dict(_SPENDS[name])) for name in spends for t in times]:
         context = OfferContext(channel, when, store, home, tier, basket)
-        entry = cache.lookup(plans, context, policies.budget_spent)
-        plain, excluded = eligible_plans(plans, context, policies.budget_spent)
+        entry = cache.lookup(plans, context, spend)
+        plain, excluded = eligible_plans(plans, context, spend)
         assert [p.candidate.action_id for p in entry.plans] == [
             p.candidate.action_id for p in plain
         ]
@@ -93,7 +109,6 @@ def test_the_eligibility_cache_answers_as_the_rules(channel, store, home, tier, 
         assert list(entry.pool.candidates) == [p.candidate for p in plain]
 
 
-_CACHE: dict[str, EligibilityCache] = {}
 
 
 def _views(rng: random.Random) -> list[CustomerView]:
