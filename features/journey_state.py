@@ -28,7 +28,7 @@ import heapq
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -57,9 +57,8 @@ from features.policy import (
     Message,
     Policies,
     after_quiet_hours,
-    check_caps,
     check_consent,
-    check_duplicate,
+    check_log,
     contact_facts,
     in_quiet_hours,
     widen_quiet_hours,
@@ -543,7 +542,6 @@ def _release_held(
         c for c in _history(ctx, profile_id, profile, since)
         if c.decision_id != message.decision_id
     ]  # fmt: skip
-    window = timedelta(hours=policy.duplicate_window_hours)
     spec = ctx.channels.get(message.channel)
     rule = check_consent(
         profile.facts,
@@ -552,10 +550,8 @@ def _release_held(
         policy.unknown_consent,
         opt_in_required=spec is not None and spec.opt_in_required,
     )
-    if rule is None and message.kind == "marketing":
-        rule = check_duplicate(history, message.campaign, message.offer_id, at, window)
     if rule is None:
-        rule = check_caps(history, message.channel, at, message.kind, policy.caps)
+        rule = check_log(history, message.channel, message_of(message), at, policy)
     if rule is None and _in_quiet_hours(ctx, profile, message):
         # The customer's UTC offset changed since the decision (daylight saving): wait.
         later = after_quiet_hours(at, profile.facts.tz_offset_min, policy.quiet_hours)
@@ -575,6 +571,11 @@ def _release_held(
         out.append(_suppressed(message, rule, due))
         return
     out.append(message)
+
+
+def message_of(outbound: Outbound) -> Message:
+    """Return what the contact rules judge of an outbound message."""
+    return Message(outbound.campaign, outbound.offer_id, outbound.kind, outbound.urgency)  # type: ignore[arg-type]
 
 
 def _in_quiet_hours(ctx: JourneyContext, profile: ProfileJourneys, message: Outbound) -> bool:

@@ -376,6 +376,30 @@ def check_duplicate(
     return None
 
 
+# Why a sender gave up: other messages to the person were being sent at the same time.
+CONTACT_LOG_BUSY = "contact_log_busy"
+
+
+def check_log(
+    history: Sequence[ContactRecord],
+    channel: str,
+    message: Message,
+    at: datetime,
+    policy: ContactPolicy,
+) -> str | None:
+    """Apply the rules that read the contact log: duplicate message (marketing), then caps.
+
+    The only rules another sender can change between a decision and its send: a sender
+    checks them again against the log it writes to (see ``flows.journey_flow``).
+    """
+    window = timedelta(hours=policy.duplicate_window_hours)
+    if message.kind == "marketing" and (
+        rule := check_duplicate(history, message.campaign, message.offer_id, at, window)
+    ):
+        return rule
+    return check_caps(history, channel, at, message.kind, policy.caps)
+
+
 def widen_quiet_hours(policies: Policies, minutes: int) -> Policies:
     """Return ``policies`` with the quiet hours widened by ``minutes`` on both sides.
 
@@ -517,11 +541,6 @@ def check_contact(
     exempt = message.kind == "transactional" and urgency.skip_quiet_hours
     quiet = policy.quiet_hours if quiet_hours_apply and not exempt else None
     at = send_time(now, facts=facts, quiet=quiet, max_wait=timedelta(hours=urgency.max_wait_hours))
-    window = timedelta(hours=policy.duplicate_window_hours)
-    if message.kind == "marketing" and (
-        rule := check_duplicate(history, message.campaign, message.offer_id, at, window)
-    ):
-        return Verdict(channel, rule, None)
-    if rule := check_caps(history, channel, at, message.kind, policy.caps):
+    if rule := check_log(history, channel, message, at, policy):
         return Verdict(channel, rule, None)
     return Verdict(channel, None, at)

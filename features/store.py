@@ -222,15 +222,6 @@ class OnlineStore(Protocol):
         """Apply ``batch`` atomically enough for replays to converge (see the class)."""
         ...
 
-    def claim_contacts(self, records: Sequence[ContactRecord]) -> list[str]:
-        """Write the contacts whose ``decision_id`` is not in the log yet; return their ids.
-
-        A record already there (same profile and decision id) is left as it is: a sender
-        that claims before it sends never sends the same decision twice, even after a
-        crash and a replay. Retention trims as in :meth:`write`.
-        """
-        ...
-
     def add_contact_if_unchanged(self, record: ContactRecord, since: datetime, seen: int) -> bool:
         """Write ``record`` only if its profile's log still holds ``seen`` contacts from ``since``.
 

@@ -73,25 +73,21 @@ from features.store import (
 __all__ = ["RedisStore"]
 
 # Write contacts of ONE profile and trim by event time. KEYS: the zset, the hash (same
-# slot: one hash tag). ARGV[1]: retention in µs ('' keeps all); ARGV[2]: 'nx' writes only
-# ids not there yet (a claim), '' overwrites; ARGV[3], ARGV[4]: a guard, write nothing and
-# return nil unless the log holds ARGV[4] records scored ARGV[3] or more ('' '': none);
-# then triples of decision_id, sent_at µs, record. Returns the ids written. A script,
-# because the trim reads the newest score and deletes by it (and the guard counts before
-# writing): as separate commands a concurrent write could slip in between.
+# slot: one hash tag). ARGV[1]: retention in µs ('' keeps all); ARGV[2], ARGV[3]: a guard,
+# write nothing and return nil unless the log holds ARGV[3] records scored ARGV[2] or more
+# ('' '': none); then triples of decision_id, sent_at µs, record. Returns the ids written.
+# A script, because the trim reads the newest score and deletes by it (and the guard counts
+# before writing): as separate commands a concurrent write could slip in between.
 # string.format('%.0f') keeps all digits of a µs timestamp (Lua's default is %.14g).
 _ADD_CONTACTS = """
-if ARGV[3] ~= '' and redis.call('ZCOUNT', KEYS[1], ARGV[3], '+inf') ~= tonumber(ARGV[4]) then
+if ARGV[2] ~= '' and redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf') ~= tonumber(ARGV[3]) then
   return false
 end
 local written = {}
-for i = 5, #ARGV, 3 do
-  local fresh = redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1
-  if fresh or ARGV[2] ~= 'nx' then
-    if not fresh then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2]) end
-    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-    written[#written + 1] = ARGV[i]
-  end
+for i = 4, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+  written[#written + 1] = ARGV[i]
 end
 if ARGV[1] == '' then return written end
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
@@ -267,22 +263,6 @@ class RedisStore(Closing):
                     repair.srem(self._key(old_owner, "ids"), identifier)
                 _raise_first_error(repair.execute(raise_on_error=False), "write")
 
-    def claim_contacts(self, records: Sequence[ContactRecord]) -> list[str]:
-        """Write contacts not in the log yet (``HSETNX`` in one script per profile)."""
-        check_batch(StoreBatch(contacts=list(records)))
-        pipe = self._client.pipeline(transaction=False)
-        calls = list(self._contact_calls(records, claim=True))
-        for keys, args in calls:
-            pipe.evalsha(self._add_contacts.sha, len(keys), *keys, *args)
-        with _mapped_errors("claim_contacts"):
-            replies = pipe.execute(raise_on_error=False) if calls else []
-            for index, reply in enumerate(replies):
-                if isinstance(reply, redis.exceptions.NoScriptError):
-                    keys, args = calls[index]
-                    replies[index] = self._add_contacts(keys=keys, args=args)
-            _raise_first_error(replies, "claim_contacts")
-        return [i.decode() for reply in replies for i in reply]
-
     def add_contact_if_unchanged(self, record: ContactRecord, since: datetime, seen: int) -> bool:
         """Count and write in the contact script: one atomic step on the server."""
         check_batch(StoreBatch(contacts=[record]))
@@ -296,7 +276,6 @@ class RedisStore(Closing):
         self,
         contacts: Sequence[ContactRecord],
         *,
-        claim: bool = False,
         guard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[list[str], list[Any]]]:
         by_profile: dict[str, dict[str, ContactRecord]] = {}
@@ -304,7 +283,6 @@ class RedisStore(Closing):
             by_profile.setdefault(contact.profile_id, {})[contact.decision_id] = contact
         for profile_id, records in by_profile.items():
             args: list[Any] = ["" if self._retention is None else self._retention]
-            args.append("nx" if claim else "")
             args += guard or ("", "")
             for decision_id, record in records.items():
                 args += [decision_id, epoch_us(record.sent_at), encode_record(record)]

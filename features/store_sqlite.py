@@ -250,21 +250,6 @@ class SqliteStore(Closing):
             self._trim_contacts(db, {record.profile_id})
         return True
 
-    def claim_contacts(self, records: Sequence[ContactRecord]) -> list[str]:
-        """Insert contacts not in the log yet (``INSERT OR IGNORE``), in one transaction."""
-        check_batch(StoreBatch(contacts=list(records)))
-        written: list[str] = []
-        with self._transaction() as db:
-            for c in records:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO contacts VALUES (?, ?, ?, ?)",
-                    (c.profile_id, c.decision_id, epoch_us(c.sent_at), encode_record(c)),
-                )
-                if cursor.rowcount == 1:
-                    written.append(c.decision_id)
-            self._trim_contacts(db, {c.profile_id for c in records})
-        return written
-
     def erase(self, profile_id: str) -> ErasureReport:
         """Delete the profile's rows in every table; see the contract."""
         check_id(profile_id, "profile_id")

@@ -17,11 +17,13 @@ behind, so the input is read as one stream in event-time order, files and Kafka 
 batches that span at most an hour: read partition by partition, a backlog would let one
 topic run days ahead of another.
 
-Sending is idempotent: the outbound sink first *claims* each message's decision id in the
-contact log (:meth:`features.store.OnlineStore.claim_contacts`), then writes only the
-messages it claimed. After a crash and a restart from the last snapshot the replayed steps
-are claimed already and are not sent again. The claim comes first on purpose: a crash
-between the claim and the write loses that message rather than sending it twice.
+Sending checks the log it writes to, and is idempotent (:func:`send_if_allowed`): the
+outbound sink reads the person's contact log, skips a decision already there (a replay
+after a crash and a restart from the last snapshot), checks the rules that read the log
+(what the API sent since the step decided counts), and writes the contact only if the log
+is still as read (:meth:`features.store.OnlineStore.add_contact_if_unchanged`); only then
+the message. The contact comes first on purpose: a crash between the two writes loses that
+message rather than sending it twice.
 
 Run it with ``omnioffer flow journeys`` (it also writes the profiles, so it replaces
 ``omnioffer flow features``), or ``python -m bytewax.run flows.journey_flow:flow``.
@@ -37,6 +39,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +53,24 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from features.catalog import Catalog
 from features.eventlog import topic_path
 from features.journey_state import (
+    HISTORY_S,
     JourneyContext,
     JourneyState,
     advance,
+    message_of,
     observe,
     tick,
     watermark,
 )
 from features.journeys import JourneyBook, JourneyRecord, Outbound, encode_record
 from features.pipeline import JourneyFeed
-from features.policy import Policies, load_policies
+from features.policy import (
+    CONTACT_LOG_BUSY,
+    ContactPolicy,
+    Policies,
+    check_log,
+    load_policies,
+)
 from features.scoring import HeuristicScorer, Scorer
 from features.store import ContactRecord, OnlineStore
 from features.topics import MESSAGES_OUTBOUND, TRIGGERS
@@ -205,33 +216,82 @@ def _count(record: JourneyRecord) -> None:
     metrics.observe_journey(record)
 
 
+# Reads and checks before giving up on a contact log that keeps changing under a send.
+CONTACT_ATTEMPTS = 3
+ALREADY_SENT = "already_sent"
+
+
+def send_if_allowed(
+    store: OnlineStore, message: Outbound, policy: ContactPolicy, attempts: int = CONTACT_ATTEMPTS
+) -> str | None:
+    """Write ``message``'s contact if the log still allows it; return ``None``, or why not.
+
+    The journey step decided with the log as it read it; the API (or another process) may
+    have sent to the same person since. So: read the log, check the rules that read it
+    (duplicates, caps: :func:`features.policy.check_log`), and write only if the log
+    still holds what was read (:meth:`~features.store.OnlineStore.add_contact_if_unchanged`);
+    read and check again when it does not. A decision already in the log was sent before
+    this run (a replay after a crash): ``"already_sent"``.
+    """
+    contact = contact_of(message)
+    since = message.send_at - timedelta(seconds=HISTORY_S)
+    for _ in range(attempts):
+        log = store.contacts_of(message.profile_id, since)
+        if any(c.decision_id == message.decision_id for c in log):
+            return ALREADY_SENT
+        if rule := check_log(log, message.channel, message_of(message), message.send_at, policy):
+            return rule
+        if store.add_contact_if_unchanged(contact, since, len(log)):
+            return None
+    return CONTACT_LOG_BUSY
+
+
 class _OutboundPartition(StatelessSinkPartition[Outbound]):
-    def __init__(self, store: OnlineStore, write: Callable[[list[bytes]], None]) -> None:
+    def __init__(
+        self,
+        store: OnlineStore,
+        write: Callable[[list[bytes]], None],
+        policies: Callable[[], Policies],
+    ) -> None:
         self._store = store
         self._write = write
+        self._policies = policies
 
     def write_batch(self, items: list[Outbound]) -> None:
-        claimed = set(self._store.claim_contacts([contact_of(m) for m in items]))
-        fresh = [encode_record(m) for m in items if m.decision_id in claimed]
+        policy = self._policies().contact
+        fresh = []
+        for message in items:
+            rule = send_if_allowed(self._store, message, policy)
+            if rule is None:
+                fresh.append(encode_record(message))
+            elif rule == ALREADY_SENT:
+                metrics.JOURNEY_DUPLICATES_SKIPPED.inc()
+            else:
+                log.warning("journey message %s not sent: %s (the contact log changed since "
+                            "it was decided)", message.decision_id, rule)  # fmt: skip
+                metrics.JOURNEY_SENDS_REFUSED.labels(rule).inc()
         if fresh:
             self._write(fresh)
-        metrics.JOURNEY_DUPLICATES_SKIPPED.inc(len(items) - len(fresh))
 
     def close(self) -> None:
         self._store.close()
 
 
 class OutboundSink(DynamicSink[Outbound]):
-    """Claim each message in the contact log, then write the claimed ones (see module)."""
+    """Write each message's contact if the log still allows it, then the message (module)."""
 
     def __init__(
-        self, open_store: Callable[[], OnlineStore], open_writer: Callable[[], Any]
+        self,
+        open_store: Callable[[], OnlineStore],
+        open_writer: Callable[[], Any],
+        policies: Callable[[], Policies],
     ) -> None:
         self._open_store = open_store
         self._open_writer = open_writer
+        self._policies = policies
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _OutboundPartition:
-        return _OutboundPartition(self._open_store(), self._open_writer())
+        return _OutboundPartition(self._open_store(), self._open_writer(), self._policies)
 
 
 def contact_of(message: Outbound) -> ContactRecord:
@@ -297,6 +357,9 @@ def build_journey_flow(
 
     shard_keys = [f"journeys-{i}" for i in range(setup.shards)]
 
+    def policies() -> Policies:
+        return runtime.context().send_policies()
+
     def attach(feeds: Any, clock: Any) -> None:
         keyed = op.map("journey_shard", feeds, lambda kv: (shard_of(kv[0], setup.shards), kv[1]))
         ticks = op.flat_map("clock_to_shards", clock, lambda ts: [(k, ts) for k in shard_keys])
@@ -309,7 +372,7 @@ def build_journey_flow(
         sent = op.filter("outbound_only", records, lambda r: type(r) is Outbound)
         if config.source == "kafka":
             writer = _kafka_writer(config.kafka_bootstrap, MESSAGES_OUTBOUND)
-            op.output("messages_outbound", sent, OutboundSink(config.open_store, writer))
+            op.output("messages_outbound", sent, OutboundSink(config.open_store, writer, policies))
             as_kafka = op.map(
                 "trigger_message",
                 records,
@@ -318,7 +381,7 @@ def build_journey_flow(
             op.output("triggers", as_kafka, KafkaSink([config.kafka_bootstrap], TRIGGERS))
             return
         writer = _file_writer(topic_path(out_dir, MESSAGES_OUTBOUND))
-        op.output("messages_outbound", sent, OutboundSink(config.open_store, writer))
+        op.output("messages_outbound", sent, OutboundSink(config.open_store, writer, policies))
         path = topic_path(out_dir, TRIGGERS)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()

@@ -77,6 +77,11 @@ JOURNEY_DUPLICATES_SKIPPED = Counter(
     "omnioffer_journey_duplicates_skipped_total",
     "Outbound messages not written again because the contact log already had them.",
 )
+JOURNEY_SENDS_REFUSED = Counter(
+    "omnioffer_journey_sends_refused_total",
+    "Outbound messages not sent: the contact log changed since the decision, by rule.",
+    ["rule"],
+)
 JOURNEY_MODEL_ERRORS = Counter(
     "omnioffer_journey_model_errors_total", "Promoted models the journey flow failed to load."
 )

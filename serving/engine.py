@@ -33,6 +33,7 @@ from features.events import ID_FIELDS, ErasureRequest, Identifiers, encode_event
 from features.identity import fragment_id, is_customer
 from features.journeys import decode_record as decode_journey_record
 from features.policy import (
+    CONTACT_LOG_BUSY,
     WEEK,
     ContactFacts,
     Message,
@@ -67,7 +68,6 @@ from serving.schemas import (
 log = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE = "store_unavailable"
-CONTACT_LOG_BUSY = "contact_log_busy"
 # Reads and decisions before giving up on a contact log that keeps changing under us.
 CONTACT_ATTEMPTS = 3
 _UNAVAILABLE_REASONS = {

@@ -395,24 +395,6 @@ def test_a_contact_record_is_keyed_by_its_decision(store: OnlineStore) -> None:
     assert store.contacts_of(A, since=T0 + timedelta(hours=1))[0].channel == "sms"
 
 
-def test_claiming_contacts_writes_each_decision_once(store: OnlineStore) -> None:
-    store.write(StoreBatch(contacts=[contact("d-1", A, T0, channel="email")]))
-    claimed = store.claim_contacts(
-        [
-            contact("d-1", A, T0 + timedelta(1), channel="sms"),  # already sent: kept as is
-            contact("d-2", A, T0, channel="push"),
-            contact("d-3", B, T0),
-        ]
-    )
-    assert sorted(claimed) == ["d-2", "d-3"]
-    assert [(c.decision_id, c.channel) for c in store.contacts_of(A)] == [
-        ("d-1", "email"),
-        ("d-2", "push"),
-    ]
-    assert store.claim_contacts([contact("d-2", A, T0, channel="push")]) == []  # a replay
-    assert store.claim_contacts([]) == []
-
-
 def test_a_contact_is_added_only_if_the_log_is_as_it_was_read(store: OnlineStore) -> None:
     since = T0 - timedelta(days=7)
     store.write(StoreBatch(contacts=[contact("d-old", A, T0 - timedelta(days=30)),

@@ -137,3 +137,56 @@ def test_a_purchase_in_a_store_cancels_the_app_cart_reminder(tmp_path, store_pur
     else:
         assert [m["step"] for m in reminders] == ["reminder", "last_chance"]
         assert {m["channel"] for m in reminders} <= {"email", "push"}
+
+
+def test_a_send_is_refused_when_the_api_sent_in_between(tmp_path, monkeypatch):
+    # The reminder is decided with the contact log as the journey step read it; the API
+    # then sends the person two marketing messages (the daily cap across channels) before
+    # the reminder is written. The send must see them and not pass the cap.
+    import dataclasses
+
+    from features.policy import load_policies
+    from features.store import ContactRecord, StoreBatch
+    from flows import journey_flow, metrics
+
+    events = tmp_path / "events"
+    profile = _write_story(events, store_purchase=False)
+    probe, _ = run_journeys(events, tmp_path / "probe.sqlite3", tmp_path / "probe")
+    reminder = next(m for m in records(probe) if m["step"] == "reminder")
+    send_at = datetime.fromisoformat(reminder["send_at"])
+    cap = load_policies(DEFAULT_POLICIES_PATH).contact.caps.all_channels.day
+    api = [
+        ContactRecord(profile_id=profile, decision_id=f"api-{n}", channel="sms",
+                      sent_at=send_at - timedelta(minutes=10 + n), kind="marketing",
+                      campaign=f"api-campaign-{n}")
+        for n in range(cap)
+    ]  # fmt: skip
+    db = tmp_path / "shared.sqlite3"
+    with open_store("sqlite", sqlite_path=db) as store:
+        store.write(StoreBatch(contacts=api))
+
+    decide = journey_flow._Runtime.context
+
+    def stale_context(runtime):
+        # The step's reads miss the API's sends: they happened after its read.
+        if getattr(runtime, "_stale", None) is None:
+            context = decide(runtime)
+            read = context.history
+            runtime._stale = dataclasses.replace(context, history=lambda p, since: [
+                c for c in read(p, since) if not c.decision_id.startswith("api-")
+            ])  # fmt: skip
+        return runtime._stale
+
+    monkeypatch.setattr(journey_flow._Runtime, "context", stale_context)
+    refused = metrics.JOURNEY_SENDS_REFUSED.labels("total_cap_day")
+    before = refused._value.get()
+    outbound, triggers = run_journeys(events, db, tmp_path / "out")
+    sent = {m["decision_id"] for m in records(outbound)}
+    decided = {r["decision_id"] for r in records(triggers) if r["type"] == "sent"}
+    assert reminder["decision_id"] in decided  # the step did decide to send it
+    assert reminder["decision_id"] not in sent  # and the send refused it
+    assert refused._value.get() == before + 1
+    with open_store("sqlite", sqlite_path=db) as store:
+        logged = store.contacts_of(profile)
+    same_day = [c for c in logged if abs(c.sent_at - send_at) < timedelta(days=1)]
+    assert sorted(c.decision_id for c in same_day) == [c.decision_id for c in api]
