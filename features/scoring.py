@@ -3,8 +3,8 @@ r"""Scorers: the pluggable propensity model behind both decisions, and the heuri
 A :class:`Scorer` turns profile features and candidates into one :class:`Scored` per candidate:
 a probability in ``[0, 1]`` (that the customer accepts the offer, or reads the message on the
 channel) and the *contributions* that explain it, as ``(name, value)`` pairs on the score's
-scale (LightGBM's ``pred_contrib`` fits directly). Serving turns the largest contributions of
-the chosen actions into words (``serving.reasons``).
+scale (a LightGBM model's log-odds contributions fit directly). Serving turns the largest
+contributions of the chosen actions into words (``serving.reasons``).
 
 Until a model is promoted, serving scores with :class:`HeuristicScorer` (``heuristic-v1``):
 
@@ -116,7 +116,7 @@ class Scorer(Protocol):
     ``features`` is the output of :func:`features.profile.profile_features`, or ``None``
     for an unknown visitor. Implementations must be safe to call from several threads and
     must return the candidates' scores in the order given: a list, or a
-    :class:`LazyScores` when the contributions are costly (a model's ``pred_contrib``).
+    :class:`LazyScores` when the contributions are costly (a LightGBM model's).
     """
 
     version: str

@@ -206,5 +206,7 @@ def load_scorer(target: str, registry_dir: Path | str | None = None,
         registry_dir, version = registry_dir or settings.model_registry_dir, target.strip()
     Registry(registry_dir).path(version)
     catalog = load_catalog(settings.catalog_dir) if settings.catalog_dir else load_catalog()
-    _, nbo, channel = load_version(registry_dir, version, backend or settings.scorer_backend)
+    _, nbo, channel = load_version(
+        registry_dir, version, backend or settings.scorer_backend, settings.reasons
+    )
     return RegistryScorer(version, nbo, channel, OfferTable.from_catalog(catalog))

@@ -21,7 +21,7 @@ import orjson
 from features.attribution import AttributionWindows
 from features.catalog import Catalog, load_catalog
 from models import plots
-from models.bench import scoring_latency, training_time
+from models.bench import reasons_agreement, scoring_latency, training_time
 from models.bundle import Bundle, register, train_models
 from models.closed_loop import customer_index
 from models.dataset import TrainingSet, build_training_set, load_decisions, load_segments
@@ -254,7 +254,8 @@ def _measure(settings: Settings, bundle: Bundle, ts: TrainingSet, fresh: Trainin
     progress("benchmark: scoring latency", 0, 1)
     latency = scoring_latency(folder / "nbo.txt", bundle.nbo.calibrator, candidates)
     progress("benchmark: scoring latency", 1, 1)
-    return {"training": training, "latency": latency}
+    reasons = reasons_agreement(folder / "nbo.txt", candidates)
+    return {"training": training, "latency": latency, "reasons": reasons}
 
 
 def _plots(report: dict[str, Any], ope: dict[str, Any], truth: float,

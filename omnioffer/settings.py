@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     scorer_backend: Literal["auto", "booster", "lleaves"] = Field(
         "auto", description="LightGBM Booster or the lleaves-compiled model for scoring."
     )
+    reasons: Literal["path", "shap"] = Field(
+        "path", description="Reason codes from path attributions (fast) or TreeSHAP."
+    )
 
     @property
     def event_log_dir(self) -> Path:

@@ -1,7 +1,7 @@
 """Reason codes in words: the largest positive contributions of a score, for people.
 
 Contribution names are ``kind:detail`` from the heuristic (``affinity:dairy``) or plain
-feature names from a model's ``pred_contrib`` (``category_affinity_dairy``,
+feature names from a model's contributions (``category_affinity_dairy``,
 ``persona_discount_hunter``, ``open_rate_email``); both read the same.
 
 >>> reasons([("prior:discount", 0.6), ("affinity:dairy", 1.4), ("channel_fit:app", 0.5)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -28,6 +28,10 @@ def serve(
     epsilon: Annotated[float | None, typer.Option(help="Exploration rate.")] = None,
     decision_log: Annotated[Source | None, typer.Option(help="Files or Kafka.")] = None,
     model_pointer: Annotated[Path | None, typer.Option(help="Promoted-model pointer.")] = None,
+    reasons: Annotated[
+        Literal["path", "shap"] | None,
+        typer.Option(help="Reason codes: path attributions (fast) or TreeSHAP."),
+    ] = None,
     demo: Annotated[bool, typer.Option(help="Serve what `omnioffer demo` built.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
@@ -47,6 +51,7 @@ def serve(
         explore_epsilon=epsilon,
         decision_log=decision_log,
         model_pointer=model_pointer,
+        reasons=reasons,
         **({"events_dir": base / "events", "sqlite_path": base / "online.sqlite3"} if demo else {}),
     )
     try:

@@ -155,7 +155,7 @@ def store_file(small_world_events, tmp_path_factory) -> Path:
 def model(bundle, catalog, tmp_path_factory) -> RegistryScorer:
     registry = Registry(tmp_path_factory.mktemp("reference_registry"))
     version = register(registry, bundle, {"nbo": {}, "channel": {}})
-    _, nbo, channel = load_version(registry.root, version)
+    _, nbo, channel = load_version(registry.root, version, reasons="shap")
     return RegistryScorer(version, nbo, channel, OfferTable.from_catalog(catalog))
 
 
