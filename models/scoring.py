@@ -15,7 +15,8 @@ one of two methods (setting ``reasons``):
   way to its leaf credits its feature with the change of the node's value; tabled per
   leaf at load, so a row costs LightGBM's leaf lookup and a gather;
 * ``shap``: TreeSHAP, LightGBM's ``pred_contrib``, through its single-row API when it
-  gives the same numbers (checked on load). About 14 times the cost of ``path`` here.
+  gives the same numbers (checked on load). About 9 times the cost of ``path`` here
+  (``python -m bench.reasons``).
 
 Both add up, with the bias, to the model's raw score. Either way only the rows asked for
 are explained: the ``explain_top`` most probable, and with :meth:`BinaryScorer.score_batch`

@@ -184,7 +184,7 @@ def settle_heap() -> None:
     What startup and a model load build (catalog, policies, the model, the modules its
     loader imports: LightGBM, scikit-learn, numpy) lives as long as the process, or as
     long as the model is served. Left in the collector's oldest generation, each full pass
-    walks all of it: measured here, a 40-50 ms pause every few seconds under load, felt by
+    walks all of it: measured here, a 40-53 ms pause every few seconds under load, felt by
     every request queued behind it. Frozen objects are still freed by reference counting
     (a replaced model is), only cycles among them are never collected.
     """
