@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "booster", "lleaves"]
 Attribution = Literal["path", "shap"]
 MATCH_TOLERANCE = 1e-6
+# Path tables hold trees x leaves x features floats: 0.6 MB for the shipped model. A model
+# whose table would pass this is explained with TreeSHAP instead (see PathContrib).
+PATH_TABLE_MAX_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -180,9 +183,17 @@ class PathContrib:
     True
     """
 
-    def __init__(self, booster: lgb.Booster, ncol: int) -> None:
+    def __init__(self, booster: lgb.Booster, ncol: int, max_bytes: int | None = None) -> None:
         trees = booster.dump_model()["tree_info"]  # the iterations Booster.predict uses
         widest = max(tree["num_leaves"] for tree in trees)
+        size = len(trees) * widest * (ncol + 1) * 8
+        max_bytes = PATH_TABLE_MAX_BYTES if max_bytes is None else max_bytes
+        if size > max_bytes:
+            message = (
+                f"a path table of {len(trees)} trees x {widest} leaves x {ncol + 1} columns "
+                f"takes {size / 2**20:.0f} MB, over {max_bytes / 2**20:.0f} MB"
+            )
+            raise ValueError(message)
         self.table = np.zeros((len(trees), widest, ncol + 1), dtype=np.float64)
         for number, tree in enumerate(trees):
             _tabulate_paths(tree["tree_structure"], self.table[number], ncol)
@@ -296,7 +307,8 @@ class BinaryScorer:
             ):
                 return path
             log.warning("%s: path attributions do not add up; using TreeSHAP", self.model_file)
-        except (AttributeError, KeyError, OSError, RuntimeError, lgb.basic.LightGBMError) as error:
+        except (AttributeError, KeyError, OSError, RuntimeError, ValueError,
+                lgb.basic.LightGBMError) as error:  # fmt: skip
             log.warning("%s: no path attributions (%s); using TreeSHAP", self.model_file, error)
         return None
 

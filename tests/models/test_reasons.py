@@ -9,6 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from models import scoring
 from models.bench import reasons_agreement
 from models.bundle import register
 from models.calibration import Calibrator
@@ -120,3 +121,18 @@ def test_the_agreement_measure_compares_both_methods_on_the_same_rows(numeric_mo
     assert result["top1_same"] > 0.5
     assert 0 <= result["top3_same_set"] <= result["top3_overlap"] <= 1
     assert result["path_ms_5_rows"] > 0 and result["shap_ms_5_rows"] > 0
+
+
+def test_a_model_too_big_for_path_tables_is_explained_by_treeshap(
+    numeric_model, tmp_path, monkeypatch, caplog
+):
+    booster, x = numeric_model
+    model_file = tmp_path / "model.txt"
+    booster.save_model(str(model_file))
+    with pytest.raises(ValueError, match="MB, over"):
+        PathContrib(booster, x.shape[1], max_bytes=1000)
+    monkeypatch.setattr(scoring, "PATH_TABLE_MAX_BYTES", 1000)
+    with caplog.at_level(logging.WARNING, logger="models.scoring"):
+        scorer = BinaryScorer(model_file, Calibrator("none"), backend="booster")
+    assert scorer.reasons_method == "shap"
+    assert "no path attributions" in caplog.text
