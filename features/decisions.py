@@ -84,3 +84,19 @@ def encode_decision(decision: Decision) -> bytes:
 def decode_decision(raw: bytes | str) -> Decision:
     """Decode and type-check one decision record."""
     return _decoder.decode(raw)
+
+
+def decision_key(decision: Decision) -> bytes:
+    """Return the Kafka message key of a decision record: its own id.
+
+    The ``decisions`` topic is compacted (``features.topics.TOPIC_CONFIGS``), so a key
+    must name one record: erasing a decision is a tombstone under its id, and compaction
+    keeps every other decision (a key shared by a person's decisions would keep only the
+    last one).
+
+    >>> from datetime import UTC, datetime
+    >>> decision_key(Decision(decision_id="d-1", decided_at=datetime(2026, 3, 1, tzinfo=UTC),
+    ...     surface="offers", ids=Identifiers(), policy="p", chosen=[]))
+    b'd-1'
+    """
+    return decision.decision_id.encode()

@@ -1,7 +1,9 @@
 """Topic names, which topic an event kind travels on, and its routing key.
 
-The message key is the routing identifier so one person's events stay ordered within a
-partition: the most stable identifier the event carries.
+The message key of an event is the routing identifier so one person's events stay ordered
+within a partition: the most stable identifier the event carries. A decision record is
+keyed by its own id instead (``features.decisions.decision_key``), so that its topic can be
+compacted and one record erased (``TOPIC_CONFIGS``).
 
 >>> topic_for("add_to_cart"), topic_for("consent")
 ('events.clickstream', 'events.consent')
@@ -24,6 +26,16 @@ DEADLETTER = "deadletter"
 
 EVENT_TOPICS = (CLICKSTREAM, PURCHASES, ENGAGEMENT, IDENTITY, CONSENT)
 ALL_TOPICS = (*EVENT_TOPICS, DECISIONS, OUTCOMES, TRIGGERS, MESSAGES_OUTBOUND, DEADLETTER)
+
+_WEEK_MS = 7 * 24 * 3600 * 1000
+# Topic settings besides the broker's defaults, applied when a topic is created. Erasing a
+# person's decisions writes a tombstone under each decision id: compaction ("compact") then
+# removes the records, at the latest max.compaction.lag.ms after the tombstone (without
+# that bound a quiet partition may not be cleaned for far longer); "delete" keeps expiring
+# every record at the end of the retention, as on any other topic.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    DECISIONS: {"cleanup.policy": "compact,delete", "max.compaction.lag.ms": str(_WEEK_MS)},
+}
 
 _TOPIC_BY_KIND = {
     **{kind: CLICKSTREAM for kind in CLICKSTREAM_KINDS},
@@ -51,10 +63,7 @@ def routing_key(event: Event) -> str:
 
 
 def routing_key_for(ids: Identifiers, fallback: str) -> str:
-    """Return the first identifier of ``ids`` in ``ID_FIELDS`` order, else ``fallback``.
-
-    Decisions and outcomes are keyed like events, so one person stays in one partition.
-    """
+    """Return the first identifier of ``ids`` in ``ID_FIELDS`` order, else ``fallback``."""
     for name in ID_FIELDS:
         if (value := getattr(ids, name)) is not None:
             return value

@@ -15,6 +15,7 @@ app = typer.Typer(
 app.command()(world.schema)
 app.command()(world.catalog)
 app.command()(world.simulate)
+app.command()(world.topics)
 app.command()(demo.demo)
 app.add_typer(features.flow_app, name="flow")
 app.add_typer(features.features_app, name="features")

@@ -31,6 +31,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from features.topics import TOPIC_CONFIGS
+
 __all__ = [
     "KafkaBroker",
     "RedisServer",
@@ -348,6 +350,9 @@ def create_topics(
 ) -> None:
     """Create topics and wait until the broker lists them; existing topics are kept as is.
 
+    A new topic gets its settings from ``features.topics.TOPIC_CONFIGS`` (the
+    ``decisions`` topic is compacted, so that erasure can remove records).
+
     Parameters
     ----------
     bootstrap
@@ -379,7 +384,10 @@ def create_topics(
     deadline = time.monotonic() + timeout
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(name, partitions, replication_factor) for name in wanted],
+        [
+            NewTopic(name, partitions, replication_factor, config=TOPIC_CONFIGS.get(name, {}))
+            for name in wanted
+        ],
         operation_timeout=timeout,
         request_timeout=timeout,
     )

@@ -6,8 +6,9 @@ and a full buffer drops the record and counts it
 (``omnioffer_serve_decision_log_total{outcome="dropped"}``). The writer sends to a
 :class:`Sink`: :class:`FileSink` appends to the embedded event log
 (``<event log dir>/decisions.jsonl``), :class:`KafkaSink` produces to Kafka keyed by the
-profile (or strongest id). Erasure (:meth:`DecisionLog.erase`) drains the queue first, then
-removes a person's records where the sink can (the file); Kafka topics expire by retention.
+decision id. Erasure (:meth:`DecisionLog.erase`) drains the queue first, then removes a
+person's records: the file is rewritten without them; on Kafka each is tombstoned, and the
+topic's compaction removes it (:meth:`KafkaSink.erase`).
 
 >>> import tempfile
 >>> from datetime import UTC, datetime
@@ -29,14 +30,15 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from features.decisions import Decision, decode_decision, encode_decision
+from features.decisions import Decision, decision_key, decode_decision, encode_decision
 from features.eventlog import erase_lines, topic_path
-from features.identity import fragment_id
 from features.topics import DECISIONS
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,11 @@ Match = Callable[[Decision], bool]
 
 
 class Sink(Protocol):
-    """Where records go; called from the writer thread only (no locking needed there)."""
+    """Where records go.
+
+    ``send`` is called from the writer thread; ``erase`` from a request's thread while the
+    writer may be sending: a sink that cannot do both at once locks itself.
+    """
 
     def send(self, records: list[Record]) -> None:
         """Write a batch of records (blocking is fine: this is the writer thread)."""
@@ -69,6 +75,7 @@ class FileSink:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._files: dict[str, Any] = {}
+        self._lock = threading.Lock()  # an erasure rewrites the file the writer appends to
 
     def _handle(self, topic: str) -> Any:
         handle = self._files.get(topic)
@@ -79,40 +86,57 @@ class FileSink:
     def send(self, records: list[Record]) -> None:
         """Append each value as one line, then flush once."""
         touched = set()
-        for topic, _key, value in records:
-            self._handle(topic).write(value + b"\n")
-            touched.add(topic)
-        for topic in touched:
-            self._files[topic].flush()
+        with self._lock:
+            for topic, _key, value in records:
+                self._handle(topic).write(value + b"\n")
+                touched.add(topic)
+            for topic in touched:
+                self._files[topic].flush()
 
     def erase(self, match: Match) -> int:
         """Rewrite ``decisions.jsonl`` without the matching records (atomic rename)."""
         path = topic_path(self.directory, DECISIONS)
-        handle = self._files.pop(DECISIONS, None)
-        if handle is not None:
-            handle.close()
-        return erase_lines(path, lambda line: _matches(line, match))
+        with self._lock:
+            handle = self._files.pop(DECISIONS, None)
+            if handle is not None:
+                handle.close()
+            return erase_lines(path, lambda line: _matches(line, match))
 
     def close(self) -> None:
         """Close every open file."""
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
+        with self._lock:
+            for handle in self._files.values():
+                handle.close()
+            self._files.clear()
 
 
-def _matches(line: bytes, match: Match) -> bool:
+def _matches(line: bytes | None, match: Match) -> bool:
     try:
-        return match(decode_decision(line))
+        return match(decode_decision(line or b""))
     except ValueError:
         return False  # a line that is not a decision is left alone
 
 
 class KafkaSink:
-    """Produce to Kafka (confluent-kafka, idempotent); delivery failures are counted."""
+    """Produce to Kafka (confluent-kafka, idempotent); delivery failures are counted.
 
-    def __init__(self, bootstrap: str, on_failure: Callable[[int], None] | None = None) -> None:
+    Decisions are keyed by their id (:func:`features.decisions.decision_key`), which
+    :meth:`erase` relies on. ``timeout`` bounds each wait of an erasure on the broker.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        on_failure: Callable[[int], None] | None = None,
+        *,
+        topic: str = DECISIONS,
+        timeout: float = 30.0,
+    ) -> None:
         from confluent_kafka import Producer
 
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.timeout = timeout
         self._producer: Producer | None = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -129,22 +153,54 @@ class KafkaSink:
             if self._on_failure is not None:
                 self._on_failure(1)
 
-    def send(self, records: list[Record]) -> None:
-        """Produce each record; on a full local queue, serve callbacks and retry once."""
+    def _open(self) -> Any:
         if self._producer is None:
             message = "the Kafka sink is closed"
             raise RuntimeError(message)
+        return self._producer
+
+    def send(self, records: list[Record]) -> None:
+        """Produce each record; on a full local queue, serve callbacks and retry once."""
+        producer = self._open()
         for topic, key, value in records:
+            if topic == self.topic and key is None:
+                message = "a record of the compacted decisions topic needs a key"
+                raise ValueError(message)
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+                producer.produce(topic, value, key, on_delivery=self._delivered)
             except BufferError:
-                self._producer.poll(0.1)
-                self._producer.produce(topic, value, key, on_delivery=self._delivered)
-        self._producer.poll(0)
+                producer.poll(0.1)
+                producer.produce(topic, value, key, on_delivery=self._delivered)
+        producer.poll(0)
 
     def erase(self, match: Match) -> int:
-        """Kafka records cannot be deleted one by one: they expire with the topic's retention."""
-        return 0
+        """Tombstone the decisions for which ``match`` is true; return how many were live.
+
+        Waits until what was produced so far is on the broker, reads the topic from its
+        start to its end (:func:`scan_topic`), then writes a tombstone (the record's key
+        and partition, no value) for each matching record that has none yet, and waits
+        for them. Compaction (``cleanup.policy=compact``, see
+        ``features.topics.TOPIC_CONFIGS``) then removes the records from the broker;
+        readers before that skip them (:func:`live_records`). The writer thread keeps
+        producing meanwhile: a producer is safe to share between threads.
+
+        Raises ``TimeoutError`` if the broker does not answer within ``timeout`` seconds.
+        """
+        producer = self._open()
+        if producer.flush(self.timeout):
+            message = "decision log: earlier records still undelivered; erasure not started"
+            raise TimeoutError(message)
+        doomed = {
+            record.key: record.partition
+            for record in live_records(scan_topic(self.bootstrap, self.topic, self.timeout))
+            if record.key is not None and _matches(record.value, match)
+        }
+        for key, partition in doomed.items():
+            producer.produce(self.topic, None, key, partition=partition)
+        if producer.flush(self.timeout):
+            message = f"decision log: {len(doomed)} tombstones not all delivered"
+            raise TimeoutError(message)
+        return len(doomed)
 
     def close(self) -> None:
         """Deliver what is queued (up to 10 s) and drop the producer; idempotent."""
@@ -182,7 +238,6 @@ class DecisionLog:
         self._batch = batch
         self._interval_s = interval_s
         self._on_outcome = on_outcome
-        self._lock = threading.Lock()  # the sink is used by the writer or by erase, not both
         self._accepted = itertools.count(1)  # next() is atomic: safe from request threads
         self._dropped = itertools.count(1)
         self._last_accepted = 0
@@ -229,8 +284,7 @@ class DecisionLog:
                 items.append(self._items.popleft())
             try:
                 records = [_encoded(i) for i in items]
-                with self._lock:
-                    self.sink.send(records)
+                self.sink.send(records)
                 self._count("written", len(records))
             except Exception:  # a failing sink must not kill the writer thread
                 log.exception("decision log sink failed; %d records lost", len(items))
@@ -250,15 +304,13 @@ class DecisionLog:
     def erase(self, match: Match) -> int:
         """Drain the buffer, then remove matching decisions from the sink; return how many."""
         self.flush()
-        with self._lock:
-            return self.sink.erase(match)
+        return self.sink.erase(match)
 
     def close(self) -> None:
         """Write what is buffered, stop the thread and close the sink; idempotent."""
         self._stop.set()
         self._thread.join(timeout=10.0)
-        with self._lock:
-            self.sink.close()
+        self.sink.close()
 
 
 def _encoded(item: Item) -> Record:
@@ -269,15 +321,91 @@ def _encoded(item: Item) -> Record:
     return topic, key or decision_key(decision), encode_decision(decision)
 
 
-def decision_key(decision: Decision) -> bytes | None:
-    """Return the message key: the profile, else the strongest identifier, else ``None``."""
-    if decision.profile_id:
-        return decision.profile_id.encode()
-    present = decision.ids.present()
-    if present:
-        name, value = next(iter(present.items()))
-        return fragment_id(name, value).encode()
-    return None
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """One record read back from a Kafka topic; ``value`` is ``None`` for a tombstone."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def scan_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Iterator[TopicRecord]:
+    """Yield every record of ``topic`` from its start to its end when the scan began.
+
+    A consumer of its own (a fresh group, nothing committed) reads each partition until
+    the broker reports its end; records are in offset order within a partition. A topic
+    that does not exist yields nothing. Raises ``TimeoutError`` when no record and no end
+    arrive for ``timeout`` seconds.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"omnioffer-scan-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            return
+        pending = set(metadata.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        quiet_since = time.monotonic()
+        while pending:
+            messages = consumer.consume(500, 0.5)
+            if messages:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > timeout:
+                message = f"scanning {topic!r}: no answer for {timeout:g} s"
+                raise TimeoutError(message)
+            for m in messages:
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                        continue
+                    message = f"scanning {topic!r}: {error}"
+                    raise RuntimeError(message)
+                yield TopicRecord(m.partition(), m.offset(), m.key(), m.value())
+    finally:
+        consumer.close()
+
+
+def live_records(records: Iterator[TopicRecord]) -> list[TopicRecord]:
+    """Return the records no later tombstone of the same key erased, in the given order.
+
+    >>> r = [TopicRecord(0, 0, b"d-1", b"{}"), TopicRecord(0, 1, b"d-2", b"{}"),
+    ...      TopicRecord(0, 2, b"d-1", None)]
+    >>> [x.key for x in live_records(iter(r))]
+    [b'd-2']
+    """
+    seen = list(records)
+    # A key lives in one partition (its tombstone is written to the record's partition).
+    erased_before = {r.key: r.offset for r in seen if r.value is None and r.key is not None}
+    return [
+        r
+        for r in seen
+        if r.value is not None and (r.key is None or r.offset > erased_before.get(r.key, -1))
+    ]
+
+
+def read_kafka_decisions(
+    bootstrap: str, topic: str = DECISIONS, timeout: float = 30.0
+) -> list[Decision]:
+    """Return the decisions on ``topic`` that are not erased (unreadable records skipped)."""
+    out = []
+    for record in live_records(scan_topic(bootstrap, topic, timeout)):
+        try:
+            out.append(decode_decision(record.value or b""))
+        except ValueError:
+            continue
+    return out
 
 
 def read_decisions(directory: Path | str) -> Iterator[Decision]:

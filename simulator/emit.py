@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from features.decisions import Decision, encode_decision
+from features.decisions import Decision, decision_key, encode_decision
 from features.events import EVENT_TYPES, Event, encode_event
-from features.topics import DECISIONS, routing_key, routing_key_for, topic_for
+from features.topics import DECISIONS, routing_key, topic_for
 from simulator.noise import MALFORMED_KINDS, duplicate_delay_seconds, late_delay_seconds, malformed
 from simulator.world import SimulationConfig
 
@@ -137,7 +137,7 @@ class Emitter:
         """Queue a decision record; decisions are logged by the deciding system, noise-free."""
         if self.tap_only:
             return
-        key = routing_key_of_ids(decision)
+        key = decision_key(decision).decode()
         self._put((ts, decision.decision_id, DECISIONS, key, encode_decision(decision)))
 
     def drain(self, day: int) -> list[Line]:
@@ -153,8 +153,3 @@ class Emitter:
         self.buckets.clear()
         lines.sort()
         return lines
-
-
-def routing_key_of_ids(decision: Decision) -> str:
-    """Return the first identifier a decision carries, as events are keyed."""
-    return routing_key_for(decision.ids, decision.decision_id)

@@ -85,18 +85,27 @@ def serve(
 def decisions(
     suppressed: Annotated[bool, typer.Option(help="Who was capped/suppressed, and why.")] = False,
     events: Annotated[Path | None, typer.Option(help="Embedded event log folder.")] = None,
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(help="Read the Kafka decisions topic here instead (erased ones skipped)."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 30,
 ) -> None:
-    """Read the embedded decision log: counts, or (--suppressed) who was capped and why."""
+    """Read the decision log: counts, or (--suppressed) who was capped and why."""
     from collections import Counter
 
-    from serving.decision_log import read_decisions
+    from serving.decision_log import read_decisions, read_kafka_decisions
     from serving.report import suppressions
 
-    folder = events or settings_with().event_log_dir
-    logged = list(read_decisions(folder))
+    if bootstrap is not None:
+        source = f"the decisions topic on {bootstrap}"
+        logged = read_kafka_decisions(bootstrap)
+    else:
+        events_dir = events or settings_with().event_log_dir
+        source = f"{events_dir}/decisions.jsonl"
+        logged = list(read_decisions(events_dir))
     if not logged:
-        console.print(f"no decisions in {folder}/decisions.jsonl")
+        console.print(f"no decisions in {source}")
         raise typer.Exit(1)
     report = suppressions(logged)
     if suppressed:
@@ -122,5 +131,5 @@ def decisions(
             top.add_row(surface, what, str(n))
         Console().print(top)
     console.print(
-        f"{report.decisions:,} decisions, {len(report.rows):,} suppressed, in {folder}"
+        f"{report.decisions:,} decisions, {len(report.rows):,} suppressed, in {source}"
     )

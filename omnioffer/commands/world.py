@@ -1,4 +1,4 @@
-"""Subcommands about the simulated world and the contract: schema, catalog, simulate."""
+"""Subcommands about the simulated world and the contract: schema, catalog, simulate, topics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import orjson
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from features.events import json_schemas
@@ -103,3 +104,25 @@ def print_simulation(stats, out: Path, to: str) -> None:
     table.add_row("messages per second", f"{stats.events_per_second:,.0f}")
     table.add_row("output", str(out) if to == "files" else "kafka")
     console.print(table)
+
+
+def topics(
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions per new topic.")] = 3,
+    replication: Annotated[int, typer.Option(min=1, help="Replicas per partition.")] = 1,
+) -> None:
+    """Create every Kafka topic omnioffer uses, with its settings (existing ones are kept)."""
+    from features.topics import ALL_TOPICS, TOPIC_CONFIGS
+    from omnioffer.services import ServiceError, create_topics
+
+    settings = settings_with(kafka_bootstrap=bootstrap)
+    try:
+        create_topics(settings.kafka_bootstrap, ALL_TOPICS, partitions, replication)
+    except ServiceError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    table = Table("topic", "settings (on creation)", title=f"topics on {settings.kafka_bootstrap}")
+    for name in ALL_TOPICS:
+        configs = TOPIC_CONFIGS.get(name, {})
+        table.add_row(name, ", ".join(f"{k}={v}" for k, v in configs.items()) or "broker defaults")
+    Console().print(table)

@@ -8,13 +8,22 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
+from typer.testing import CliRunner
 
 from features.decisions import Choice, Decision, decode_decision
 from features.events import Identifiers
 from features.topics import DECISIONS
+from omnioffer.cli import app as cli
 from omnioffer.services import create_topics
 from omnioffer.settings import Settings
-from serving.decision_log import DecisionLog, FileSink, read_decisions
+from serving.decision_log import (
+    DecisionLog,
+    FileSink,
+    read_decisions,
+    read_kafka_decisions,
+    scan_topic,
+)
 from tests.serving.conftest import channel_body, offers_body
 
 
@@ -137,5 +146,42 @@ def test_decisions_go_to_the_kafka_topic_when_settings_say_kafka(
         consumer.close()
     assert found is not None
     decision, key = found
-    assert key == b"anonymous_id:k-1"
+    assert key == decision_id.encode()  # keyed by its own id: the topic is compacted
     assert sum(c.propensity for c in decision.candidates) == pytest.approx(1.0)
+
+
+def test_erasure_tombstones_the_persons_decisions_on_kafka(
+    private_kafka_broker, filled_store, make_client, customers, tmp_path
+):
+    bootstrap = private_kafka_broker.bootstrap
+    made = CliRunner().invoke(cli, ["topics", "--bootstrap", bootstrap, "--partitions", "3"])
+    assert made.exit_code == 0, made.output
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [described] = admin.describe_configs([ConfigResource("topic", DECISIONS)]).values()
+    assert described.result()["cleanup.policy"].value == "compact,delete"
+    settings = Settings(data_dir=tmp_path, decision_log="kafka", kafka_bootstrap=bootstrap)
+    client = make_client(filled_store, settings=settings)
+    person, other = customers[0], customers[1]
+    theirs = {
+        client.post("/v1/offers", json=offers_body(customer_id=person)).json()["decision_id"],
+        client.post("/v1/offers", json=offers_body(customer_id=person)).json()["decision_id"],
+        client.post("/v1/channel", json=channel_body(person)).json()["decision_id"],
+    }
+    kept = {
+        client.post("/v1/offers", json=offers_body(customer_id=other)).json()["decision_id"],
+        client.post("/v1/offers", json=offers_body(anonymous_id="k-9")).json()["decision_id"],
+    }
+
+    removed = client.delete(f"/v1/customers/{person}").json()["removed"]
+
+    assert removed["decisions"] == len(theirs)
+    live = {d.decision_id for d in read_kafka_decisions(bootstrap)}
+    assert live == kept
+    tombstones = {r.key for r in scan_topic(bootstrap, DECISIONS) if r.value is None}
+    assert tombstones == {d.encode() for d in theirs}
+    # Erasing again finds nothing live and writes no second tombstone.
+    assert client.delete(f"/v1/customers/{person}").json()["removed"]["decisions"] == 0
+    assert sum(1 for r in scan_topic(bootstrap, DECISIONS) if r.value is None) == len(theirs)
+    report = CliRunner().invoke(cli, ["decisions", "--bootstrap", bootstrap])
+    assert report.exit_code == 0, report.output
+    assert f"{len(kept)} decisions, 0 suppressed" in report.output
