@@ -146,8 +146,15 @@ class KafkaSink:
             }
         )
         self._on_failure = on_failure
+        # Records produced, and records the broker acknowledged or refused. Callbacks run
+        # in whichever thread polls (the writer or an erasure), hence the lock.
+        self._produced = 0
+        self._settled = 0
+        self._count_lock = threading.Lock()
 
     def _delivered(self, error: Any, _message: Any) -> None:
+        with self._count_lock:
+            self._settled += 1
         if error is not None:
             log.warning("decision not delivered: %s", error)
             if self._on_failure is not None:
@@ -171,7 +178,19 @@ class KafkaSink:
             except BufferError:
                 producer.poll(0.1)
                 producer.produce(topic, value, key, on_delivery=self._delivered)
+            with self._count_lock:
+                self._produced += 1
         producer.poll(0)
+
+    def _settle(self, producer: Any, done: Callable[[], bool], what: str) -> None:
+        # Not producer.flush(): it waits for an empty queue, which the writer thread may
+        # keep from happening under load; this waits only for the records in question.
+        deadline = time.monotonic() + self.timeout
+        while not done():
+            if time.monotonic() > deadline:
+                message = f"decision log: {what} not delivered within {self.timeout:g} s"
+                raise TimeoutError(message)
+            producer.poll(0.05)
 
     def erase(self, match: Match) -> int:
         """Tombstone the decisions for which ``match`` is true; return how many were live.
@@ -187,19 +206,22 @@ class KafkaSink:
         Raises ``TimeoutError`` if the broker does not answer within ``timeout`` seconds.
         """
         producer = self._open()
-        if producer.flush(self.timeout):
-            message = "decision log: earlier records still undelivered; erasure not started"
-            raise TimeoutError(message)
+        before = self._produced
+        self._settle(producer, lambda: self._settled >= before, "earlier records")
         doomed = {
             record.key: record.partition
             for record in live_records(scan_topic(self.bootstrap, self.topic, self.timeout))
             if record.key is not None and _matches(record.value, match)
         }
+        outcomes: list[Any] = []
         for key, partition in doomed.items():
-            producer.produce(self.topic, None, key, partition=partition)
-        if producer.flush(self.timeout):
-            message = f"decision log: {len(doomed)} tombstones not all delivered"
-            raise TimeoutError(message)
+            producer.produce(self.topic, None, key, partition=partition,
+                             on_delivery=lambda error, _m: outcomes.append(error))  # fmt: skip
+        self._settle(producer, lambda: len(outcomes) >= len(doomed), "tombstones")
+        refused = [error for error in outcomes if error is not None]
+        if refused:
+            message = f"decision log: {len(refused)} tombstones refused: {refused[0]}"
+            raise RuntimeError(message)
         return len(doomed)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from omnioffer.settings import Settings
 from serving.decision_log import (
     DecisionLog,
     FileSink,
+    KafkaSink,
     read_decisions,
     read_kafka_decisions,
     scan_topic,
@@ -185,3 +186,46 @@ def test_erasure_tombstones_the_persons_decisions_on_kafka(
     report = CliRunner().invoke(cli, ["decisions", "--bootstrap", bootstrap])
     assert report.exit_code == 0, report.output
     assert f"{len(kept)} decisions, 0 suppressed" in report.output
+
+
+def test_a_kafka_erasure_while_decisions_keep_coming_loses_none(private_kafka_broker):
+    bootstrap = private_kafka_broker.bootstrap
+    create_topics(bootstrap, [DECISIONS], partitions=3)
+    log = DecisionLog(KafkaSink(bootstrap))
+
+    def decision(n: int, person: str) -> Decision:
+        return Decision(
+            decision_id=f"d-{person}-{n}", decided_at=datetime(2026, 3, 8, tzinfo=UTC),
+            surface="offers", ids=Identifiers(customer_id=person), policy="p",
+            chosen=[Choice(offer_id="of-1", channel="web", propensity=1.0)],
+        )  # fmt: skip
+
+    for n in range(100):
+        log.submit(decision(n, f"p{n % 5}"))
+    stop = threading.Event()
+    written: list[str] = []
+
+    def keep_deciding() -> None:
+        n = 0
+        while not stop.is_set():
+            d = decision(n, "late")
+            if log.submit(d):
+                written.append(d.decision_id)
+            n += 1
+            time.sleep(0.001)
+
+    writer = threading.Thread(target=keep_deciding)
+    writer.start()
+    try:
+        erased = log.erase(lambda d: d.ids.customer_id == "p3")
+    finally:
+        stop.set()
+        writer.join()
+    assert log.flush()
+    log.close()
+
+    assert erased == 20
+    live = [d.ids.customer_id for d in read_kafka_decisions(bootstrap)]
+    assert "p3" not in live
+    assert sorted(set(live)) == ["late", "p0", "p1", "p2", "p4"]
+    assert len(live) == 80 + len(written) and written  # every other decision is kept
