@@ -8,8 +8,9 @@ One run, side by side (these machines are noisy, so only compare within a run):
    batches, with their identity mappings.
 2. **catalog** — a bench catalog of 200 offers with no channel, store or tier limits, so
    every request has 200 eligible candidates to score and arbitrate.
-3. **API** — ``omnioffer serve`` in a subprocess (uvicorn, one worker) on that Redis, with
-   the promoted model if serving can load one, else the heuristic (the JSON says which).
+3. **API** — ``omnioffer serve`` in a subprocess (uvicorn, ``workers`` processes: 2) on
+   that Redis, with the promoted model if serving can load one, else the heuristic (the
+   JSON says which).
 4. **load** — a separate process offers a fixed load (open loop: requests are scheduled at
    ``rate`` per second whatever the answers do, over ``connections`` keep-alive
    connections), first to ``POST /v1/offers``, then to ``POST /v1/channel``. Latency runs
