@@ -197,10 +197,6 @@ class OnlineStore(Protocol):
         for a ``customer_id``, whose profile is ``customer_id:<id>``), two otherwise.
         :meth:`write` takes one, plus one more only when an identifier moves away from a
         profile that had it.
-        A store over the network may also offer ``async read_resolved_async`` (same
-        arguments and answer), which serving awaits on the offers path so that a worker
-        is not idle during the round trip (:class:`~features.store_redis.RedisStore`
-        does; SQLite, in-process, does not need to).
 
     Retention
         A profile's contact log keeps records whose ``sent_at`` is within

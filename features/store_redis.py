@@ -36,17 +36,13 @@ socket_timeout`` (loopback refusals are immediate) with
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import weakref
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import redis
-import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -182,7 +178,6 @@ class RedisStore(Closing):
         self._read_contacts = self._client.register_script(_READ_CONTACTS)
         self._delete_if = self._client.register_script(_DELETE_IF)
         self._hot = _HotConnections(self._client.connection_pool, retries)
-        self._hot_async = _AsyncHotConnections(self._client.connection_pool, retries)
 
     # --- keys -------------------------------------------------------------------------
 
@@ -403,81 +398,36 @@ class RedisStore(Closing):
         script when contacts are asked for. Only when the identifiers resolve to another
         profile (a visitor merged into a customer) does it read that one after.
         """
-        plan = self._read_plan(identifiers, contacts_since)
-        with _mapped_errors("read_resolved"):
-            try:
-                commands = next(plan)
-                while True:
-                    commands = plan.send(self._hot.call(*commands))
-            except StopIteration as done:
-                read: ProfileRead = done.value
-                return read
-
-    async def read_resolved_async(
-        self, identifiers: Sequence[str], contacts_since: datetime | None = None
-    ) -> ProfileRead:
-        """:meth:`read_resolved` without blocking the event loop while Redis answers.
-
-        The same commands and answers, on asyncio connections of this store's settings
-        (one idle pool per event loop). A worker serving requests inline would otherwise
-        sit idle for each round trip, with the requests behind it waiting.
-        """
-        plan = self._read_plan(identifiers, contacts_since)
-        with _mapped_errors("read_resolved"):
-            try:
-                commands = next(plan)
-                while True:
-                    commands = plan.send(await self._hot_async.call(*commands))
-            except StopIteration as done:
-                read: ProfileRead = done.value
-                return read
-
-    def _read_plan(
-        self, identifiers: Sequence[str], contacts_since: datetime | None
-    ) -> Generator[tuple[tuple[Any, ...], ...], list[Any], ProfileRead]:
-        """Plan the round trips of :meth:`read_resolved`, without I/O.
-
-        Yields the commands of each round trip, is sent their replies, returns the read;
-        the sync and the async read drive the same plan.
-        """
         if not identifiers:
             return ProfileRead(None, None)
-        low = None
         if contacts_since is not None:
             check_aware(contacts_since, "contacts_since")
-            low = epoch_us(contacts_since)
         first = identifiers[0]
         keys = [*(self.identity_key(i) for i in identifiers), self.profile_key(first)]
-        replies = yield (("MGET", *keys), *self._contacts_command(first, low))
-        replies = yield from self._loaded_script(replies, first, low)
-        _raise_first_error(replies, "read_resolved")
-        *owners, value = replies[0]
+        raw_contacts: Any = None
+        with _mapped_errors("read_resolved"):
+            if contacts_since is None:
+                [values] = self._hot.call(("MGET", *keys))
+            else:
+                low = epoch_us(contacts_since)
+                values, raw_contacts = self._hot.call(
+                    ("MGET", *keys),
+                    ("EVALSHA", self._read_contacts.sha, 2, *self._contact_keys(first), low),
+                )
+                if isinstance(raw_contacts, redis.exceptions.NoScriptError):
+                    raw_contacts = self._read_contacts(self._contact_keys(first), [low])
+            _raise_first_error([values, raw_contacts], "read_resolved")
+        *owners, value = values
         owner = next((o.decode() for o in owners if o is not None), None)
         if owner is not None and owner != first:
-            replies = yield (("GET", self.profile_key(owner)), *self._contacts_command(owner, low))
-            replies = yield from self._loaded_script(replies, owner, low)
-            _raise_first_error(replies, "read_resolved")
-            contacts = [] if low is None else _decoded_contacts(replies[1])
-            return ProfileRead(owner, replies[0], contacts)
+            value = self.read_profile(owner)
+            if contacts_since is not None:
+                return ProfileRead(owner, value, self.contacts_of(owner, contacts_since))
+            return ProfileRead(owner, value)
         if owner is None:
             value = None  # an unmapped identifier has no profile, whatever its key holds
-        contacts = [] if low is None else _decoded_contacts(replies[1])
+        contacts = [] if raw_contacts is None else _decoded_contacts(raw_contacts)
         return ProfileRead(owner, value, contacts)
-
-    def _contacts_command(self, profile_id: str, low: int | None) -> tuple[tuple[Any, ...], ...]:
-        if low is None:
-            return ()
-        return (("EVALSHA", self._read_contacts.sha, 2, *self._contact_keys(profile_id), low),)
-
-    def _loaded_script(
-        self, replies: list[Any], profile_id: str, low: int | None
-    ) -> Generator[tuple[tuple[Any, ...], ...], list[Any], list[Any]]:
-        """Run the contact script by its source when the server did not know its SHA."""
-        if low is None or not isinstance(replies[1], redis.exceptions.NoScriptError):
-            return replies
-        keys = self._contact_keys(profile_id)
-        [contacts] = yield (("EVAL", _READ_CONTACTS, 2, *keys, low),)
-        return [replies[0], contacts]
 
     def _contact_keys(self, profile_id: str) -> list[str]:
         return [self._key(profile_id, "contacts"), self._key(profile_id, "crec")]
@@ -559,75 +509,6 @@ class _HotConnections:
                 connection.disconnect()
             self._made.clear()
         self._local = threading.local()
-
-
-class _AsyncHotConnections:
-    """:class:`_HotConnections` for the event loop: redis-py asyncio connections.
-
-    Made with the sync pool's settings (address, timeouts, parser), kept per event loop (a
-    connection belongs to the loop it was opened on), at most ``per_loop`` of them: more
-    reads at once wait for one, rather than opening connections in a burst, each of which
-    must connect within the short timeout. After a connection error the idle ones are
-    dropped too: a restarted server left them all dead.
-    """
-
-    def __init__(self, pool: redis.ConnectionPool, retries: int, per_loop: int = 8) -> None:
-        kwargs = dict(pool.connection_kwargs)
-        kwargs.pop("retry", None)  # the retry policy is this class's, as in _HotConnections
-        self._kwargs = kwargs
-        self._retries = retries
-        self._per_loop = per_loop
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    async def call(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send the commands in one write and return their replies (an error reply as is)."""
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None:
-            pool = self._pools[loop] = _LoopPool([], asyncio.Semaphore(self._per_loop))
-        async with pool.slots:
-            return await self._call(pool.idle, commands)
-
-    async def _call(self, idle: list[Any], commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
-        failures = 0
-        while True:
-            connection = idle.pop() if idle else redis.asyncio.Connection(**self._kwargs)
-            try:
-                await connection.send_packed_command(connection.pack_commands(commands))
-                replies = [await self._reply(connection) for _ in commands]
-            except redis.ConnectionError:
-                await _dropped(connection, *idle)
-                idle.clear()
-                failures += 1
-                if failures > self._retries:
-                    raise
-                continue
-            except BaseException:  # whatever is left on the socket would answer the next call
-                await _dropped(connection)
-                raise
-            idle.append(connection)
-            return replies
-
-    @staticmethod
-    async def _reply(connection: Any) -> Any:
-        try:
-            return await connection.read_response()
-        except redis.ResponseError as error:  # read whole: the next reply is in sync
-            return error
-
-
-@dataclass(slots=True)
-class _LoopPool:
-    idle: list[Any]
-    slots: asyncio.Semaphore
-
-
-async def _dropped(*connections: Any) -> None:
-    for connection in connections:
-        with suppress(Exception):
-            await connection.disconnect(nowait=True)
 
 
 def sorted_ids(members: Any) -> list[str]:

@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +150,7 @@ class _DecisionLane:
     """
 
     def __init__(
-        self, app: ASGIApp, decisions: dict[str, Callable[[bytes], Awaitable[tuple[int, bytes]]]],
+        self, app: ASGIApp, decisions: dict[str, Callable[[bytes], tuple[int, bytes]]],
         limit: int,
     ) -> None:  # fmt: skip
         self.app = app
@@ -172,7 +171,7 @@ class _DecisionLane:
                 error_body("(body)", str(error), "body_too_large")
             )  # fmt: skip
         else:
-            status, payload = await decide(body)
+            status, payload = decide(body)
         headers = [(b"content-type", b"application/json"),
                    (b"content-length", str(len(payload)).encode())]  # fmt: skip
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -329,18 +328,14 @@ def create_app(
 
 
 def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -> None:
-    async def answer(
+    def answer(
         body: bytes, path: str, kind: type, run: Callable[[Any], Any],
         fallback: Callable[[Any], Any],
     ) -> tuple[int, bytes]:  # fmt: skip
         parsed = None
         try:
             parsed = decode_request(body, kind)
-            # Inline: CPU-bound, and thread hops cost 25% throughput. Offers await only
-            # their store read (a round trip other requests can use the worker during).
-            result = run(parsed)
-            if isawaitable(result):
-                result = await result
+            result = run(parsed)  # inline: CPU-bound, and thread hops cost 25% throughput
         except RequestError as error:
             return 422, _encoder.encode(error_body(error.field, str(error)))
         except Exception:  # never an error page for a decision: degrade and count
@@ -367,9 +362,9 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
             policy=engine.policy_name,
         )  # fmt: skip
 
-    decisions: dict[str, Callable[[bytes], Awaitable[tuple[int, bytes]]]] = {
+    decisions: dict[str, Callable[[bytes], tuple[int, bytes]]] = {
         "/v1/offers": lambda body: answer(
-            body, "/v1/offers", OffersRequest, engine.offers_async, offers_fallback
+            body, "/v1/offers", OffersRequest, engine.offers, offers_fallback
         ),
         "/v1/channel": lambda body: answer(
             body, "/v1/channel", ChannelRequest, engine.channel, channel_fallback
@@ -384,7 +379,7 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
             body = await _read_body(request.scope, request.receive, limit)
         except BodyTooLargeError as error:
             return _error(413, str(error), "(body)", "body_too_large")
-        status, payload = await decisions[request.url.path](body)
+        status, payload = decisions[request.url.path](body)
         return Response(payload, status_code=status, media_type=JSON)
 
     @app.post("/v1/offers", tags=["decisions"], openapi_extra=_body("OffersRequest"),

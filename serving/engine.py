@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from features.attribution import decode_example
-from features.catalog import Catalog, Store
+from features.catalog import Catalog
 from features.channel import ChannelOutcome, decide_channel
 from features.decisions import Decision, DecisionContext
 from features.eventlog import erase_lines
@@ -43,7 +43,7 @@ from features.policy import (
 )
 from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
-from features.store import ContactRecord, OnlineStore, ProfileRead, StoreError
+from features.store import ContactRecord, OnlineStore, StoreError
 from features.topics import CONSENT, routing_key
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog
@@ -174,26 +174,9 @@ class Engine:
             # Future (deferred) sends count too, so contacts are read from a week back on.
             read = self.store.read_resolved(fragments, now - WEEK if contacts else None)
         except StoreError as error:
-            return self._unavailable(error)
-        return self._looked_up(read, now)
-
-    async def _lookup_async(self, fragments: Sequence[str], now: datetime) -> Lookup:
-        """:meth:`_lookup` (no contacts) awaiting the store when it can be awaited."""
-        read_async = getattr(self.store, "read_resolved_async", None)
-        if not fragments or read_async is None:
-            return self._lookup(fragments, now, contacts=False)
-        try:
-            read = await read_async(fragments)
-        except StoreError as error:
-            return self._unavailable(error)
-        return self._looked_up(read, now)
-
-    def _unavailable(self, error: StoreError) -> Lookup:
-        log.warning("store unavailable, degrading: %s", error)
-        self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
-        return Lookup(degraded=True)
-
-    def _looked_up(self, read: ProfileRead, now: datetime) -> Lookup:
+            log.warning("store unavailable, degrading: %s", error)
+            self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
+            return Lookup(degraded=True)
         profile_id, raw, history = read.profile_id, read.value, read.contacts
         if raw is None:
             return Lookup(profile_id=profile_id, history=history)
@@ -222,37 +205,16 @@ class Engine:
 
     def offers(self, request: OffersRequest) -> OffersResponse:
         """Decide the offers of one page load."""
-        store = self._store_of(request)
-        now, decision_id = self.clock(), self.new_id()
-        lookup = self._lookup(request.fragments(), now, contacts=False)
-        return self._offers(request, store, now, decision_id, lookup)
-
-    async def offers_async(self, request: OffersRequest) -> OffersResponse:
-        """:meth:`offers`, awaiting the store's read (the rest is CPU, done inline)."""
-        store = self._store_of(request)
-        now, decision_id = self.clock(), self.new_id()
-        lookup = await self._lookup_async(request.fragments(), now)
-        return self._offers(request, store, now, decision_id, lookup)
-
-    def _store_of(self, request: OffersRequest) -> Store | None:
-        store_id = request.context.store_id
-        if store_id is None:
-            return None
-        store = self.catalog.stores.get(store_id)
-        if store is None:
-            message = f"context.store_id: unknown store {store_id!r}"
-            raise RequestError(message, field="context.store_id")
-        return store
-
-    def _offers(
-        self,
-        request: OffersRequest,
-        store: Store | None,
-        now: datetime,
-        decision_id: str,
-        lookup: Lookup,
-    ) -> OffersResponse:
         ctx = request.context
+        store = None
+        if ctx.store_id is not None:
+            store = self.catalog.stores.get(ctx.store_id)
+            if store is None:
+                message = f"context.store_id: unknown store {ctx.store_id!r}"
+                raise RequestError(message, field="context.store_id")
+        now = self.clock()
+        decision_id = self.new_id()
+        lookup = self._lookup(request.fragments(), now, contacts=False)
         features = lookup.features
         last_store = (features or {}).get("last_store")
         offer_ctx = OfferContext(

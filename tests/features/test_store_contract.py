@@ -7,7 +7,6 @@ outages) sit at the end.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 import time
@@ -797,78 +796,3 @@ def test_redis_serving_read_stays_in_sync_after_a_timeout(redis_server: RedisSer
         assert store.read_resolved([B]) == ProfileRead(B, b"b")
         assert store.read_resolved([A]) == ProfileRead(A, b"a")
         probe.close()
-
-
-@pytest.mark.integration
-def test_redis_async_read_answers_as_the_sync_read(redis_server: RedisServer) -> None:
-    probe = redis_server.client()
-    with RedisStore(redis_server.url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
-        store.write(
-            StoreBatch(
-                profiles=[ProfileWrite(A, b"a"), ProfileWrite(C, b"c"), ProfileWrite(B, b"b")],
-                identity=[link(A, A), link("anonymous_id:a-1", A), link(C, C)],
-                contacts=[contact("d-1", A), contact("d-3", "device_id:new")],
-            )
-        )
-        cases = [[A, "anonymous_id:a-1"], ["anonymous_id:a-1"], [C], ["device_id:new"], [B], []]
-
-        async def both_ways() -> None:
-            for identifiers in cases:
-                for since in (None, T0 - timedelta(hours=1)):
-                    expected = store.read_resolved(identifiers, since)
-                    got = await store.read_resolved_async(identifiers, since)
-                    assert got == expected, (identifiers, since)
-            probe.script_flush()  # the contact script's SHA is unknown: sent by its source
-            got = await store.read_resolved_async([A], T0 - timedelta(hours=1))
-            assert [c.decision_id for c in got.contacts] == ["d-1"]
-            # Reads in flight at once each get their own answer, on at most 8 connections.
-            clients = len(probe.client_list())
-            many = [[A], [C], ["anonymous_id:a-1"], [B]] * 25
-            answers = await asyncio.gather(*(store.read_resolved_async(i) for i in many))
-            assert answers == [store.read_resolved(i) for i in many]
-            assert len(probe.client_list()) - clients <= 8
-            before = _command_calls(probe)
-            await store.read_resolved_async([A, "anonymous_id:a-1"])
-            assert _delta(before, _command_calls(probe)) == {"mget": 1}
-
-        asyncio.run(both_ways())
-    probe.close()
-
-
-@pytest.mark.integration
-def test_redis_async_read_fails_fast_stays_in_sync_and_recovers(
-    private_redis_server: RedisServer,
-) -> None:
-    server = private_redis_server
-    with RedisStore(server.url, namespace="async-outage") as store:
-        store.write(StoreBatch(
-            profiles=[ProfileWrite(A, b"a"), ProfileWrite(B, b"b")],
-            identity=[link(A, A), link(B, B)],
-        ))  # fmt: skip
-
-        async def paused() -> None:
-            assert await store.read_resolved_async([A]) == ProfileRead(A, b"a")
-            probe = server.client()
-            probe.client_pause(400)  # longer than the store's 0.1 s socket timeout
-            with pytest.raises(StoreUnavailableError, match="read_resolved"):
-                await store.read_resolved_async([A])
-            await asyncio.sleep(0.5)  # A's reply arrives now, on the dropped connection
-            assert await store.read_resolved_async([B]) == ProfileRead(B, b"b")
-            probe.close()
-
-        asyncio.run(paused())
-
-        async def outage() -> None:
-            reads = [store.read_resolved_async([A]) for _ in range(4)]
-            assert all(r.value == b"a" for r in await asyncio.gather(*reads))  # 4 connections
-            server.stop()
-            try:
-                with pytest.raises(StoreUnavailableError, match="read_resolved: server unavail"):
-                    await store.read_resolved_async([A], T0)
-            finally:
-                server.start()
-            store.write(StoreBatch(profiles=[ProfileWrite(A, b"back")], identity=[link(A, A)]))
-            # The idle connections died with the server: the first read after is answered.
-            assert await store.read_resolved_async([A]) == ProfileRead(A, b"back")
-
-        asyncio.run(outage())
