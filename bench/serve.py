@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -572,7 +573,10 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         "feast_error": feast.get("error"),
         "ratio_p99_to_feast": round(offers["p99_ms"] / feast_p99, 3) if feast_p99 else None,
         "target": "POST /v1/offers p99 < 10 ms at >= 500 req/s; p99 <= Feast's read",
-        "load_generator": "open-loop asyncio HTTP/1.1 client in its own process (bench.serve)",
+        "load_generator": (
+            "open-loop asyncio HTTP/1.1 client in its own process (bench.serve), on "
+            + ("uvloop" if importlib.util.find_spec("uvloop") else "the asyncio loop")
+        ),
         "server": f"uvicorn, {bench.workers} worker(s), {_http_stack()}",
         "workers": bench.workers,
         "python": platform.python_version(),
