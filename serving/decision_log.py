@@ -110,9 +110,9 @@ class FileSink:
             self._files.clear()
 
 
-def _matches(line: bytes | None, match: Match) -> bool:
+def _matches(line: bytes, match: Match) -> bool:
     try:
-        return match(decode_decision(line or b""))
+        return match(decode_decision(line))
     except ValueError:
         return False  # a line that is not a decision is left alone
 
@@ -200,7 +200,7 @@ class KafkaSink:
         and partition, no value) for each matching record that has none yet, and waits
         for them. Compaction (``cleanup.policy=compact``, see
         ``features.topics.TOPIC_CONFIGS``) then removes the records from the broker;
-        readers before that skip them (:func:`live_records`). The writer thread keeps
+        readers before that skip them (:func:`read_kafka_decisions`). The writer thread keeps
         producing meanwhile: a producer is safe to share between threads.
 
         Raises ``TimeoutError`` if the broker does not answer within ``timeout`` seconds.
@@ -208,11 +208,16 @@ class KafkaSink:
         producer = self._open()
         before = self._produced
         self._settle(producer, lambda: self._settled >= before, "earlier records")
-        doomed = {
-            record.key: record.partition
-            for record in live_records(scan_topic(self.bootstrap, self.topic, self.timeout))
-            if record.key is not None and _matches(record.value, match)
-        }
+        # Streamed, keeping only the matches: the topic may be far larger than memory.
+        # A key's last record decides: a later tombstone means it is erased already.
+        doomed: dict[bytes, int] = {}
+        for record in scan_topic(self.bootstrap, self.topic, self.timeout):
+            if record.key is None:
+                continue  # a compacted topic holds none; an older topic may
+            if record.value is not None and _matches(record.value, match):
+                doomed[record.key] = record.partition
+            else:
+                doomed.pop(record.key, None)
         outcomes: list[Any] = []
         for key, partition in doomed.items():
             producer.produce(self.topic, None, key, partition=partition,
@@ -399,35 +404,25 @@ def scan_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Iterator[To
         consumer.close()
 
 
-def live_records(records: Iterator[TopicRecord]) -> list[TopicRecord]:
-    """Return the records no later tombstone of the same key erased, in the given order.
-
-    >>> r = [TopicRecord(0, 0, b"d-1", b"{}"), TopicRecord(0, 1, b"d-2", b"{}"),
-    ...      TopicRecord(0, 2, b"d-1", None)]
-    >>> [x.key for x in live_records(iter(r))]
-    [b'd-2']
-    """
-    seen = list(records)
-    # A key lives in one partition (its tombstone is written to the record's partition).
-    erased_before = {r.key: r.offset for r in seen if r.value is None and r.key is not None}
-    return [
-        r
-        for r in seen
-        if r.value is not None and (r.key is None or r.offset > erased_before.get(r.key, -1))
-    ]
-
-
 def read_kafka_decisions(
     bootstrap: str, topic: str = DECISIONS, timeout: float = 30.0
 ) -> list[Decision]:
-    """Return the decisions on ``topic`` that are not erased (unreadable records skipped)."""
-    out = []
-    for record in live_records(scan_topic(bootstrap, topic, timeout)):
+    """Return the decisions on ``topic`` that no later tombstone erased, by decision time.
+
+    Unreadable records are skipped. Records are decoded as they arrive, so only live
+    decisions are held (a tombstone drops what its key held so far).
+    """
+    by_key: dict[bytes | None, list[Decision]] = {}
+    for record in scan_topic(bootstrap, topic, timeout):
+        if record.value is None:
+            by_key.pop(record.key, None)
+            continue
         try:
-            out.append(decode_decision(record.value or b""))
+            decision = decode_decision(record.value)
         except ValueError:
             continue
-    return out
+        by_key.setdefault(record.key, []).append(decision)
+    return sorted((d for held in by_key.values() for d in held), key=lambda d: d.decided_at)
 
 
 def read_decisions(directory: Path | str) -> Iterator[Decision]:
