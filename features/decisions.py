@@ -15,11 +15,14 @@ Serving, journeys and the simulator's logging policy all write this shape to the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from features.events import AwareTime, EngagementChannel, Id, Identifiers
+from features.identity import fragment_id
 
 Surface = Literal["offers", "channel", "journey"]
 ActionChannel = EngagementChannel | Literal["none"]
@@ -100,3 +103,59 @@ def decision_key(decision: Decision) -> bytes:
     b'd-1'
     """
     return decision.decision_id.encode()
+
+
+class DecisionOwner(msgspec.Struct, frozen=True):
+    """The part of a decision record that says whose it is (the rest is skipped unread).
+
+    >>> decode_owner(b'{"decision_id":"d-1","ids":{"card_id":"k-1"},"candidates":[]}').ids.card_id
+    'k-1'
+    """
+
+    profile_id: str | None = None
+    ids: Identifiers = Identifiers()
+
+
+_owner_decoder = msgspec.json.Decoder(DecisionOwner)
+
+
+def decode_owner(raw: bytes | str) -> DecisionOwner:
+    """Decode only ``profile_id`` and ``ids`` of a decision record, skipping the rest.
+
+    Several times faster than :func:`decode_decision` on a record with 200 candidates.
+    """
+    return _owner_decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """Which decision records to erase.
+
+    ``match`` decides on a decoded record. With ``by_owner``, it reads only ``profile_id``
+    and ``ids``, and gets a :class:`DecisionOwner` instead of the whole :class:`Decision`:
+    an erasure reads a whole topic of 15 KB records.
+    """
+
+    match: Callable[[Any], bool]
+    by_owner: bool = False
+
+
+def person_erasure(targets: Iterable[str]) -> Erasure:
+    """Return the erasure of one person's decisions.
+
+    ``targets`` are their profile id and their identifiers' fragment ids
+    (``"card_id:k-1"``); a record is theirs when its ``profile_id`` or one of its
+    identifiers is a target.
+
+    >>> e = person_erasure({"customer_id:cu-1"})
+    >>> e.match(decode_owner(b'{"ids":{"customer_id":"cu-1"}}')), e.match(DecisionOwner())
+    (True, False)
+    """
+    targets = frozenset(targets)
+
+    def concerns(record: Decision | DecisionOwner) -> bool:
+        return record.profile_id in targets or any(
+            fragment_id(field, value) in targets for field, value in record.ids.present().items()
+        )
+
+    return Erasure(concerns, by_owner=True)

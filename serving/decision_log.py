@@ -8,7 +8,8 @@ and a full buffer drops the record and counts it
 (``<event log dir>/decisions.jsonl``), :class:`KafkaSink` produces to Kafka keyed by the
 decision id. Erasure (:meth:`DecisionLog.erase`) drains the queue first, then removes a
 person's records: the file is rewritten without them; on Kafka each is tombstoned, and the
-topic's compaction removes it (:meth:`KafkaSink.erase`).
+topic's compaction removes it (:meth:`KafkaSink.erase`). Erasures asked while one runs
+share the next pass over the sink.
 
 >>> import tempfile
 >>> from datetime import UTC, datetime
@@ -32,12 +33,20 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from features.decisions import Decision, decision_key, decode_decision, encode_decision
+from features.decisions import (
+    Decision,
+    DecisionOwner,
+    Erasure,
+    decision_key,
+    decode_decision,
+    decode_owner,
+    encode_decision,
+)
 from features.eventlog import erase_lines, topic_path
 from features.topics import DECISIONS
 
@@ -45,7 +54,6 @@ log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes | None, bytes]  # topic, key, value
 Item = tuple[str, bytes | None, "Decision | bytes | Callable[[], Decision]"]
-Match = Callable[[Decision], bool]
 
 
 class Sink(Protocol):
@@ -59,8 +67,8 @@ class Sink(Protocol):
         """Write a batch of records (blocking is fine: this is the writer thread)."""
         ...
 
-    def erase(self, match: Match) -> int:
-        """Remove the decisions for which ``match`` is true; return how many."""
+    def erase(self, erasures: Sequence[Erasure]) -> list[int]:
+        """Remove the decisions each erasure matches, in one pass; return how many each."""
         ...
 
     def close(self) -> None:
@@ -93,14 +101,23 @@ class FileSink:
             for topic in touched:
                 self._files[topic].flush()
 
-    def erase(self, match: Match) -> int:
+    def erase(self, erasures: Sequence[Erasure]) -> list[int]:
         """Rewrite ``decisions.jsonl`` without the matching records (atomic rename)."""
         path = topic_path(self.directory, DECISIONS)
+        counts = [0] * len(erasures)
+
+        def drop(line: bytes) -> bool:
+            hits = _which(line, erasures)
+            for i in hits:
+                counts[i] += 1
+            return bool(hits)
+
         with self._lock:
             handle = self._files.pop(DECISIONS, None)
             if handle is not None:
                 handle.close()
-            return erase_lines(path, lambda line: _matches(line, match))
+            erase_lines(path, drop)
+        return counts
 
     def close(self) -> None:
         """Close every open file."""
@@ -110,11 +127,30 @@ class FileSink:
             self._files.clear()
 
 
-def _matches(line: bytes, match: Match) -> bool:
+def _which(raw: bytes, erasures: Sequence[Erasure]) -> list[int]:
+    """Return the indices of the erasures that match the record ``raw``.
+
+    The record is decoded at most twice whatever the number of erasures: its owner
+    fields for those that need only them, in full for the others.
+    """
+    hits: list[int] = []
+    owner: DecisionOwner | None = None
+    decision: Decision | None = None
     try:
-        return match(decode_decision(line))
+        for i, erasure in enumerate(erasures):
+            if erasure.by_owner:
+                if owner is None:
+                    owner = decode_owner(raw)
+                subject: Any = owner
+            else:
+                if decision is None:
+                    decision = decode_decision(raw)
+                subject = decision
+            if erasure.match(subject):
+                hits.append(i)
     except ValueError:
-        return False  # a line that is not a decision is left alone
+        return []  # a line that is not a decision is left alone
+    return hits
 
 
 class KafkaSink:
@@ -151,6 +187,7 @@ class KafkaSink:
         self._produced = 0
         self._settled = 0
         self._count_lock = threading.Lock()
+        self.scans = 0  # passes over the topic made by erasures
 
     def _delivered(self, error: Any, _message: Any) -> None:
         with self._count_lock:
@@ -192,16 +229,16 @@ class KafkaSink:
                 raise TimeoutError(message)
             producer.poll(0.05)
 
-    def erase(self, match: Match) -> int:
-        """Tombstone the decisions for which ``match`` is true; return how many were live.
+    def erase(self, erasures: Sequence[Erasure]) -> list[int]:
+        """Tombstone the decisions each erasure matches; return how many live ones each.
 
-        Waits until what was produced so far is on the broker, reads the topic from its
-        start to its end (:func:`scan_topic`), then writes a tombstone (the record's key
-        and partition, no value) for each matching record that has none yet, and waits
-        for them. Compaction (``cleanup.policy=compact``, see
+        Waits until what was produced so far is on the broker, reads the topic once from
+        its start to its end (:func:`scan_topic`), then writes a tombstone (the record's
+        key and partition, no value) for each matching record that has none yet, and
+        waits for them. Compaction (``cleanup.policy=compact``, see
         ``features.topics.TOPIC_CONFIGS``) then removes the records from the broker;
-        readers before that skip them (:func:`read_kafka_decisions`). The writer thread keeps
-        producing meanwhile: a producer is safe to share between threads.
+        readers before that skip them (:func:`read_kafka_decisions`). The writer thread
+        keeps producing meanwhile: a producer is safe to share between threads.
 
         Raises ``TimeoutError`` if the broker does not answer within ``timeout`` seconds.
         """
@@ -210,16 +247,18 @@ class KafkaSink:
         self._settle(producer, lambda: self._settled >= before, "earlier records")
         # Streamed, keeping only the matches: the topic may be far larger than memory.
         # A key's last record decides: a later tombstone means it is erased already.
-        doomed: dict[bytes, int] = {}
+        doomed: dict[bytes, tuple[int, list[int]]] = {}
+        self.scans += 1
         for record in scan_topic(self.bootstrap, self.topic, self.timeout):
             if record.key is None:
                 continue  # a compacted topic holds none; an older topic may
-            if record.value is not None and _matches(record.value, match):
-                doomed[record.key] = record.partition
+            hits = _which(record.value, erasures) if record.value is not None else []
+            if hits:
+                doomed[record.key] = (record.partition, hits)
             else:
                 doomed.pop(record.key, None)
         outcomes: list[Any] = []
-        for key, partition in doomed.items():
+        for key, (partition, _hits) in doomed.items():
             producer.produce(self.topic, None, key, partition=partition,
                              on_delivery=lambda error, _m: outcomes.append(error))  # fmt: skip
         self._settle(producer, lambda: len(outcomes) >= len(doomed), "tombstones")
@@ -227,7 +266,11 @@ class KafkaSink:
         if refused:
             message = f"decision log: {len(refused)} tombstones refused: {refused[0]}"
             raise RuntimeError(message)
-        return len(doomed)
+        counts = [0] * len(erasures)
+        for _partition, hits in doomed.values():
+            for i in hits:
+                counts[i] += 1
+        return counts
 
     def close(self) -> None:
         """Deliver what is queued (up to 10 s) and drop the producer; idempotent."""
@@ -235,6 +278,26 @@ class KafkaSink:
             self._producer.flush(10.0)
             # Dropping the last reference ends librdkafka's threads and connections.
             self._producer = None
+
+
+class _Ticket:
+    """One erasure waiting for a pass over the sink, and what the pass gave it."""
+
+    __slots__ = ("count", "done", "erasure", "error")
+
+    def __init__(self, erasure: Erasure) -> None:
+        self.erasure = erasure
+        self.done = False
+        self.count = 0
+        self.error: BaseException | None = None
+
+    def settle(self, count: int | None, error: BaseException | None) -> None:
+        self.count, self.error, self.done = count or 0, error, True
+
+    def outcome(self) -> int:
+        if self.error is not None:
+            raise self.error
+        return self.count
 
 
 class DecisionLog:
@@ -270,6 +333,9 @@ class DecisionLog:
         self._last_accepted = 0
         self._done = 0
         self.dropped = 0
+        self._erasing = threading.Condition()
+        self._erase_queue: list[_Ticket] = []
+        self._erase_running = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
@@ -328,10 +394,35 @@ class DecisionLog:
             time.sleep(0.002)
         return True
 
-    def erase(self, match: Match) -> int:
-        """Drain the buffer, then remove matching decisions from the sink; return how many."""
-        self.flush()
-        return self.sink.erase(match)
+    def erase(self, erasure: Erasure | Callable[[Decision], bool]) -> int:
+        """Drain the buffer, then remove the matching decisions from the sink; return how many.
+
+        Erasures asked while another is running wait for it and then share one pass
+        over the sink (on Kafka, one scan of the topic), each getting its own count.
+        """
+        ticket = _Ticket(erasure if isinstance(erasure, Erasure) else Erasure(erasure))
+        with self._erasing:
+            self._erase_queue.append(ticket)
+            while self._erase_running and not ticket.done:
+                self._erasing.wait()
+            if ticket.done:
+                return ticket.outcome()
+            batch, self._erase_queue = self._erase_queue, []
+            self._erase_running = True
+        counts: list[int] | None = None
+        error: BaseException | None = None
+        try:
+            self.flush()  # every follower queued before this: their records are in
+            counts = self.sink.erase([t.erasure for t in batch])
+        except BaseException as raised:
+            error = raised
+        finally:
+            with self._erasing:
+                for i, waiting in enumerate(batch):
+                    waiting.settle(counts[i] if counts is not None else None, error)
+                self._erase_running = False
+                self._erasing.notify_all()
+        return ticket.outcome()
 
     def close(self) -> None:
         """Write what is buffered, stop the thread and close the sink; idempotent."""

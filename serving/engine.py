@@ -27,7 +27,7 @@ from typing import Any
 from features.attribution import decode_example
 from features.catalog import Catalog
 from features.channel import ChannelOutcome, decide_channel
-from features.decisions import Decision, DecisionContext
+from features.decisions import DecisionContext, person_erasure
 from features.eventlog import erase_lines
 from features.events import ID_FIELDS, ErasureRequest, Identifiers, encode_event
 from features.identity import fragment_id, is_customer
@@ -504,16 +504,13 @@ class Engine:
             raise UnavailableError(str(error)) from error
         identifiers.add(identifier)
         targets = {profile_id, *identifiers} - {None}
-        def concerns(d: Decision) -> bool:
-            return d.profile_id in targets or any(
-                fragment_id(k, v) in targets for k, v in d.ids.present().items()
-            )
-
-        removed = self.decisions.erase(concerns)
+        erasure = person_erasure(targets)
+        removed = self.decisions.erase(erasure)
         examples = 0
         if self.examples_path is not None:
             examples = erase_lines(
-                self.examples_path, lambda line: concerns(decode_example(line).decision)
+                self.examples_path,
+                lambda line: erasure.match(decode_example(line).decision),
             )
         journey_records = sum(
             erase_lines(path, lambda line: decode_journey_record(line).profile_id in targets)

@@ -78,8 +78,8 @@ class SlowSink:
         self.gate.wait(5)
         self.records.extend(records)
 
-    def erase(self, match):
-        return 0
+    def erase(self, erasures):
+        return [0] * len(erasures)
 
     def close(self):
         pass
@@ -117,6 +117,74 @@ def test_the_file_sink_erases_matching_decisions_only(tmp_path):
     log.submit(_decision(9))  # the writer reopens the file after the rewrite
     log.close()
     assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-0", "d-2", "d-3", "d-5", "d-9"]
+
+
+class GatedSink(FileSink):
+    """A file sink whose first erasure waits at a gate, counting the passes it makes."""
+
+    def __init__(self, directory, fail: bool = False) -> None:
+        super().__init__(directory)
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self.passes: list[int] = []
+        self.fail = fail
+
+    def erase(self, erasures):
+        self.passes.append(len(erasures))
+        if len(self.passes) == 1:
+            self.entered.set()
+            self.gate.wait(10)
+        if self.fail:
+            raise TimeoutError("broker gone")
+        return super().erase(erasures)
+
+
+def _erase_in_threads(log: DecisionLog, sink: GatedSink, names: list[str]) -> dict:
+    results: dict[str, object] = {}
+
+    def erase(name: str) -> None:
+        try:
+            results[name] = log.erase(lambda d: d.decision_id == name)
+        except Exception as error:
+            results[name] = error
+
+    first = threading.Thread(target=erase, args=(names[0],))
+    first.start()
+    assert sink.entered.wait(10)
+    rest = [threading.Thread(target=erase, args=(n,)) for n in names[1:]]
+    for thread in rest:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(log._erase_queue) < len(rest) and time.monotonic() < deadline:
+        time.sleep(0.001)  # until all are queued behind the running pass
+    sink.gate.set()
+    for thread in [first, *rest]:
+        thread.join(10)
+    return results
+
+
+def test_erasures_asked_during_an_erasure_share_the_next_pass(tmp_path):
+    sink = GatedSink(tmp_path)
+    log = DecisionLog(sink)
+    for n in range(8):
+        log.submit(_decision(n))
+    results = _erase_in_threads(log, sink, ["d-0", "d-1", "d-2", "d-3", "d-99"])
+    log.close()
+    # One pass for the first, one for the four that came while it ran.
+    assert sink.passes == [1, 4]
+    assert results == {"d-0": 1, "d-1": 1, "d-2": 1, "d-3": 1, "d-99": 0}
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-4", "d-5", "d-6", "d-7"]
+
+
+def test_a_failed_pass_fails_every_erasure_in_it_and_the_next_one_runs(tmp_path):
+    sink = GatedSink(tmp_path, fail=True)
+    log = DecisionLog(sink)
+    log.submit(_decision(1))
+    results = _erase_in_threads(log, sink, ["d-1", "d-2", "d-3"])
+    assert sink.passes == [1, 2]
+    assert all(isinstance(r, TimeoutError) for r in results.values())
+    sink.fail = False
+    assert log.erase(lambda d: d.decision_id == "d-1") == 1
+    log.close()
 
 
 def test_decisions_go_to_the_kafka_topic_when_settings_say_kafka(
