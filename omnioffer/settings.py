@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     explore_epsilon: float = Field(0.05, ge=0, le=1, description="Epsilon-greedy exploration.")
     decision_log: Literal["files", "kafka"] = Field("files", description="Where decisions go.")
     decision_queue_size: int = Field(10_000, gt=0, description="Decision-log queue; full: drop.")
+    decision_log_timeout_s: float = Field(
+        30.0, gt=0, description="How long an erasure waits on the Kafka broker at each step."
+    )
     max_request_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies get a 413.")
     model_pointer: Path | None = Field(None, description="Promoted-model pointer to watch.")
     model_poll_s: float = Field(2.0, gt=0, description="How often to check the model pointer.")

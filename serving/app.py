@@ -196,6 +196,7 @@ def _sink(settings: Settings, metrics: ServingMetrics) -> Sink:
         return KafkaSink(
             settings.kafka_bootstrap,
             on_failure=lambda n: metrics.decision_log.labels(outcome="failed").inc(n),
+            timeout=settings.decision_log_timeout_s,
         )
     return FileSink(settings.event_log_dir)
 
@@ -446,8 +447,7 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
         except RequestError as error:
             return _error(422, str(error), error.field)
         except UnavailableError as error:
-            message = f"online store unavailable, retry later: {error}"
-            return _error(503, message, None, "unavailable")
+            return _error(503, f"{error}; retry later", None, "unavailable")
         if result is None and missing is not None:
             return _error(404, f"id: {missing} {identifier!r}", "id", "not_found")
         return _json(result)

@@ -108,7 +108,7 @@ class Lookup:
 
 
 class UnavailableError(RuntimeError):
-    """The store cannot answer a support request (profile read, erasure): retry later."""
+    """The store or the decision log cannot serve a support request now: retry later."""
 
 
 class Engine:
@@ -470,7 +470,8 @@ class Engine:
             identifiers = self.store.identifiers_of(profile_id)
             contacts = self.store.contacts_of(profile_id, now - WEEK)
         except StoreError as error:
-            raise UnavailableError(str(error)) from error
+            message = f"online store unavailable: {error}"
+            raise UnavailableError(message) from error
         features = profile_features(decode_profile(raw), int(now.timestamp()))
         prefix = "persona_"
         personas = {k[len(prefix) :]: v for k, v in features.items() if k.startswith(prefix)}
@@ -489,9 +490,13 @@ class Engine:
     def erase(self, identifier: str) -> dict[str, Any]:
         """Erase a person everywhere serving can reach, and ask the flows to forget them too.
 
-        Online store (profile, identity map, merges, contact log) and the decision log
-        entries of the profile or any of its identifiers; then an ``erasure_request`` event
-        is published on ``events.consent`` so the feature flow drops its state as well.
+        The decision log entries of the profile or any of its identifiers go first, with
+        the training examples and journey logs; then the online store (profile, identity
+        map, merges, contact log); then an ``erasure_request`` event is published on
+        ``events.consent`` so the feature flow drops its state as well. In that order, a
+        log that cannot be erased (Kafka down) leaves everything as it was: the
+        :class:`UnavailableError` says to retry, and the retry still finds every
+        identifier the person had. Every step is idempotent.
         """
         now = self.clock()
         try:
@@ -499,24 +504,32 @@ class Engine:
             if profile_id is None and is_customer(identifier):
                 profile_id = identifier
             identifiers = set(self.store.identifiers_of(profile_id)) if profile_id else set()
-            report = self.store.erase(profile_id) if profile_id else None
         except StoreError as error:
-            raise UnavailableError(str(error)) from error
+            message = f"online store unavailable: {error}"
+            raise UnavailableError(message) from error
         identifiers.add(identifier)
         targets = {profile_id, *identifiers} - {None}
         erasure = person_erasure(targets)
-        removed = self.decisions.erase(erasure)
+        try:
+            removed = self.decisions.erase(erasure)
+        except Exception as error:  # the broker's or librdkafka's, whichever it is
+            message = f"decision log unavailable, nothing was erased: {error}"
+            raise UnavailableError(message) from error
         examples = 0
         if self.examples_path is not None:
             examples = erase_lines(
-                self.examples_path,
-                lambda line: erasure.match(decode_example(line).decision),
+                self.examples_path, lambda line: erasure.match(decode_example(line).decision)
             )
         journey_records = sum(
             erase_lines(path, lambda line: decode_journey_record(line).profile_id in targets)
             for path in self.journey_logs
             if path.exists()
         )
+        try:
+            report = self.store.erase(profile_id) if profile_id else None
+        except StoreError as error:
+            message = f"online store unavailable, the person's decisions are erased: {error}"
+            raise UnavailableError(message) from error
         field_name, _, value = identifier.partition(":")
         fields = {field_name: value}
         if profile_id is not None and is_customer(profile_id):
@@ -529,7 +542,9 @@ class Engine:
             source="contact_center",
             ids=Identifiers(**fields),
         )
-        self.decisions.publish(CONSENT, routing_key(event).encode(), encode_event(event))
+        if not self.decisions.publish(CONSENT, routing_key(event).encode(), encode_event(event)):
+            message = "decision log buffer full: the erasure event was not published"
+            raise UnavailableError(message)
         return {
             "identifier": identifier,
             "profile_id": profile_id,

@@ -12,7 +12,8 @@ from features.eventlog import read_topic, topic_path
 from features.events import Identifiers
 from features.journeys import Entered
 from features.journeys import encode_record as encode_journey_record
-from features.topics import CONSENT, MESSAGES_OUTBOUND, TRIGGERS
+from features.topics import CONSENT, DECISIONS, MESSAGES_OUTBOUND, TRIGGERS
+from omnioffer.services import create_topics
 from omnioffer.settings import Settings
 from serving.decision_log import read_decisions
 from tests.serving.conftest import channel_body, offers_body
@@ -112,3 +113,29 @@ def test_erasure_by_a_weak_identifier_names_the_person_for_the_flow(
     # The flow routes an erasure with a customer id through its person index, which
     # reaches every identifier linked to them, not only the one given here.
     assert events[-1]["ids"] == {"customer_id": person, field: value}
+
+
+def test_erasure_with_the_broker_down_answers_503_and_erases_nothing_so_a_retry_is_whole(
+    private_kafka_broker, filled_store, make_client, customers, tmp_path
+):
+    create_topics(private_kafka_broker.bootstrap, [DECISIONS, CONSENT])
+    settings = Settings(data_dir=tmp_path / "data", decision_log="kafka",
+                        kafka_bootstrap=private_kafka_broker.bootstrap,
+                        decision_log_timeout_s=2.0)  # fmt: skip
+    client = make_client(filled_store, settings=settings)
+    person = customers[3]
+    profile_id = f"customer_id:{person}"
+    identifiers = filled_store.identifiers_of(profile_id)
+    assert client.post("/v1/offers", json=offers_body(customer_id=person)).status_code == 200
+    assert client.app.state.engine.decisions.flush()
+    private_kafka_broker.stop()
+
+    response = client.delete(f"/v1/customers/{person}")
+    assert response.status_code == 503
+    assert "decision log unavailable, nothing was erased" in response.json()["error"]
+    # Nothing was erased, so a retry still finds every identifier the person had.
+    assert filled_store.read_profile(profile_id) is not None
+    assert filled_store.identifiers_of(profile_id) == identifiers
+    assert client.get(f"/v1/profiles/{person}").status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'errors_total{endpoint="/v1/customers/{id}",kind="server"}' in metrics
