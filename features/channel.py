@@ -5,10 +5,11 @@ Every messaging channel of the catalog is judged by the contact policy
 hour, duplicates, caps) and scored (probability the customer reads it × (message value −
 channel cost) × channel lever). The **model's choice** is the best channel the policy allows,
 ignoring the campaign's ``allowed_channels``; the answer is the best among the channels that
-are also allowed (ε-greedy, exact propensity), so marketers see when their restriction
-overrides the model. With no channel left the answer is ``none``, and ``suppressed_by``
-names the rule that blocked the best-scoring allowed channel with consent (or, when no
-allowed channel has consent, the consent rule of the best-scoring one).
+are also allowed (explored ε-greedily or by Thompson sampling: :mod:`features.arbitration`),
+so marketers see when their restriction overrides the model. With no channel left the answer
+is ``none``, and ``suppressed_by`` names the rule that blocked the best-scoring allowed
+channel with consent (or, when no allowed channel has consent, the consent rule of the
+best-scoring one).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from features.arbitration import Pick, explore, first_slot_propensities, rank
+import numpy as np
+
+from features.arbitration import Exploration, Pick, rank
 from features.catalog import ChannelSpec
 from features.policy import ContactFacts, Message, Policies, Verdict, check_contact
 from features.scoring import Candidate, ScoreContext, Scored, Scorer
@@ -74,7 +77,7 @@ def decide_channel(
     policies: Policies,
     scorer: Scorer,
     score_context: ScoreContext,
-    epsilon: float,
+    exploration: Exploration,
     rng: random.Random,
 ) -> ChannelOutcome:
     """Choose the channel and send time for ``message``; see the module docstring."""
@@ -83,7 +86,7 @@ def decide_channel(
     if len(scored) != len(names):
         message_text = f"scorer returned {len(scored)} scores for {len(names)} channels"
         raise ValueError(message_text)
-    options = []
+    options, worths = [], []
     for name, score in zip(names, scored, strict=True):
         spec = channels[name]
         verdict = check_contact(
@@ -99,13 +102,15 @@ def decide_channel(
         value = policies.channel_value(spec.cost) * policies.channel_lever(name)
         permitted = allowed is None or name in allowed
         options.append(ChannelOption(name, verdict, score, score.probability * value, permitted))
+        worths.append(value)
     scores = [o.score for o in options]
     by_score = rank(names, scores)
     passing = [i for i in by_score if options[i].verdict.allowed]
     model_choice = passing[0] if passing else None
     eligible = [i for i in passing if options[i].allowed]
-    picks = explore(eligible, 1, epsilon, rng)
-    first = dict(zip(eligible, first_slot_propensities(len(eligible), epsilon), strict=True))
+    probabilities = np.array([o.scored.probability for o in options], dtype=np.float64)
+    slate = exploration.choose(eligible, probabilities, np.array(worths), 1, rng)
+    picks, first = slate.picks, slate.first_slot
     suppressed_by = None
     if not picks:
         suppressed_by = _deciding_rule([options[i] for i in by_score if options[i].allowed])

@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from features.arbitration import EpsilonGreedy
 from features.catalog import ChannelSpec
 from features.channel import decide_channel
 from features.identity import is_customer
@@ -644,7 +645,7 @@ def _send(
         policies=ctx.send_policies(),
         scorer=scorer,
         score_context=_score_context(campaign, offer_id, spec.message.kind, now),
-        epsilon=ctx.epsilon,
+        exploration=EpsilonGreedy(ctx.epsilon),
         rng=random.Random(decision_id),
     )
     chosen = outcome.chosen

@@ -55,7 +55,16 @@ class Settings(BaseSettings):
     serve_host: str = Field("127.0.0.1", description="Serving API: listen address.")
     serve_port: int = Field(8000, description="Serving API: port.")
     policies_path: Path | None = Field(None, description="Contact policy file; default: shipped.")
+    exploration: Literal["epsilon_greedy", "thompson"] = Field(
+        "epsilon_greedy", description="How serving explores: epsilon-greedy or Thompson sampling."
+    )
     explore_epsilon: float = Field(0.05, ge=0, le=1, description="Epsilon-greedy exploration.")
+    thompson_strength: float = Field(
+        100.0, gt=0, description="Thompson: how many observations a model estimate is worth."
+    )
+    thompson_draws: int = Field(
+        100, ge=1, description="Thompson: draws that estimate the logged propensities."
+    )
     decision_log: Literal["files", "kafka"] = Field("files", description="Where decisions go.")
     decision_queue_size: int = Field(10_000, gt=0, description="Decision-log queue; full: drop.")
     decision_log_timeout_s: float = Field(

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from features.arbitration import EpsilonGreedy, Exploration, Thompson
 from features.catalog import DEFAULT_CATALOG_DIR, Catalog, load_catalog
 from features.eventlog import topic_path
 from features.policy import DEFAULT_POLICIES_PATH
@@ -191,6 +192,13 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def exploration_of(settings: Settings) -> Exploration:
+    """Return the exploration the settings name."""
+    if settings.exploration == "thompson":
+        return Thompson(settings.thompson_strength, settings.thompson_draws)
+    return EpsilonGreedy(settings.explore_epsilon)
+
+
 def _sink(settings: Settings, metrics: ServingMetrics) -> Sink:
     if settings.decision_log == "kafka":
         return KafkaSink(
@@ -275,7 +283,7 @@ def create_app(
         scorers=holder,
         decisions=decisions,
         metrics=metrics,
-        epsilon=settings.explore_epsilon,
+        exploration=exploration_of(settings),
         clock=clock or utc_now,
         examples_path=settings.examples_path,
         journey_logs=[

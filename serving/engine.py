@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from features.arbitration import Exploration
 from features.attribution import decode_example
 from features.catalog import Catalog
 from features.channel import ChannelOutcome, decide_channel
@@ -123,23 +124,20 @@ class Engine:
         scorers: ScorerHolder,
         decisions: DecisionLog,
         metrics: ServingMetrics,
-        epsilon: float,
+        exploration: Exploration,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = new_decision_id,
         examples_path: Path | None = None,
         journey_logs: Sequence[Path] = (),
         budgets: BudgetSpend | None = None,
     ) -> None:
-        if not 0.0 <= epsilon <= 1.0:
-            message = f"epsilon must be within [0, 1]; got {epsilon!r}"
-            raise ValueError(message)
         self.store = store
         self.catalog = catalog
         self.policies = policies
         self.scorers = scorers
         self.decisions = decisions
         self.metrics = metrics
-        self.epsilon = epsilon
+        self.exploration = exploration
         self.clock = clock
         self.new_id = new_id
         # The outcome join's labelled examples: logged training data that erasure reaches.
@@ -148,7 +146,7 @@ class Engine:
         self.journey_logs = tuple(journey_logs)
         # Live offer budget spend (redemptions); without it, the policies' spend alone.
         self.budgets = budgets
-        self.policy_name = f"serve-egreedy-{epsilon:g}"
+        self.policy_name = f"serve-{exploration.name}"
 
     def _header(
         self,
@@ -249,7 +247,7 @@ class Engine:
                 scorer=scorer,
                 policies=loaded.policies,
                 limit=request.limit,
-                epsilon=self.epsilon,
+                exploration=self.exploration,
                 rng=random.Random(decision_id),
                 cache=loaded.eligibility,
                 spent=spent,
@@ -347,7 +345,7 @@ class Engine:
                     policies=loaded.policies,
                     scorer=scorer,
                     score_context=score_ctx,
-                    epsilon=self.epsilon,
+                    exploration=self.exploration,
                     rng=random.Random(decision_id),
                 )
                 if outcome.chosen is not None:
@@ -663,7 +661,7 @@ def _channel_response(
             policy=policy,
         )
     send_at = chosen.verdict.send_at or now
-    why = "exploration (epsilon-greedy)" if outcome.pick.explored else "best allowed channel"
+    why = f"exploration ({policy})" if outcome.pick.explored else "best allowed channel"
     words = ", ".join(reasons(chosen.scored.contributions)) or "prior"
     quiet_applies = bool(channels[chosen.channel].quiet_hours_apply)
     timing = _timing(send_at, now, facts, quiet, quiet_applies)

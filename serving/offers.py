@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from features.arbitration import Pick, explore, first_slot_propensities, rank_scores
+from features.arbitration import Exploration, Pick, rank_scores
 from features.policy import ContactFacts, Policies, check_offer
 from features.scoring import Candidate, ScoreContext, Scored, Scorer
 from serving.eligibility import OfferContext, offer_rule, over_budget
@@ -207,7 +207,7 @@ def decide_offers(
     scorer: Scorer,
     policies: Policies,
     limit: int,
-    epsilon: float,
+    exploration: Exploration,
     rng: random.Random,
     cache: EligibilityCache | None = None,
     spent: Mapping[str, float] | None = None,
@@ -257,9 +257,13 @@ def decide_offers(
         scores = [s.probability * w for s, w in zip(scored, pool.worths, strict=True)]
         values = np.asarray(scores, dtype=np.float64)
     order = rank_scores(values, pool.tie)
-    picks = explore(order, limit, epsilon, rng)
+    if probabilities is None:
+        probabilities = [s.probability for s in scored]
+    slate = exploration.choose(order, np.asarray(probabilities), pool.worth, limit, rng)
+    picks = slate.picks
     explain = getattr(scored, "explain", None)
     if explain is not None and picks:
         explain([pick.index for pick in picks])  # the reasons shown: one model call
-    first = dict(zip(order, first_slot_propensities(len(order), epsilon), strict=True))
-    return OffersOutcome(candidates, scored, scores, order, picks, first, suppressed, excluded)
+    return OffersOutcome(
+        candidates, scored, scores, order, picks, slate.first_slot, suppressed, excluded
+    )

@@ -25,7 +25,14 @@ def serve(
     store: Annotated[StoreKind | None, typer.Option(help="Online store.")] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
     policies: Annotated[Path | None, typer.Option(help="Policies file (levers, caps).")] = None,
-    epsilon: Annotated[float | None, typer.Option(help="Exploration rate.")] = None,
+    exploration: Annotated[
+        Literal["epsilon_greedy", "thompson"] | None,
+        typer.Option(help="Exploration: epsilon-greedy (exact propensities) or Thompson."),
+    ] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Epsilon-greedy exploration rate.")] = None,
+    thompson_strength: Annotated[
+        float | None, typer.Option(help="Thompson: observations a model estimate is worth.")
+    ] = None,
     decision_log: Annotated[Source | None, typer.Option(help="Files or Kafka.")] = None,
     model_pointer: Annotated[Path | None, typer.Option(help="Promoted-model pointer.")] = None,
     reasons: Annotated[
@@ -48,7 +55,9 @@ def serve(
         store=store,
         redis_url=redis_url,
         policies_path=policies,
+        exploration=exploration,
         explore_epsilon=epsilon,
+        thompson_strength=thompson_strength,
         decision_log=decision_log,
         model_pointer=model_pointer,
         reasons=reasons,

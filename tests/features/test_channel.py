@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.arbitration import EpsilonGreedy, Thompson
 from features.catalog import load_catalog
 from features.channel import decide_channel
 from features.policy import ContactFacts, Message, contact_facts, in_quiet_hours, load_policies
@@ -18,10 +19,11 @@ from features.store import ContactRecord
 CATALOG = load_catalog()
 POLICIES = load_policies()
 CHANNELS = ("email", "messenger", "push", "sms")
+GREEDY = EpsilonGreedy(0.0)
 NOW = datetime(2026, 3, 8, 12, tzinfo=UTC)
 
 
-def decide(features, *, allowed=None, history=(), kind="marketing", epsilon=0.0, seed=0,
+def decide(features, *, allowed=None, history=(), kind="marketing", exploration=GREEDY, seed=0,
            campaign="spring", offer_id=None, urgency="normal", now=NOW):  # fmt: skip
     return decide_channel(
         Message(campaign, offer_id, kind, urgency),
@@ -34,7 +36,7 @@ def decide(features, *, allowed=None, history=(), kind="marketing", epsilon=0.0,
         policies=POLICIES,
         scorer=HeuristicScorer(),
         score_context=ScoreContext(surface="channel"),
-        epsilon=epsilon,
+        exploration=exploration,
         rng=random.Random(seed),
     )
 
@@ -49,13 +51,14 @@ def profile(consent: dict, **rates) -> dict:
     consent=st.fixed_dictionaries({c: st.sampled_from([True, False, None]) for c in CHANNELS}),
     rates=st.fixed_dictionaries({c: st.floats(0.01, 0.99) for c in CHANNELS}),
     kind=st.sampled_from(["marketing", "transactional"]),
-    epsilon=st.sampled_from([0.0, 0.5, 1.0]),
+    exploration=st.sampled_from([GREEDY, EpsilonGreedy(0.5), EpsilonGreedy(1.0),
+                                 Thompson(strength=5, draws=20)]),
     seed=st.integers(0, 1000),
     allowed=st.one_of(st.none(), st.lists(st.sampled_from(CHANNELS), min_size=1, unique=True)),
 )
 @settings(max_examples=300, deadline=None)
-def test_an_opted_out_channel_is_never_chosen(consent, rates, kind, epsilon, seed, allowed):
-    outcome = decide(profile(consent, **rates), kind=kind, epsilon=epsilon, seed=seed,
+def test_an_opted_out_channel_is_never_chosen(consent, rates, kind, exploration, seed, allowed):
+    outcome = decide(profile(consent, **rates), kind=kind, exploration=exploration, seed=seed,
                      allowed=allowed)  # fmt: skip
     chosen = outcome.chosen
     if chosen is None:

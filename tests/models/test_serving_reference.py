@@ -99,8 +99,9 @@ class ReferenceScorer:
 
 
 def reference_decide_offers(plans, *, features, facts, context, score_context, scorer, policies,
-                            limit, epsilon, rng, cache=None,
+                            limit, exploration, rng, cache=None,
                             spent=None) -> OffersOutcome:  # fmt: skip
+    epsilon = exploration.epsilon  # the ε-greedy serving runs with by default
     spent = policies.budget_spent if spent is None else spent
     passing, excluded = eligible_plans(plans, context, spent)
     suppressed, eligible = [], []

@@ -69,6 +69,36 @@ def test_every_decision_reaches_the_log_with_propensities(filled_store, make_cli
                 assert decision.suppressed_by == answer["suppressed_by"]
 
 
+def test_thompson_sampling_serves_and_logs_its_propensities(filled_store, make_client,
+                                                            customers, tmp_path):  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data", exploration="thompson",
+                        thompson_strength=30, thompson_draws=50)  # fmt: skip
+    client = make_client(filled_store, settings=settings)
+    answers = {}
+    for customer in customers[:10]:
+        for body in (client.post("/v1/offers", json=offers_body(customer_id=customer)).json(),
+                     client.post("/v1/channel", json=channel_body(customer)).json()):  # fmt: skip
+            answers[body["decision_id"]] = body
+    assert client.app.state.engine.decisions.flush()
+    logged = {d.decision_id: d for d in read_decisions(settings.event_log_dir)}
+    assert set(logged) == set(answers)
+    explored = 0
+    for decision_id, answer in answers.items():
+        decision = logged[decision_id]
+        assert decision.policy == "serve-thompson-30"
+        eligible = [c for c in decision.candidates if not c.reasons]
+        if decision.surface == "offers":
+            assert sum(c.propensity for c in eligible) == pytest.approx(1.0)
+            for choice, offer in zip(decision.chosen, answer["offers"], strict=True):
+                assert choice.propensity >= 1 / 50 - 1e-9
+                assert choice.propensity == pytest.approx(offer["propensity"], abs=1e-6)
+            explored += "exploration" in answer["offers"][0]["reasons"]
+        elif answer["channel"] != "none":
+            assert sum(c.propensity for c in decision.candidates) == pytest.approx(1.0)
+            assert decision.chosen[0].propensity == pytest.approx(answer["propensity"])
+    assert explored > 0  # at this strength, some first offers are not the best by the mean
+
+
 class SlowSink:
     def __init__(self) -> None:
         self.gate = threading.Event()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.arbitration import rank, rank_scores
+from features.arbitration import EpsilonGreedy, rank, rank_scores
 from features.catalog import load_catalog
 from features.policy import ContactFacts, load_policies
 from features.scoring import Candidate, HeuristicScorer, ScoreContext
@@ -163,7 +163,8 @@ def test_suppression_keeps_plan_order_and_skips_when_nothing_matches():
     def decide(facts: ContactFacts, cache: EligibilityCache | None):
         return decide_offers(plans, features=None, facts=facts, context=context,
                              score_context=score_context, scorer=HeuristicScorer(),
-                             policies=policies, limit=5, epsilon=0.1, rng=random.Random(1),
+                             policies=policies, limit=5, exploration=EpsilonGreedy(0.1),
+                             rng=random.Random(1),
                              cache=cache)  # fmt: skip
 
     eligible = [p.candidate.action_id for p in eligible_plans(plans, context, {})[0]]
