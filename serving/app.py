@@ -420,16 +420,24 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> Response:
-        """Readiness: the store answers; the model and policies in force (503 if not ready)."""
+        """Readiness: the store answers and the promoted model is the one in force (else 503).
+
+        A promoted model that cannot be loaded makes the instance not ready (``model_error``
+        says why) while it keeps answering with the model before it, or the heuristic.
+        """
         store_ok = await run_in_threadpool(engine.store.ping)
+        watcher = app.state.watcher
+        model_error = watcher.state.error if watcher is not None else None
         body = {
-            "ready": store_ok,
+            "ready": store_ok and model_error is None,
             "store": store_ok,
+            "model": model_error is None,
+            "model_error": model_error,
             "model_version": engine.scorers.current.version,
             "policies_error": engine.policies.error,
             "decision_log_pending": engine.decisions.pending,
         }
-        return _json(body, 200 if store_ok else 503)
+        return _json(body, 200 if body["ready"] else 503)
 
     @app.get("/metrics", tags=["operations"])
     async def prometheus() -> Response:

@@ -17,6 +17,7 @@ that fails leaves the model being served in place (the heuristic if none was eve
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,9 @@ class WatchState:
 class ModelWatcher:
     """Poll ``pointer`` every ``interval_s`` seconds; load and swap when it changes.
 
-    ``on_event`` is called with ``"swap"`` or ``"load_failure"`` (for metrics).
+    A load that fails keeps the model in force and is tried again every ``retry_s``
+    seconds until it succeeds or the pointer changes. ``on_event`` is called with
+    ``"swap"`` or ``"load_failure"`` (for metrics).
     """
 
     def __init__(
@@ -68,9 +71,12 @@ class ModelWatcher:
         loader: Loader,
         *,
         interval_s: float = 2.0,
+        retry_s: float = 30.0,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.holder = holder
+        self.retry_s = retry_s
+        self._retry_at: float | None = None  # a failed load is tried again from then
         self.pointer = Path(pointer)
         self.loader = loader
         self.state = WatchState()
@@ -82,7 +88,8 @@ class ModelWatcher:
         try:
             info = self.pointer.stat()
             stamp = (info.st_mtime_ns, info.st_size)
-            if stamp == self.state.stamp:
+            retry = self._retry_at is not None and time.monotonic() >= self._retry_at
+            if stamp == self.state.stamp and not retry:
                 return False
             target = self.pointer.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
@@ -92,13 +99,20 @@ class ModelWatcher:
             return False
         self.state.stamp = stamp
         if not target or target == self.state.target:
+            self._retry_at = None
+            if target:
+                self.state.error = None  # pointed back at the model in force
             return False
         try:
             scorer = self.loader(target)
             version = scorer.version
         except Exception as error:  # any loader bug must leave serving running
             self._failed(f"loading {target!r} failed: {type(error).__name__}: {error}")
+            # A transient failure (a file still being copied, a full disk) must not leave
+            # serving on the old model until the next promotion.
+            self._retry_at = time.monotonic() + self.retry_s
             return False
+        self._retry_at = None
         self.holder.swap(scorer)
         self.state.target, self.state.error = target, None
         self.state.swaps += 1

@@ -55,3 +55,28 @@ def test_simulate_writes_an_event_log_and_ground_truth(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "events.clickstream.jsonl").stat().st_size > 0
     assert (out / "ground_truth.jsonl").read_bytes().count(b"\n") == 30
+
+
+def test_plain_serve_after_demo_serves_the_demos_store(tmp_path, monkeypatch):
+    import uvicorn
+
+    from features.store import open_store
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda api, **_: served.append(api))
+    monkeypatch.setenv("OMNIOFFER_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("OMNIOFFER_SQLITE_PATH", raising=False)
+    monkeypatch.delenv("OMNIOFFER_EVENTS_DIR", raising=False)
+    monkeypatch.delenv("OMNIOFFER_STORE", raising=False)
+    demo_store = tmp_path / "demo" / "online.sqlite3"
+    demo_store.parent.mkdir()
+    open_store("sqlite", sqlite_path=demo_store).close()
+
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+    assert served[-1].state.engine.store.path == str(demo_store)
+    served[-1].state.engine.decisions.close()
+    # Once a store of its own exists at the default path, plain serve uses that.
+    open_store("sqlite", sqlite_path=tmp_path / "online.sqlite3").close()
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+    assert served[-1].state.engine.store.path == str(tmp_path / "online.sqlite3")
+    served[-1].state.engine.decisions.close()

@@ -17,6 +17,22 @@ from omnioffer.console import (
     console,
     settings_with,
 )
+from omnioffer.settings import Settings
+
+
+def _demo_is_the_embedded_store(settings: Settings, base: Path) -> bool:
+    """Whether plain ``serve`` should use what ``omnioffer demo`` built.
+
+    True when nothing names a store (SQLite, no path or event log set) and the default
+    store file does not exist while the demo's does.
+    """
+    named = {"sqlite_path", "events_dir"} & settings.model_fields_set
+    return (
+        settings.store == "sqlite"
+        and not named
+        and not settings.store_path.exists()
+        and (base / "online.sqlite3").exists()
+    )
 
 
 def serve(
@@ -49,6 +65,9 @@ def serve(
     from serving.app import create_app
 
     base = settings_with().data_dir / "demo"
+    if not demo and _demo_is_the_embedded_store(settings_with(store=store), base):
+        console.print(f"no online store at the default path: serving the demo's ({base})")
+        demo = True
     settings = settings_with(
         serve_host=host,
         serve_port=port,

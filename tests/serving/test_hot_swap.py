@@ -155,3 +155,44 @@ def test_hot_swap_under_concurrent_requests_loses_none(filled_store, customers, 
     assert len(logged) == len(answers)
     for _, body in answers:
         assert logged[body["decision_id"]].model_version == body["model_version"]
+
+
+def _flaky_loader(attempts: list[str]):
+    def load(target: str) -> FakeModel:
+        attempts.append(target)
+        if len(attempts) == 1:
+            raise OSError(f"{target}: file still being copied")
+        return FakeModel(target)
+
+    return load
+
+
+@pytest.mark.parametrize(("retry_s", "swapped"), [(0.0, True), (3600.0, False)])
+def test_a_failed_load_is_tried_again_once_retry_s_has_passed(tmp_path, retry_s, swapped):
+    attempts: list[str] = []
+    pointer = tmp_path / "promoted"
+    pointer.write_text("nbo-v2")
+    holder = ScorerHolder(HeuristicScorer())
+    watcher = ModelWatcher(holder, pointer, _flaky_loader(attempts), retry_s=retry_s)
+    assert watcher.poll_once() is False and watcher.state.error
+    assert watcher.poll_once() is swapped  # the pointer did not change
+    assert attempts == (["nbo-v2", "nbo-v2"] if swapped else ["nbo-v2"])
+    assert holder.current.version == ("nbo-v2" if swapped else "heuristic-v1")
+    assert (watcher.state.error is None) is swapped
+
+
+def test_readiness_says_when_the_promoted_model_cannot_be_loaded(filled_store, make_client,
+                                                                 tmp_path):  # fmt: skip
+    pointer = tmp_path / "promoted"
+    pointer.write_text("bad-v2")
+    settings = Settings(data_dir=tmp_path / "data", model_pointer=pointer, model_poll_s=60)
+    client = make_client(filled_store, settings=settings, model_loader=fake_loader)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["model"] is False and "cannot load bad-v2" in ready.json()["model_error"]
+    # Not ready, yet answering with the model in force (here the heuristic).
+    assert client.post("/v1/offers", json=offers_body(anonymous_id="a-1")).status_code == 200
+    pointer.write_text("nbo-v3")
+    assert client.app.state.watcher.poll_once() is True
+    ready = client.get("/readyz").json()
+    assert ready["ready"] is True and ready["model_version"] == "nbo-v3"
