@@ -79,8 +79,14 @@ def decide_channel(
     score_context: ScoreContext,
     exploration: Exploration,
     rng: random.Random,
+    offer_rule: str | None = None,
 ) -> ChannelOutcome:
-    """Choose the channel and send time for ``message``; see the module docstring."""
+    """Choose the channel and send time for ``message``; see the module docstring.
+
+    ``offer_rule`` names why the message's offer may not be promoted now (expired, tier,
+    budget: :func:`serving.eligibility.message_offer_rule`); it suppresses a marketing
+    message on every channel.
+    """
     names = sorted(channels)
     scored = scorer.score(features, [Candidate.via(c) for c in names], score_context)
     if len(scored) != len(names):
@@ -89,16 +95,19 @@ def decide_channel(
     options, worths = [], []
     for name, score in zip(names, scored, strict=True):
         spec = channels[name]
-        verdict = check_contact(
-            message,
-            name,
-            facts=facts,
-            history=history,
-            now=now,
-            policy=policies.contact,
-            quiet_hours_apply=spec.quiet_hours_apply,
-            opt_in_required=spec.opt_in_required,
-        )
+        if offer_rule is not None and message.kind == "marketing":
+            verdict = Verdict(name, offer_rule, None)
+        else:
+            verdict = check_contact(
+                message,
+                name,
+                facts=facts,
+                history=history,
+                now=now,
+                policy=policies.contact,
+                quiet_hours_apply=spec.quiet_hours_apply,
+                opt_in_required=spec.opt_in_required,
+            )
         value = policies.channel_value(spec.cost) * policies.channel_lever(name)
         permitted = allowed is None or name in allowed
         options.append(ChannelOption(name, verdict, score, score.probability * value, permitted))

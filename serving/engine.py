@@ -48,7 +48,7 @@ from features.store import ContactRecord, OnlineStore, StoreError
 from features.topics import CONSENT, routing_key
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog
-from serving.eligibility import OfferContext
+from serving.eligibility import OfferContext, message_offer_rule
 from serving.metrics import ServingMetrics
 from serving.offers import OffersOutcome, decide_offers
 from serving.policy_source import LoadedPolicies, PolicySource
@@ -309,6 +309,12 @@ class Engine:
             message = "customer_id: at least one identifier is required (customer_id, …)"
             raise RequestError(message, field="customer_id")
         msg = request.message
+        offer = None
+        if msg.offer_id is not None:
+            offer = self.catalog.offers.get(msg.offer_id)
+            if offer is None:
+                message = f"message.offer_id: unknown offer {msg.offer_id!r}"
+                raise RequestError(message, field="message.offer_id")
         now = self.clock()
         decision_id = self.new_id()
         message = Message(msg.campaign, msg.offer_id, msg.kind, msg.urgency)
@@ -329,10 +335,17 @@ class Engine:
                 return self._channel_unavailable(request, decision_id, now, context, lookup)
             facts = contact_facts(lookup.features)
             loaded = self.policies.get()
+            blocked = None
+            if offer is not None:
+                spent = loaded.policies.budget_spent
+                if self.budgets is not None:
+                    spent = self.budgets.spent(spent)
+                tier = (lookup.features or {}).get("tier")
+                blocked = message_offer_rule(offer, now, tier, spent)
 
             def run(
                 scorer: Scorer, lookup: Lookup = lookup, facts: ContactFacts = facts,
-                loaded: LoadedPolicies = loaded,
+                loaded: LoadedPolicies = loaded, blocked: str | None = blocked,
             ) -> ChannelOutcome:  # fmt: skip
                 outcome = decide_channel(
                     message,
@@ -347,6 +360,7 @@ class Engine:
                     score_context=score_ctx,
                     exploration=self.exploration,
                     rng=random.Random(decision_id),
+                    offer_rule=blocked,
                 )
                 if outcome.chosen is not None:
                     # A model explains lazily (features.scoring.LazyScores): the chosen

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 
 import pytest
 
+from features.catalog import load_catalog
 from omnioffer.settings import Settings
 from tests.serving.conftest import channel_body, offers_body
+
+CATALOG = load_catalog()
 
 
 @pytest.fixture
@@ -201,3 +205,30 @@ def test_health_readiness_docs_and_metrics(client, customers):
     assert 'omnioffer_serve_errors_total{endpoint="/v1/offers",kind="client"} 1.0' in text
     assert 'omnioffer_serve_decisions_total{channel="web"' in text
     assert 'omnioffer_serve_model_info{version="heuristic-v1"} 1.0' in text
+
+
+def test_a_marketing_message_about_an_offer_the_customer_cannot_use_is_suppressed(
+    filled_store, make_client, customers
+):
+    client = make_client(filled_store)
+    unknown = client.post("/v1/channel", json=channel_body(customers[0], offer_id="of-nope"))
+    assert unknown.status_code == 422 and unknown.json()["field"] == "message.offer_id"
+    assert "unknown offer 'of-nope'" in unknown.json()["error"]
+
+    members = CATALOG.offers["of-disc25-coffee_tea"].tiers
+    tiers = {c: client.get(f"/v1/profiles/{c}").json()["features"].get("tier") for c in customers}
+    outsider = next(c for c, tier in tiers.items() if tier not in members)
+    member = next(c for c, tier in tiers.items() if tier in members)
+    cases = [(outsider, "marketing", True), (outsider, "transactional", False),
+             (member, "marketing", False)]  # fmt: skip
+    for customer, kind, blocked in cases:
+        body = client.post("/v1/channel", json=channel_body(
+            customer, offer_id="of-disc25-coffee_tea", kind=kind, campaign=f"c-{kind}")).json()
+        assert (body["suppressed_by"] == "offer_tier") is blocked, (customer, kind, body)
+        if blocked:
+            assert body["channel"] == "none"
+            assert {a["suppressed_by"] for a in body["alternatives"]} == {"offer_tier"}
+
+    after = make_client(filled_store, clock=lambda: datetime(2028, 1, 5, 12, tzinfo=UTC))
+    body = after.post("/v1/channel", json=channel_body(member, offer_id="of-disc-dairy")).json()
+    assert body["channel"] == "none" and body["suppressed_by"] == "offer_not_valid"
