@@ -408,7 +408,7 @@ class Engine:
                 outcome,
             )
         )
-        self._count_channel(outcome)
+        self._count_channel(outcome, msg.offer_id)
         return _channel_response(
             outcome,
             decision_id=decision_id,
@@ -458,14 +458,15 @@ class Engine:
             policy=self.policy_name,
         )
 
-    def _count_channel(self, outcome: ChannelOutcome) -> None:
+    def _count_channel(self, outcome: ChannelOutcome, offer_id: str | None) -> None:
         m = self.metrics
         chosen = outcome.chosen
+        offer = offer_id or ""  # the catalog bounds the label's values
         if chosen is None:
-            m.inc(m.decisions, "channel", "", "none")
+            m.inc(m.decisions, "channel", offer, "none")
             m.inc(m.suppressed, "channel", outcome.suppressed_by or "none")
             return
-        m.inc(m.decisions, "channel", "", chosen.channel)
+        m.inc(m.decisions, "channel", offer, chosen.channel)
         top = codes(chosen.scored.contributions, top=1)
         m.inc(m.reasons, "channel", top[0] if top else "none")
 

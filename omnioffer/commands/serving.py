@@ -115,7 +115,8 @@ def decisions(
     events: Annotated[Path | None, typer.Option(help="Embedded event log folder.")] = None,
     bootstrap: Annotated[
         str | None,
-        typer.Option(help="Read the Kafka decisions topic here instead (erased ones skipped)."),
+        typer.Option(help="Read the Kafka decisions topic here (erased ones skipped); the "
+                     "default when OMNIOFFER_DECISION_LOG=kafka."),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 30,
 ) -> None:
@@ -125,11 +126,14 @@ def decisions(
     from serving.decision_log import read_decisions, read_kafka_decisions
     from serving.report import suppressions
 
+    settings = settings_with()
+    if bootstrap is None and events is None and settings.decision_log == "kafka":
+        bootstrap = settings.kafka_bootstrap  # where serving writes them
     if bootstrap is not None:
         source = f"the decisions topic on {bootstrap}"
         logged = read_kafka_decisions(bootstrap)
     else:
-        events_dir = events or settings_with().event_log_dir
+        events_dir = events or settings.event_log_dir
         source = f"{events_dir}/decisions.jsonl"
         logged = list(read_decisions(events_dir))
     if not logged:

@@ -229,6 +229,9 @@ def test_a_marketing_message_about_an_offer_the_customer_cannot_use_is_suppresse
             assert body["channel"] == "none"
             assert {a["suppressed_by"] for a in body["alternatives"]} == {"offer_tier"}
 
+    metrics = client.get("/metrics").text
+    assert ('omnioffer_serve_decisions_total{channel="none",offer="of-disc25-coffee_tea",'
+            'surface="channel"}') in metrics  # fmt: skip
     after = make_client(filled_store, clock=lambda: datetime(2028, 1, 5, 12, tzinfo=UTC))
     body = after.post("/v1/channel", json=channel_body(member, offer_id="of-disc-dairy")).json()
     assert body["channel"] == "none" and body["suppressed_by"] == "offer_not_valid"

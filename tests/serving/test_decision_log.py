@@ -327,3 +327,28 @@ def test_a_kafka_erasure_while_decisions_keep_coming_loses_none(private_kafka_br
     assert "p3" not in live
     assert sorted(set(live)) == ["late", "p0", "p1", "p2", "p4"]
     assert len(live) == 80 + len(written) and written  # every other decision is kept
+
+
+def test_the_decisions_command_shows_who_was_suppressed_and_by_which_rule(
+    filled_store, make_client, customers, tmp_path
+):
+    settings = Settings(data_dir=tmp_path / "data")
+    client = make_client(filled_store, settings=settings)
+    suppressed = set()
+    for customer in customers[:12]:
+        body = client.post("/v1/channel", json=channel_body(
+            customer, offer_id="of-disc25-coffee_tea")).json()  # fmt: skip
+        if body["channel"] == "none":
+            suppressed.add((customer, body["suppressed_by"]))
+        client.post("/v1/offers", json=offers_body(customer_id=customer))
+    assert "offer_tier" in {rule for _, rule in suppressed}
+    assert client.app.state.engine.decisions.flush()
+    report = CliRunner().invoke(
+        cli, ["decisions", "--suppressed", "--events", str(settings.event_log_dir)],
+        env={"COLUMNS": "200"},
+    )
+    assert report.exit_code == 0, report.output
+    for customer, rule in suppressed:
+        line = next(line for line in report.output.splitlines() if customer in line)
+        assert rule in line
+    assert f"24 decisions, {len(suppressed)} suppressed" in report.output
