@@ -73,6 +73,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc
     model_version: str | None = None
     suppressed_by: str | None = None
     degraded: bool = False
+    # Offers that were not candidates at all, counted by the eligibility rule that
+    # excluded them (``not_valid``, ``tier``, ``budget``, …): why a slate was empty.
+    excluded: dict[str, int] = {}
 
 
 _decoder = msgspec.json.Decoder(Decision)

@@ -71,6 +71,7 @@ def _record(
     chosen: list[Choice],
     candidates: list[Choice],
     suppressed_by: str | None,
+    excluded: dict[str, int] | None = None,
 ) -> Decision:
     return Decision(
         decision_id=header.decision_id,
@@ -85,6 +86,7 @@ def _record(
         model_version=header.model_version,
         suppressed_by=suppressed_by,
         degraded=header.degraded,
+        excluded=excluded or {},
     )
 
 
@@ -125,7 +127,7 @@ def offers_decision(
         )
         for position, pick in enumerate(outcome.picks)
     ]
-    return _record(header, "offers", chosen, candidates, suppressed_by)
+    return _record(header, "offers", chosen, candidates, suppressed_by, dict(outcome.excluded))
 
 
 def channel_decision(

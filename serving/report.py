@@ -66,6 +66,14 @@ def _about(decision: Decision) -> str:
     return " / ".join(p for p in (context.channel, context.page, context.store_id) if p)
 
 
+def _excluded(counts: dict[str, int]) -> str:
+    """`` (tier: 3, budget: 1)``: why offers were not candidates, most common first."""
+    if not counts:
+        return ""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return " (" + ", ".join(f"{rule}: {n}" for rule, n in ranked) + ")"
+
+
 def suppressions(decisions: Iterable[Decision]) -> SuppressionReport:
     """Collect the suppressed decisions and count rules (decisions and blocked candidates)."""
     rows: list[Suppressed] = []
@@ -74,6 +82,7 @@ def suppressions(decisions: Iterable[Decision]) -> SuppressionReport:
     total = 0
     for decision in decisions:
         total += 1
+        blocked.update(decision.excluded)
         for candidate in decision.candidates:
             for reason in candidate.reasons:
                 if reason.startswith(PREFIX):
@@ -88,7 +97,7 @@ def suppressions(decisions: Iterable[Decision]) -> SuppressionReport:
                 surface=decision.surface,
                 who=_who(decision),
                 about=_about(decision),
-                rule=decision.suppressed_by,
+                rule=decision.suppressed_by + _excluded(decision.excluded),
                 degraded=decision.degraded,
             )
         )

@@ -135,7 +135,7 @@ def reference_offers_decision(header, outcome: OffersOutcome, suppressed_by=None
                reasons=codes(outcome.scored[p.index].contributions))
         for n, p in enumerate(outcome.picks)
     ]  # fmt: skip
-    return _record(header, "offers", chosen, candidates, suppressed_by)
+    return _record(header, "offers", chosen, candidates, suppressed_by, dict(outcome.excluded))
 
 
 # --- fixtures ------------------------------------------------------------------------------

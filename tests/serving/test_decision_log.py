@@ -49,6 +49,11 @@ def test_every_decision_reaches_the_log_with_propensities(filled_store, make_cli
         if decision.surface == "offers":
             assert decision.ids.customer_id
             assert decision.context.channel == "web"
+            # Every catalog offer is a candidate, or excluded by a named rule.
+            assert len(decision.candidates) + sum(decision.excluded.values()) == len(
+                client.app.state.engine.catalog.offers
+            )
+            assert "sales_channel" in decision.excluded  # app-only offers, on the web
             assert sum(c.propensity for c in eligible) == pytest.approx(1.0)
             shown = [o["offer_id"] for o in answer["offers"]]
             assert [c.offer_id for c in decision.chosen] == shown
