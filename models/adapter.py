@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from models.rows import (
     offer_matrix,
 )
 from models.scoring import Backend, BinaryScorer, Reason, ScoredBatch, load_version
+
+if TYPE_CHECKING:
+    from omnioffer.settings import Settings
 
 
 def _name(reason: Reason, category: str | None, channel: str | None) -> str:
@@ -194,11 +197,17 @@ class RegistryScorer:
 
 
 def load_scorer(target: str, registry_dir: Path | str | None = None,
-                backend: Backend | None = None) -> RegistryScorer:
-    """Load the version named by the pointer's content (``v0003``) or a version folder."""
-    from omnioffer.settings import Settings
+                backend: Backend | None = None, settings: Settings | None = None,
+                ) -> RegistryScorer:  # fmt: skip
+    """Load the version named by the pointer's content (``v0003``) or a version folder.
 
-    settings = Settings()
+    A version name is looked up in ``registry_dir``, else in the settings' registry (the
+    folder of the promoted pointer, unless ``OMNIOFFER_REGISTRY_DIR`` says otherwise).
+    """
+    if settings is None:
+        from omnioffer.settings import Settings
+
+        settings = Settings()
     path = Path(target)
     if path.is_dir():
         registry_dir, version = path.parent.parent, path.name

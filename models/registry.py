@@ -31,9 +31,12 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from omnioffer.settings import Settings
 
 POINTER = "promoted"
 HISTORY = "history.json"
@@ -184,8 +187,8 @@ def _promotion_stack(history: list[dict[str, str]]) -> list[str]:
     return stack
 
 
-def load_scorer(target: str) -> Any:
+def load_scorer(target: str, settings: Settings | None = None) -> Any:
     """Return serving's scorer for a pointer's content (see :mod:`models.adapter`)."""
     from models.adapter import load_scorer as load
 
-    return load(target)
+    return load(target, settings=settings)

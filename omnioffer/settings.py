@@ -103,8 +103,16 @@ class Settings(BaseSettings):
 
     @property
     def model_registry_dir(self) -> Path:
-        """The model registry (versions and the ``promoted`` pointer)."""
-        return self.registry_dir or self.data_dir / "registry"
+        """The model registry (versions and the ``promoted`` pointer).
+
+        ``registry_dir``, else the folder of ``model_pointer`` (a pointer lives in its
+        registry, as ``omnioffer models promote`` writes it), else ``<data_dir>/registry``.
+        """
+        if self.registry_dir is not None:
+            return self.registry_dir
+        if self.model_pointer is not None:
+            return self.model_pointer.parent
+        return self.data_dir / "registry"
 
     @property
     def promoted_pointer(self) -> Path:

@@ -293,7 +293,7 @@ def create_app(
         budgets=budgets,
         **({"new_id": new_id} if new_id else {}),
     )
-    loader = model_loader or default_loader()
+    loader = model_loader or default_loader(settings)
     watcher = None
     if loader is not None:
         watcher = ModelWatcher(

@@ -21,9 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from features.scoring import Scorer
 from serving.periodic import Periodic
+
+if TYPE_CHECKING:
+    from omnioffer.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +146,14 @@ class ModelWatcher:
         self._poller.stop()
 
 
-def default_loader() -> Loader | None:
-    """Return the model registry's scorer loader once ``models/`` provides one, else ``None``.
+def default_loader(settings: Settings | None = None) -> Loader | None:
+    """Return the model registry's scorer loader, bound to ``settings`` (serving's own).
 
-    The registry is built in parallel (issue 5); serving expects
-    ``models.registry.load_scorer(target: str) -> Scorer``.
+    ``None`` when ``models`` cannot be imported (a serving-only install), so serving runs
+    with the heuristic.
     """
     try:
-        from models import registry  # type: ignore[attr-defined]
+        from models import registry
     except ImportError:
         return None
-    loader = getattr(registry, "load_scorer", None)
-    return loader if callable(loader) else None
+    return lambda target: registry.load_scorer(target, settings=settings)

@@ -139,3 +139,22 @@ def test_serving_loader_scores_offers_and_channels(registry, catalog, training_s
     channels = [SimpleNamespace(offer=None, channel=c) for c in ("email", "push", "sms")]
     msg = SimpleNamespace(surface="channel", channel=None, page=None, store_id=None, now=None)
     assert len(scorer.score(None, channels, msg)) == 3
+
+
+def test_serving_loads_the_promoted_model_from_the_pointers_registry(registry, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    from fastapi.testclient import TestClient
+
+    from features.store import open_store
+    from omnioffer.settings import Settings
+    from serving.app import create_app
+
+    monkeypatch.delenv("OMNIOFFER_REGISTRY_DIR", raising=False)
+    registry.promote("v0002")
+    # As `omnioffer serve --model-pointer` does: only the pointer names the registry.
+    settings = Settings(data_dir=tmp_path / "elsewhere", model_pointer=registry.root / "promoted")
+    with open_store("sqlite", sqlite_path=":memory:") as store, TestClient(
+        create_app(settings, store=store)
+    ) as client:
+        ready = client.get("/readyz").json()
+    assert ready["model_version"] == "v0002" and ready["ready"] is True
