@@ -273,13 +273,21 @@ class BinaryScorer:
         self.feature_names: tuple[str, ...] = tuple(self.booster.feature_name())
         self.calibrator = calibrator
         self.predictor: Predictor = BoosterPredictor(self.booster)
+        self.backend_note: str | None = None  # why ``auto`` kept the Booster, if it did
         if backend == "lleaves" or (backend == "auto" and lleaves_available()):
             cache = None
             if cache_dir is not None:
                 cache = cache_dir / f"{self.model_file.stem}.lleaves.so"
-            compiled = LleavesPredictor(self.model_file, cache)
-            self._check_match(compiled)
-            self.predictor = compiled
+            try:
+                compiled = LleavesPredictor(self.model_file, cache)
+                self._check_match(compiled)
+            except Exception as error:  # a compiler or a mismatch: auto keeps the Booster
+                if backend == "lleaves":
+                    raise
+                self.backend_note = f"lleaves not used: {type(error).__name__}: {error}"
+                log.warning("%s: %s", self.model_file.name, self.backend_note)
+            else:
+                self.predictor = compiled
 
         self._contrib: PathContrib | SingleRowPredictor | None = None
         self.reasons_method: Attribution = "shap"

@@ -158,3 +158,24 @@ def test_serving_loads_the_promoted_model_from_the_pointers_registry(registry, t
     ) as client:
         ready = client.get("/readyz").json()
     assert ready["model_version"] == "v0002" and ready["ready"] is True
+
+
+def test_auto_keeps_the_booster_when_the_compiled_model_does_not_match(registry, monkeypatch):
+    import models.scoring as scoring
+
+    class OffByOne:
+        name = "lleaves"
+
+        def __init__(self, model_file, cache=None) -> None:
+            pass
+
+        def predict(self, x):
+            return np.full(len(x), 1.0)
+
+    monkeypatch.setattr(scoring, "LleavesPredictor", OffByOne)
+    monkeypatch.setattr(scoring, "lleaves_available", lambda: True)
+    registry.promote("v0001")
+    _, nbo, _ = load_promoted(registry.root, backend="auto")
+    assert nbo.backend == "booster" and "differs from the Booster" in nbo.backend_note
+    with pytest.raises(RuntimeError, match="differs from the Booster"):
+        load_promoted(registry.root, backend="lleaves")
