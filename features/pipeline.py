@@ -400,8 +400,9 @@ class Replay:
         logic.on_input(item, pending)
         for profile_id, item in pending:
             if isinstance(item, IdentityOut):
-                if item.profile_id is None:
+                if item.profile_id is None:  # erased: so is the record of its moves
                     self.identity.pop(item.identifier, None)
+                    self.moves = [m for m in self.moves if m.fragment != item.identifier]
                 else:
                     self.identity[item.identifier] = item.profile_id
             elif isinstance(item, MoveOut):

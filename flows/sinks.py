@@ -48,6 +48,10 @@ def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int
             metrics.MERGES.labels(item.rule).inc()
         elif isinstance(item, RedemptionOut):
             redemptions[item] = None
+    # The records path (identity, merges) and the profiles path reach the sink in batches
+    # of their own: a person's erasure may come before the merge records of the links that
+    # preceded it. A merge of an identifier this batch forgets is theirs: never write it.
+    merges = [m for m in merges if identity.get(m.identifier, "") is not None]
     batch = StoreBatch(
         profiles=[ProfileWrite(p, v) for p, v in profiles.items() if v is not None],
         deleted_profiles=[p for p, v in profiles.items() if v is None and p not in erased],

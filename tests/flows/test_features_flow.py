@@ -98,6 +98,60 @@ def test_redemptions_are_counted_per_order(tmp_path):
     assert counts == {"of-spring-produce": 2, "of-xsell-baby": 2, "of-pts-web-pay": 0}
 
 
+def test_an_erased_customer_leaves_no_profile_identity_or_merge_record(tmp_path):
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from features.eventlog import EventLogWriter
+    from features.events import (
+        ErasureRequest,
+        Identifiers,
+        IdentityLink,
+        ProductView,
+        encode_event,
+    )
+    from features.topics import topic_for
+
+    start = datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+    def view(n, minute, **ids):
+        return ProductView(event_id=f"v{n}", event_time=start + timedelta(minutes=minute),
+                           source="web", ids=Identifiers(**ids), product_id="p",
+                           category="dairy", price=2.0)  # fmt: skip
+
+    def link(n, minute, **ids):
+        return IdentityLink(event_id=f"l{n}", event_time=start + timedelta(minutes=minute),
+                            source="web", ids=Identifiers(**ids), reason="login")  # fmt: skip
+
+    events = [
+        view(1, 0, anonymous_id="a-1"), view(2, 1, device_id="d-tab"),
+        link(1, 2, anonymous_id="a-1", customer_id="cu-1"),
+        link(2, 3, device_id="d-tab", customer_id="cu-1"),
+        view(3, 4, customer_id="cu-2"), link(3, 5, device_id="d-tab", customer_id="cu-2"),
+        view(4, 6, customer_id="cu-1"),
+        ErasureRequest(event_id="er-1", event_time=start + timedelta(minutes=10), source="web",
+                       ids=Identifiers(customer_id="cu-1")),
+    ]  # fmt: skip
+    log_dir = tmp_path / "events"
+    with EventLogWriter(log_dir) as writer:
+        for event in events:
+            writer.append(topic_for(event.kind), encode_event(event))
+    db = tmp_path / "erase.sqlite3"
+    run_main(build_flow(config_for(log_dir, db), deadletter_path=tmp_path / "dl.jsonl"))
+    with sqlite3.connect(db) as con:
+        rows = {t: [repr(r) for r in con.execute(f"select * from {t}")]
+                for (t,) in con.execute("select name from sqlite_master where type='table'")}
+    traces = [(t, r) for t, held in rows.items() for r in held
+              if any(x in r for x in ("cu-1", "a-1", "d-tab"))]  # fmt: skip
+    assert traces == []
+    with open_store("sqlite", sqlite_path=db) as store:
+        assert store.read_profile("customer_id:cu-2") is not None  # the other customer stays
+    # Batch recomputation (what `omnioffer features rebuild` writes) forgets them too.
+    batch = recompute(events)
+    assert [m for m in batch.moves if m.fragment in {"anonymous_id:a-1", "device_id:d-tab"}] == []
+    assert set(batch.identity) == {"customer_id:cu-2"}
+
+
 def test_malformed_events_reach_the_deadletter_and_the_rest_is_processed(small_world, tmp_path):
     rejected = {}
     valid = 0
