@@ -35,6 +35,10 @@ lint: install
 
 bench: install services
 	$(VENV)/bin/omnioffer bench simulate --json bench/results/simulate.json
+	$(VENV)/bin/omnioffer bench stream --json bench/results/stream.json
+	$(VENV)/bin/omnioffer bench serve --json bench/results/serve.json
+	$(VENV)/bin/omnioffer bench journeys --json bench/results/journeys.json
+	$(VENV)/bin/python -m bench.erasure --json bench/results/erasure.json
 
 clean:
 	rm -rf $(VENV) .omnioffer .pytest_cache
