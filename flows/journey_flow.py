@@ -250,7 +250,7 @@ class _OutboundPartition(StatelessSinkPartition[Outbound]):
     def __init__(
         self,
         store: OnlineStore,
-        write: Callable[[list[bytes]], None],
+        write: Callable[[Keyed], None],
         policies: Callable[[], Policies],
     ) -> None:
         self._store = store
@@ -263,7 +263,7 @@ class _OutboundPartition(StatelessSinkPartition[Outbound]):
         for message in items:
             rule = send_if_allowed(self._store, message, policy)
             if rule is None:
-                fresh.append(encode_record(message))
+                fresh.append((message.profile_id.encode(), encode_record(message)))
             elif rule == ALREADY_SENT:
                 metrics.JOURNEY_DUPLICATES_SKIPPED.inc()
             else:
@@ -308,33 +308,37 @@ def contact_of(message: Outbound) -> ContactRecord:
     )
 
 
-def _file_writer(path: Path) -> Callable[[], Callable[[list[bytes]], None]]:
-    """Append each batch with one ``write`` on an ``O_APPEND`` file.
+Keyed = list[tuple[bytes, bytes]]  # (key, value): a message keyed by its profile
+
+
+def _file_writer(path: Path) -> Callable[[], Callable[[Keyed], None]]:
+    """Append each batch with one ``write`` on an ``O_APPEND`` file (keys are not kept).
 
     Workers then never interleave inside a line.
     """
 
-    def open_writer() -> Callable[[list[bytes]], None]:
+    def open_writer() -> Callable[[Keyed], None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-        def write(lines: list[bytes]) -> None:
-            os.write(fd, b"".join(line + b"\n" for line in lines))
+        def write(lines: Keyed) -> None:
+            os.write(fd, b"".join(value + b"\n" for _key, value in lines))
 
         return write
 
     return open_writer
 
 
-def _kafka_writer(bootstrap: str, topic: str) -> Callable[[], Callable[[list[bytes]], None]]:
-    def open_writer() -> Callable[[list[bytes]], None]:
+def _kafka_writer(bootstrap: str, topic: str) -> Callable[[], Callable[[Keyed], None]]:
+    def open_writer() -> Callable[[Keyed], None]:
         from confluent_kafka import Producer
 
         producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
 
-        def write(lines: list[bytes]) -> None:
-            for line in lines:
-                producer.produce(topic, line)
+        def write(lines: Keyed) -> None:
+            # Keyed by profile: one person's messages stay in order on one partition.
+            for key, value in lines:
+                producer.produce(topic, value, key)
             producer.flush()
 
         return write

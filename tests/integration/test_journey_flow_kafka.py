@@ -17,6 +17,7 @@ from features.profile import decode_profile
 from features.store import open_store
 from features.topics import DEADLETTER, EVENT_TOPICS, MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.services import create_topics, free_port
+from serving.decision_log import scan_topic
 from tests.integration.test_feature_flow_kafka import (
     committed_epoch,
     produce,
@@ -94,9 +95,16 @@ def read_topics(bootstrap, topics, deadline_s=60.0):
 
 
 def outbound_decisions(bootstrap):
-    """Return (decision_id, profile_id) of every message on messages.outbound."""
-    values = read_topics(bootstrap, [MESSAGES_OUTBOUND])[MESSAGES_OUTBOUND]
-    return [(r["decision_id"], r["profile_id"]) for r in map(orjson.loads, values)]
+    """Return (decision_id, profile_id) of every message on messages.outbound.
+
+    Each message is keyed by its profile, so one person's messages share a partition.
+    """
+    sent = []
+    for record in scan_topic(bootstrap, MESSAGES_OUTBOUND):
+        message = orjson.loads(record.value)
+        assert record.key == message["profile_id"].encode(), record
+        sent.append((message["decision_id"], message["profile_id"]))
+    return sent
 
 
 def wait_quiet(bootstrap, proc, caught_up, deadline_s=90.0):
