@@ -187,6 +187,7 @@ class JoinStats:
     too_late: int = 0
     orphaned: int = 0
     emitted: int = 0
+    other_position: int = 0  # engagements with an offer shown below the first position
 
 
 class OutcomeJoin:
@@ -279,10 +280,14 @@ class OutcomeJoin:
     # --- internals ----------------------------------------------------------------------
     def _apply(self, state: _Open, outcome: Outcome) -> bool:
         start = state.at
-        if outcome.decision_id is None:
-            chosen = state.decision.chosen[0].offer_id if state.decision.chosen else None
-            if chosen != outcome.offer_id:
-                return False
+        chosen = state.decision.chosen[0].offer_id if state.decision.chosen else None
+        if outcome.decision_id is None and chosen != outcome.offer_id:
+            return False
+        if outcome.offer_id is not None and chosen is not None and chosen != outcome.offer_id:
+            # An engagement with another offer of the same slate: the example is the
+            # first position's, so it is not this example's outcome.
+            self.stats.other_position += 1
+            return False
         if not start <= outcome.at <= start + self.windows.of(outcome.kind):
             self.stats.outside_window += 1
             return False

@@ -51,6 +51,24 @@ def test_late_outcome_inside_the_window_counts():
     assert join.stats.outside_window == 0
 
 
+def test_an_engagement_with_another_offer_of_the_slate_does_not_label_the_first():
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    slate = Decision(
+        decision_id="d-1", decided_at=T0, surface="offers", policy="serve-egreedy-0.05",
+        ids=Identifiers(customer_id="c-1"),
+        chosen=[Choice(offer_id="of-a", channel="web", propensity=0.9),
+                Choice(offer_id="of-b", channel="web", propensity=0.5, position=1)],
+    )  # fmt: skip
+    join.on_decision(slate)
+    join.on_outcome(Outcome(ts(1), "clicked", "e-1", decision_id="d-1", offer_id="of-b"))
+    join.on_outcome(Outcome(ts(2), "converted", "e-2", decision_id="d-1", offer_id="of-b"))
+    join.on_outcome(Outcome(ts(3), "opened", "e-3", decision_id="d-1"))  # no offer named
+    [example] = join.advance("all", ts(7 * 24 + 3))
+    assert not example.labels.clicked and not example.labels.converted
+    assert example.labels.opened
+    assert join.stats.other_position == 2
+
+
 def test_outcome_outside_its_window_is_dropped():
     join = OutcomeJoin(WINDOWS, sources=("all",))
     join.on_decision(decision())
