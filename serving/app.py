@@ -352,6 +352,7 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
             metrics.errors.labels(endpoint=path, kind="internal").inc()
             metrics.fallbacks.labels(cause="internal_error").inc()
             result = fallback(parsed)
+            engine.log_failure(parsed, result.decision_id)
         return 200, _encoder.encode(result)
 
     def offers_fallback(_request: OffersRequest | None) -> OffersResponse:

@@ -53,7 +53,7 @@ from serving.metrics import ServingMetrics
 from serving.offers import OffersOutcome, decide_offers
 from serving.policy_source import LoadedPolicies, PolicySource
 from serving.reasons import codes, reasons
-from serving.records import Header, channel_decision, offers_decision
+from serving.records import Header, channel_decision, failed_decision, offers_decision
 from serving.registry import ScorerHolder
 from serving.schemas import (
     Alternative,
@@ -420,6 +420,32 @@ class Engine:
             profile_id=lookup.profile_id,
             policy=self.policy_name,
         )
+
+    def log_failure(self, request: OffersRequest | ChannelRequest | None,
+                    decision_id: str) -> None:  # fmt: skip
+        """Log the default answer given when a decision failed inside serving.
+
+        Never raises: it runs where a decision already failed.
+        """
+        try:
+            if isinstance(request, ChannelRequest):
+                msg = request.message
+                context = DecisionContext(channel="messaging", campaign=msg.campaign,
+                                          message_kind=msg.kind)  # fmt: skip
+                surface, offer_id = "channel", msg.offer_id
+            else:
+                ctx = request.context if request is not None else None
+                context = DecisionContext(
+                    channel=ctx.channel, page=ctx.page, store_id=ctx.store_id,
+                    placement=ctx.placement,
+                ) if ctx is not None else DecisionContext()  # fmt: skip
+                surface, offer_id = "offers", None
+            ids = request.identifiers() if request is not None else Identifiers()
+            header = self._header(decision_id, self.clock(), ids, None, context,
+                                  self.scorers.current.version, degraded=True)  # fmt: skip
+            self.decisions.submit(failed_decision(header, surface, offer_id))  # type: ignore[arg-type]
+        except Exception:  # the answer must still go out
+            log.exception("could not log the failed decision %s", decision_id)
 
     def _channel_unavailable(
         self,

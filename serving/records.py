@@ -168,3 +168,15 @@ def channel_decision(
     if not chosen:
         chosen.append(Choice(offer_id=offer_id, channel="none", propensity=1.0))
     return _record(header, "channel", chosen, candidates, suppressed_by)
+
+
+def failed_decision(header: Header, surface: Surface, offer_id: str | None = None) -> Decision:
+    """Return the record of a decision that failed inside serving and got the default answer.
+
+    Offers: nothing shown; channel: ``none`` for the message's offer. ``suppressed_by`` is
+    ``internal_error``, so the decision id the caller got is in the log, and the failures
+    show in ``omnioffer decisions --suppressed``.
+    """
+    chosen = [] if surface == "offers" else [Choice(offer_id=offer_id, channel="none",
+                                                    propensity=1.0)]  # fmt: skip
+    return _record(header, surface, chosen, [], "internal_error")

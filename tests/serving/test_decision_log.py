@@ -357,3 +357,33 @@ def test_the_decisions_command_shows_who_was_suppressed_and_by_which_rule(
         line = next(line for line in report.output.splitlines() if customer in line)
         assert rule in line
     assert f"24 decisions, {len(suppressed)} suppressed" in report.output
+
+
+def test_a_decision_that_fails_inside_serving_answers_the_default_and_is_logged(
+    filled_store, make_client, customers, tmp_path, monkeypatch
+):
+    settings = Settings(data_dir=tmp_path / "data")
+    client = make_client(filled_store, settings=settings)
+    engine = client.app.state.engine
+
+    def explode(_request):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine, "offers", explode)
+    monkeypatch.setattr(engine, "channel", explode)
+    offers = client.post("/v1/offers", json=offers_body(card_id="k-1"))
+    channel = client.post("/v1/channel", json=channel_body(customers[0], offer_id="of-disc-dairy"))
+    for answer in (offers, channel):
+        assert answer.status_code == 200
+        assert answer.json()["degraded"] is True
+        assert answer.json()["suppressed_by"] == "internal_error"
+    assert engine.decisions.flush()
+    logged = {d.decision_id: d for d in read_decisions(settings.event_log_dir)}
+    first = logged[offers.json()["decision_id"]]
+    assert (first.surface, first.ids.card_id, first.context.page) == ("offers", "k-1", "home")
+    second = logged[channel.json()["decision_id"]]
+    assert second.surface == "channel" and second.ids.customer_id == customers[0]
+    assert second.chosen[0].channel == "none" and second.chosen[0].offer_id == "of-disc-dairy"
+    assert {first.suppressed_by, second.suppressed_by} == {"internal_error"}
+    assert all(d.degraded for d in (first, second))
+    assert 'errors_total{endpoint="/v1/offers",kind="internal"} 1.0' in client.get("/metrics").text
