@@ -30,7 +30,11 @@ Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Where the decision was asked: sales channel, page, store, placement, message kind."""
+    """The request behind a decision: where it was asked, and what else it said.
+
+    Where: sales channel, page, store, placement. Offers: slate size and basket value.
+    Messages: campaign, kind, urgency and the campaign's allowed channels.
+    """
 
     channel: Literal["web", "app", "store", "messaging"] | None = None
     page: str | None = None
@@ -38,6 +42,10 @@ class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):
     placement: str | None = None
     campaign: Id | None = None
     message_kind: Literal["transactional", "marketing"] | None = None
+    limit: int | None = None
+    basket_value: float | None = None
+    urgency: str | None = None
+    allowed_channels: tuple[str, ...] | None = None
 
 
 # gc=False: a record holds scalars, strings and lists of them, so no reference cycle can
@@ -73,6 +81,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc
     model_version: str | None = None
     suppressed_by: str | None = None
     degraded: bool = False
+    # Channel decisions: the channel the model picks among those the policy allows,
+    # ignoring the campaign's allowed_channels (``None`` when it allows none).
+    model_choice: str | None = None
     # Offers that were not candidates at all, counted by the eligibility rule that
     # excluded them (``not_valid``, ``tier``, ``budget``, …): why a slate was empty.
     excluded: dict[str, int] = {}

@@ -59,6 +59,7 @@ from serving.schemas import (
     Alternative,
     ChannelRequest,
     ChannelResponse,
+    MessageIn,
     ModelChoice,
     OfferOut,
     OffersRequest,
@@ -263,12 +264,7 @@ class Engine:
                     now,
                     request.identifiers(),
                     lookup.profile_id,
-                    DecisionContext(
-                        channel=ctx.channel,
-                        page=ctx.page,
-                        store_id=ctx.store_id,
-                        placement=ctx.placement,
-                    ),
+                    offers_context(request),
                     version,
                     degraded=lookup.degraded,
                 ),
@@ -318,7 +314,7 @@ class Engine:
         now = self.clock()
         decision_id = self.new_id()
         message = Message(msg.campaign, msg.offer_id, msg.kind, msg.urgency)
-        context = DecisionContext(channel="messaging", campaign=msg.campaign, message_kind=msg.kind)
+        context = channel_context(msg)
         score_ctx = ScoreContext(
             surface="channel",
             campaign=msg.campaign,
@@ -429,16 +425,10 @@ class Engine:
         """
         try:
             if isinstance(request, ChannelRequest):
-                msg = request.message
-                context = DecisionContext(channel="messaging", campaign=msg.campaign,
-                                          message_kind=msg.kind)  # fmt: skip
-                surface, offer_id = "channel", msg.offer_id
+                context = channel_context(request.message)
+                surface, offer_id = "channel", request.message.offer_id
             else:
-                ctx = request.context if request is not None else None
-                context = DecisionContext(
-                    channel=ctx.channel, page=ctx.page, store_id=ctx.store_id,
-                    placement=ctx.placement,
-                ) if ctx is not None else DecisionContext()  # fmt: skip
+                context = offers_context(request) if request is not None else DecisionContext()
                 surface, offer_id = "offers", None
             ids = request.identifiers() if request is not None else Identifiers()
             header = self._header(decision_id, self.clock(), ids, None, context,
@@ -599,6 +589,24 @@ class Engine:
             },
             "erasure_event": CONSENT,
         }
+
+
+def offers_context(request: OffersRequest) -> DecisionContext:
+    """Return what the decision record keeps of an offers request besides identifiers."""
+    ctx = request.context
+    return DecisionContext(
+        channel=ctx.channel, page=ctx.page, store_id=ctx.store_id, placement=ctx.placement,
+        limit=request.limit, basket_value=ctx.basket_value,
+    )  # fmt: skip
+
+
+def channel_context(msg: MessageIn) -> DecisionContext:
+    """Return what the decision record keeps of a message besides identifiers."""
+    allowed = tuple(msg.allowed_channels) if msg.allowed_channels is not None else None
+    return DecisionContext(
+        channel="messaging", campaign=msg.campaign, message_kind=msg.kind, urgency=msg.urgency,
+        allowed_channels=allowed,
+    )  # fmt: skip
 
 
 def parse_identifier(raw: str, default_field: str = "customer_id") -> str:

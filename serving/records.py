@@ -72,6 +72,7 @@ def _record(
     candidates: list[Choice],
     suppressed_by: str | None,
     excluded: dict[str, int] | None = None,
+    model_choice: str | None = None,
 ) -> Decision:
     return Decision(
         decision_id=header.decision_id,
@@ -87,6 +88,7 @@ def _record(
         suppressed_by=suppressed_by,
         degraded=header.degraded,
         excluded=excluded or {},
+        model_choice=model_choice,
     )
 
 
@@ -167,7 +169,10 @@ def channel_decision(
         suppressed_by = suppressed_by or outcome.suppressed_by
     if not chosen:
         chosen.append(Choice(offer_id=offer_id, channel="none", propensity=1.0))
-    return _record(header, "channel", chosen, candidates, suppressed_by)
+    model = None
+    if outcome is not None and outcome.model_choice is not None:
+        model = outcome.options[outcome.model_choice].channel
+    return _record(header, "channel", chosen, candidates, suppressed_by, model_choice=model)
 
 
 def failed_decision(header: Header, surface: Surface, offer_id: str | None = None) -> Decision:

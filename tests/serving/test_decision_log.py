@@ -54,6 +54,7 @@ def test_every_decision_reaches_the_log_with_propensities(filled_store, make_cli
                 client.app.state.engine.catalog.offers
             )
             assert "sales_channel" in decision.excluded  # app-only offers, on the web
+            assert decision.context.limit == 3  # the rest of the request is kept
             assert sum(c.propensity for c in eligible) == pytest.approx(1.0)
             shown = [o["offer_id"] for o in answer["offers"]]
             assert [c.offer_id for c in decision.chosen] == shown
@@ -66,6 +67,9 @@ def test_every_decision_reaches_the_log_with_propensities(filled_store, make_cli
         else:
             assert decision.surface == "channel"
             assert decision.chosen[0].channel == answer["channel"]
+            assert decision.model_choice == answer["model_choice"]["channel"]
+            assert (decision.context.message_kind, decision.context.urgency) == (
+                "transactional", "normal")
             if answer["channel"] != "none":
                 assert sum(c.propensity for c in decision.candidates) == pytest.approx(1.0)
                 assert decision.chosen[0].propensity == pytest.approx(answer["propensity"])
