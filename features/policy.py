@@ -387,17 +387,40 @@ def check_log(
     at: datetime,
     policy: ContactPolicy,
 ) -> str | None:
-    """Apply the rules that read the contact log: duplicate message (marketing), then caps.
+    """Apply the rules that read the contact log: duplicate message, then caps (marketing).
 
     The only rules another sender can change between a decision and its send: a sender
     checks them again against the log it writes to (see ``flows.journey_flow``).
     """
     window = timedelta(hours=policy.duplicate_window_hours)
-    if message.kind == "marketing" and (
-        rule := check_duplicate(history, message.campaign, message.offer_id, at, window)
-    ):
+    if message.kind == "marketing":
+        rule = check_duplicate(history, message.campaign, message.offer_id, at, window)
+    else:
+        rule = check_other_channel(history, channel, message.campaign, at, window)
+    if rule:
         return rule
     return check_caps(history, channel, at, message.kind, policy.caps)
+
+
+def check_other_channel(
+    history: Sequence[ContactRecord],
+    channel: str,
+    campaign: str | None,
+    at: datetime,
+    window: timedelta,
+) -> str | None:
+    """Suppress a transactional message already sent in another channel within ``window``.
+
+    The same message in two channels is a duplicate whatever its kind; in its own channel
+    a transactional message may repeat (order updates share a campaign).
+    """
+    if campaign is None:
+        return None
+    for record in history:
+        if (record.kind == "transactional" and record.campaign == campaign
+                and record.channel != channel and abs(record.sent_at - at) < window):  # fmt: skip
+            return "duplicate_message"
+    return None
 
 
 def widen_quiet_hours(policies: Policies, minutes: int) -> Policies:
@@ -527,8 +550,8 @@ def check_contact(
     """Apply every rule to one channel, in a fixed order, and schedule the send.
 
     Order: offer suppression (marketing), consent, send time (quiet hours, active hour),
-    duplicate message (marketing), caps at the send time (marketing). The first rule that
-    suppresses names the verdict.
+    duplicate message (transactional: in another channel only), caps at the send time
+    (marketing). The first rule that suppresses names the verdict.
     """
     if message.kind == "marketing" and (rule := check_offer(message.offer_id, facts)):
         return Verdict(channel, rule, None)

@@ -23,6 +23,7 @@ from features.policy import (
     check_consent,
     check_contact,
     check_duplicate,
+    check_log,
     check_offer,
     check_offer_ids,
     contact_facts,
@@ -356,3 +357,24 @@ def test_contact_policy_defaults_are_safe():
     policy = ContactPolicy()
     assert policy.unknown_consent.marketing == "deny"
     assert policy.urgency_rule("normal").max_wait_hours == 0
+
+
+def test_a_transactional_message_never_goes_out_in_a_second_channel():
+    receipt = Message("order_shipped", None, "transactional")
+    sent = [contact(T0, "email", kind="transactional", campaign="order_shipped")]
+    later = T0 + timedelta(hours=1)
+
+    def rule(channel, history=sent, message=receipt):
+        return check_log(history, channel, message, later, CONTACT)
+
+    assert {c: rule(c) for c in CHANNELS} == {
+        "email": None, "push": "duplicate_message", "sms": "duplicate_message",
+        "messenger": "duplicate_message",
+    }  # fmt: skip
+    # Other campaigns, marketing sends of the same campaign, and sends outside the window
+    # do not count; caps still never apply to transactional messages.
+    assert rule("sms", [contact(T0, "email", kind="transactional", campaign="receipt")]) is None
+    assert rule("sms", [contact(T0, "email", campaign="order_shipped")]) is None
+    outside = T0 - timedelta(hours=CONTACT.duplicate_window_hours + 1)
+    assert rule("sms", [contact(outside, "email", kind="transactional",
+                                campaign="order_shipped")]) is None  # fmt: skip
