@@ -164,6 +164,11 @@ class Engine:
             decision_id, now, ids, profile_id, context, self.policy_name, model_version, degraded
         )
 
+    def _spent(self, loaded: LoadedPolicies) -> Mapping[str, float]:
+        """Budget spend per offer: live redemptions plus the policies' ``budget_spent``."""
+        spent = loaded.policies.budget_spent
+        return self.budgets.spent(spent) if self.budgets is not None else spent
+
     # --- reading the profile ------------------------------------------------------------
 
     def _lookup(self, fragments: Sequence[str], now: datetime, *, contacts: bool) -> Lookup:
@@ -234,9 +239,7 @@ class Engine:
         )
         loaded = self.policies.get()
         facts = contact_facts(features)
-        spent = loaded.policies.budget_spent
-        if self.budgets is not None:
-            spent = self.budgets.spent(spent)
+        spent = self._spent(loaded)
 
         def run(scorer: Scorer) -> OffersOutcome:
             return decide_offers(
@@ -333,11 +336,8 @@ class Engine:
             loaded = self.policies.get()
             blocked = None
             if offer is not None:
-                spent = loaded.policies.budget_spent
-                if self.budgets is not None:
-                    spent = self.budgets.spent(spent)
                 tier = (lookup.features or {}).get("tier")
-                blocked = message_offer_rule(offer, now, tier, spent)
+                blocked = message_offer_rule(offer, now, tier, self._spent(loaded))
 
             def run(
                 scorer: Scorer, lookup: Lookup = lookup, facts: ContactFacts = facts,
