@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, description="Serve flow metrics on this port.")
     serve_host: str = Field("127.0.0.1", description="Serving API: listen address.")
     serve_port: int = Field(8000, description="Serving API: port.")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token the support and admin endpoints require; open if unset."
+    )
     policies_path: Path | None = Field(None, description="Contact policy file; default: shipped.")
     exploration: Literal["epsilon_greedy", "thompson"] = Field(
         "epsilon_greedy", description="How serving explores: epsilon-greedy or Thompson sampling."

@@ -11,6 +11,7 @@ are in ``docs/api.md`` and at ``/docs``.
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import os
 import time
@@ -18,12 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -79,6 +81,37 @@ def _json(value: Any, status: int = 200) -> Response:
 
 def _error(status: int, message: str, field: str | None, kind: str = "value_error") -> Response:
     return _json(error_body(field, message, kind), status)
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The support and admin endpoints need `Authorization: Bearer <token>` when "
+    "the setting `admin_token` (`OMNIOFFER_ADMIN_TOKEN`) is set.",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def staff_denied(token: bytes | None, credentials: HTTPAuthorizationCredentials | None,
+                 ) -> Response | None:  # fmt: skip
+    """Return the 401 for a support or admin request without the token, else ``None``.
+
+    With no token configured the endpoints are open (a local default; ``omnioffer serve``
+    warns when it listens beyond loopback that way).
+    """
+    if token is None:
+        return None
+    if credentials is None:
+        message = ("authorization: this endpoint needs the header "
+                   "`Authorization: Bearer <token>` (setting admin_token)")  # fmt: skip
+    elif not hmac.compare_digest(credentials.credentials.encode(), token):
+        message = "authorization: the bearer token is not the one configured (admin_token)"
+    else:
+        return None
+    body = ErrorOut(error=message, field="authorization", detail=[
+        {"loc": ["header", "authorization"], "msg": message, "type": "unauthorized"}])  # fmt: skip
+    response = _json(body, 401)
+    response.headers["www-authenticate"] = "Bearer"
+    return response
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -330,13 +363,16 @@ def create_app(
     app.state.metrics = metrics
     app.state.watcher = watcher
     app.state.settings = settings
-    _routes(app, engine, metrics, settings.max_request_bytes)
+    token = settings.admin_token.get_secret_value().encode() if settings.admin_token else None
+    _routes(app, engine, metrics, settings.max_request_bytes, token)
     app.add_middleware(_Timing, metrics=metrics)
     _document(app)
     return app
 
 
-def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -> None:
+def _routes(
+    app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int, token: bytes | None
+) -> None:
     def answer(
         body: bytes, path: str, kind: type, run: Callable[[Any], Any],
         fallback: Callable[[Any], Any],
@@ -405,14 +441,16 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
         return await routed(request)
 
     @app.get("/v1/profiles/{id}", tags=["support"])
-    async def profile(id: str) -> Response:
+    async def profile(id: str, credentials: Credentials) -> Response:
         """Return a profile, its identifiers, persona scores and features as of now."""
-        return await _support(id, "customer_id", engine.profile, "no profile for")
+        denied = staff_denied(token, credentials)
+        return denied or await _support(id, "customer_id", engine.profile, "no profile for")
 
     @app.delete("/v1/customers/{id}", tags=["support"])
-    async def erase(id: str) -> Response:
+    async def erase(id: str, credentials: Credentials) -> Response:
         """Erase a person: online store, identity map, contact log and decision-log entries."""
-        return await _support(id, "customer_id", engine.erase, None)
+        denied = staff_denied(token, credentials)
+        return denied or await _support(id, "customer_id", engine.erase, None)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Response:
@@ -447,8 +485,10 @@ def _routes(app: FastAPI, engine: Engine, metrics: ServingMetrics, limit: int) -
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload", tags=["operations"])
-    async def reload() -> Response:
+    async def reload(credentials: Credentials) -> Response:
         """Reload the policies file now; an invalid file is rejected with the error."""
+        if denied := staff_denied(token, credentials):
+            return denied
         result = await run_in_threadpool(engine.policies.reload, force=True)
         return _json({"policies": result, "error": engine.policies.error})
 

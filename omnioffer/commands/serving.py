@@ -35,6 +35,18 @@ def _demo_is_the_embedded_store(settings: Settings, base: Path) -> bool:
     )
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
@@ -88,6 +100,12 @@ def serve(
         console.print(f"[red]cannot start:[/red] {error}")
         raise typer.Exit(2) from None
     where = settings.redis_url if settings.store == "redis" else settings.store_path
+    if settings.admin_token is None and not _loopback(settings.serve_host):
+        console.print(
+            f"[yellow]warning:[/yellow] listening on {settings.serve_host} with no admin token: "
+            "anyone who reaches the port can read profiles and erase people "
+            "(set OMNIOFFER_ADMIN_TOKEN)"
+        )
     console.print(
         f"decision API on http://{settings.serve_host}:{settings.serve_port} (docs at /docs); "
         f"store {settings.store} {where}; model {api.state.engine.scorers.current.version}; "

@@ -181,6 +181,34 @@ def test_unknown_ids_on_support_endpoints(client):
     assert erased.json()["removed"]["profiles"] == 0
 
 
+def test_support_and_admin_endpoints_need_the_admin_token_when_one_is_set(
+    filled_store, make_client, customers, tmp_path
+):
+    settings = Settings(data_dir=tmp_path / "data", admin_token="s3cret")
+    client = make_client(filled_store, settings=settings)
+    who = customers[0]
+    calls = [("GET", f"/v1/profiles/{who}"), ("DELETE", f"/v1/customers/{who}"),
+             ("POST", "/admin/reload")]  # fmt: skip
+    for method, path in calls:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+            refused = client.request(method, path, headers=headers)
+            assert refused.status_code == 401, (method, path, headers)
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert refused.json()["field"] == "authorization"
+            assert "admin_token" in refused.json()["error"]
+    assert client.get(f"/v1/profiles/{who}").status_code == 401  # nothing was erased above
+    good = {"Authorization": "Bearer s3cret"}
+    assert client.get(f"/v1/profiles/{who}", headers=good).status_code == 200
+    assert client.post("/admin/reload", headers=good).json()["policies"] in {"unchanged", "reloaded"}
+    assert client.delete(f"/v1/customers/{who}", headers=good).json()["removed"]["profiles"] == 1
+    # decisions, health and metrics stay open: the website and the scraper have no token
+    assert client.post("/v1/offers", json=offers_body(customer_id=who)).status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+
+
 def test_unknown_customer_on_the_channel_endpoint_is_answered(client):
     body = client.post("/v1/channel", json=channel_body("cu-unknown")).json()
     assert body["channel"] == "none" and body["suppressed_by"] == "consent_missing"
