@@ -155,7 +155,8 @@ def request_bodies(customers: list[str], n: int, seed: int) -> dict[str, list[by
         }  # fmt: skip
         if rng.random() < 0.3:
             # One catalog's offer is unknown to the other: the 422 is an answer compared too.
-            message["offer_id"] = rng.choice(["of-disc-dairy", f"of-bench-{rng.randrange(200):03d}"])
+            bench_offer = f"of-bench-{rng.randrange(200):03d}"
+            message["offer_id"] = rng.choice(["of-disc-dairy", bench_offer])
         if rng.random() < 0.3:
             message["allowed_channels"] = rng.sample(["email", "push", "sms", "messenger"], 2)
         cover_channel.append(

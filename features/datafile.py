@@ -1,4 +1,4 @@
-"""Validate data files (policies, journeys) so that an error names the entry and the field.
+"""Data files (policies, journeys): validated so an error names the entry and the field; reloaded.
 
 msgspec reports a bad value as ``$.levers.offers[...]`` or ``$.journeys[2].steps[0]``;
 marketers editing YAML need ``entry 'levers.offers', field 'of-x'`` or
@@ -17,12 +17,17 @@ caps.yaml: entry '(top)', field 'day': Expected `int`, got `str`; got 'two'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, get_args, get_origin
+from typing import Annotated, Any, Generic, NoReturn, TypeVar, get_args, get_origin
 
 import msgspec
 import yaml
+
+log = logging.getLogger(__name__)
 
 # Patterns mean nothing to a marketer: say what the pattern stands for.
 _PATTERN_HINTS = {"regex '^([01]": "expected a local time 'HH:MM'"}
@@ -109,3 +114,119 @@ def check_document(
 
 def _is_struct(kind: Any) -> bool:
     return isinstance(kind, type) and issubclass(kind, msgspec.Struct)
+
+
+Stamp = tuple[tuple[str, int, int], ...]
+T = TypeVar("T")
+
+
+def files_stamp(paths: Sequence[Path]) -> Stamp:
+    """Return what tells a changed data file: each file's name, modification time and size.
+
+    A folder (the catalog) stands for the files in it. ``OSError`` if a path is missing.
+    """
+    stamp = []
+    for path in paths:
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            info = file.stat()
+            stamp.append((str(file), info.st_mtime_ns, info.st_size))
+    return tuple(stamp)
+
+
+class Reloadable(Generic[T]):
+    """A value built from data files, built again when they change and the result is valid.
+
+    :meth:`get` looks at the files' stamps at most once per ``check_interval_s`` and reloads
+    when they changed. A load that raises one of ``errors`` is not taken: the last good
+    value stays in force, the error is kept in :attr:`error` (logged once per bad version).
+    The first load must succeed, so a service never starts on invalid files.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> (folder / "caps.yaml").write_text("day: 1")
+    6
+    >>> caps = Reloadable([folder / "caps.yaml"],
+    ...                   lambda: yaml.safe_load((folder / "caps.yaml").read_text()),
+    ...                   errors=(ValueError,), what="caps")
+    >>> caps.get()
+    {'day': 1}
+    >>> _ = (folder / "caps.yaml").write_text("day: 2  # and a longer file")
+    >>> caps.reload(), caps.get()
+    ('reloaded', {'day': 2})
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        load: Callable[[], T],
+        *,
+        errors: tuple[type[Exception], ...],
+        what: str,
+        check_interval_s: float = 1.0,
+        on_reload: Callable[[str], None] | None = None,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self._load = load
+        self._errors = errors
+        self.what = what
+        self.check_interval_s = check_interval_s
+        self._on_reload = on_reload
+        self._next_check = 0.0
+        self._lock = threading.Lock()  # one reload at a time; readers never wait for it
+        self.error: str | None = None
+        self._rejected: Stamp | None = None  # a bad version is reported once
+        self.stamp = self._stamp()
+        self.loaded_at = time.time()
+        self.current: T = load()
+
+    def _stamp(self) -> Stamp:
+        try:
+            return files_stamp(self.paths)
+        except OSError as error:
+            message = f"{error.filename}: cannot read the {self.what} file: {error.strerror}"
+            raise self._errors[0](message) from None
+
+    def get(self) -> T:
+        """Return the value in force, reloading first if the files changed (rate-limited)."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.check_interval_s
+            self.reload()
+        return self.current
+
+    def reload(self, *, force: bool = False) -> str:
+        """Reload if the files changed (always with ``force``); return what happened.
+
+        One of ``"unchanged"``, ``"reloaded"``, ``"rejected"`` (the error is in ``error``).
+        """
+        if not self._lock.acquire(blocking=force):
+            return "unchanged"  # another thread is reloading right now
+        try:
+            return self._reload(force)
+        finally:
+            self._lock.release()
+
+    def _reload(self, force: bool) -> str:
+        stamp: Stamp | None = None
+        try:
+            stamp = self._stamp()
+            if stamp in (self.stamp, self._rejected) and not force:
+                return "unchanged"
+            loaded = self._load()
+        except self._errors as error:
+            self._rejected = stamp
+            if self.error != str(error):
+                log.error("%s not reloaded, keeping the last good version: %s", self.what, error)
+            self.error = str(error)
+            self._event("rejected")
+            return "rejected"
+        self.current, self.stamp, self.loaded_at = loaded, stamp, time.time()
+        self.error, self._rejected = None, None
+        log.info("%s reloaded from %s", self.what, ", ".join(map(str, self.paths)))
+        self._event("reloaded")
+        return "reloaded"
+
+    def _event(self, result: str) -> None:
+        if self._on_reload is not None:
+            self._on_reload(result)

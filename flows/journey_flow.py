@@ -51,6 +51,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from features.catalog import Catalog
+from features.datafile import Reloadable
 from features.eventlog import topic_path
 from features.journey_state import (
     HISTORY_S,
@@ -68,6 +69,7 @@ from features.policy import (
     CONTACT_LOG_BUSY,
     ContactPolicy,
     Policies,
+    PolicyError,
     check_log,
     load_policies,
 )
@@ -98,6 +100,7 @@ class JourneySetup:
     epsilon: float = 0.0
     shared_contacts: bool = True
     output_dir: Path | None = None  # files mode: where messages.outbound / triggers go
+    quiet_margin_min: int = 60
 
 
 def shard_of(profile_id: str, shards: int) -> str:
@@ -165,7 +168,14 @@ class _Runtime:
         with self._lock:
             if self._context is None:
                 setup = self.setup
-                policies: Policies = load_policies(setup.policies_path)
+                # Reloaded when the file changes, as serving does; a bad edit keeps the last.
+                policies = Reloadable(
+                    [setup.policies_path],
+                    lambda: load_policies(setup.policies_path),
+                    errors=(PolicyError,),
+                    what="policies",
+                    on_reload=lambda result: metrics.JOURNEY_POLICY_RELOADS.labels(result).inc(),
+                )
                 history = None
                 if setup.shared_contacts:
                     self._store = self.open_store()
@@ -173,10 +183,11 @@ class _Runtime:
                 self._context = JourneyContext(
                     book=setup.book,
                     channels=setup.catalog.channels,
-                    policies=lambda: policies,
+                    policies=policies.get,
                     scorer=PromotedScorer(setup.promoted_pointer),
                     history=history,
                     epsilon=setup.epsilon,
+                    quiet_margin_min=setup.quiet_margin_min,
                 )
             return self._context
 

@@ -85,6 +85,11 @@ JOURNEY_SENDS_REFUSED = Counter(
 JOURNEY_MODEL_ERRORS = Counter(
     "omnioffer_journey_model_errors_total", "Promoted models the journey flow failed to load."
 )
+JOURNEY_POLICY_RELOADS = Counter(
+    "omnioffer_journey_policy_reloads_total",
+    "Policy-file reloads of the journey flow by result (reloaded, rejected).",
+    ["result"],
+)
 
 
 def observe_journey(record: Any) -> None:

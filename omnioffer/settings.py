@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         None, description="Bearer token the support and admin endpoints require; open if unset."
     )
     policies_path: Path | None = Field(None, description="Contact policy file; default: shipped.")
+    quiet_margin_min: int = Field(
+        60, ge=0, le=180,
+        description="Quiet hours widened this much per side when timing a send: the customer's "
+        "UTC offset is the one of their last event, and a daylight-saving change may have come "
+        "since.",
+    )  # fmt: skip
     exploration: Literal["epsilon_greedy", "thompson"] = Field(
         "epsilon_greedy", description="How serving explores: epsilon-greedy or Thompson sampling."
     )
@@ -193,6 +199,7 @@ class Settings(BaseSettings):
             "shards": self.journey_shards,
             "lateness_s": self.journey_lateness_s,
             "epsilon": self.journey_epsilon,
+            "quiet_margin_min": self.quiet_margin_min,
         }
         values.update(overrides)
         return JourneySetup(**values)

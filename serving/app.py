@@ -31,10 +31,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.arbitration import EpsilonGreedy, Exploration, Thompson
-from features.catalog import DEFAULT_CATALOG_DIR, Catalog, load_catalog
+from features.catalog import DEFAULT_CATALOG_DIR, Catalog
 from features.eventlog import topic_path
 from features.policy import DEFAULT_POLICIES_PATH
-from features.scoring import Candidate, HeuristicScorer, Scorer
+from features.scoring import HeuristicScorer, Scorer
 from features.store import OnlineStore
 from features.topics import MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.settings import Settings
@@ -280,11 +280,10 @@ def create_app(
     """
     settings = settings or Settings()
     metrics = ServingMetrics()
-    catalog = catalog or load_catalog(settings.catalog_dir or DEFAULT_CATALOG_DIR)
-    candidates = [Candidate.of(o) for o in sorted(catalog.offers.values(), key=lambda o: o.id)]
     policies = PolicySource(
         settings.policies_path or DEFAULT_POLICIES_PATH,
-        candidates,
+        catalog or settings.catalog_dir or DEFAULT_CATALOG_DIR,
+        quiet_margin_min=settings.quiet_margin_min,
         on_reload=lambda result: metrics.policy_reloads.labels(result=result).inc(),
     )
     owns_store = store is None
@@ -305,13 +304,12 @@ def create_app(
     )
     budgets = BudgetSpend(
         store,
-        catalog.offers.values(),
+        policies.current.catalog.offers.values(),
         refresh_s=settings.budget_refresh_s,
         on_refresh=metrics.budget_refreshed,
     )
     engine = Engine(
         store=store,
-        catalog=catalog,
         policies=policies,
         scorers=holder,
         decisions=decisions,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
-from features.catalog import Offer
+from features.catalog import Catalog, Offer
 from features.store import OnlineStore, StoreError
 from serving.periodic import Periodic
 
@@ -59,13 +59,24 @@ class BudgetSpend:
         on_refresh: Callable[[str, _Spend], None] | None = None,
     ) -> None:
         self.store = store
-        budgeted = sorted((o for o in offers if o.budget is not None), key=lambda o: o.id)
-        self._costs = {o.id: o.cost for o in budgeted}
+        self._costs = self._budgeted(offers)
+        self._catalog: Catalog | None = None
         self._live: dict[str, float] = {}
         self._failing = False
         self._memo: tuple[_Spend, _Spend, _Spend] | None = None
         self._on_refresh = on_refresh
         self._poller = Periodic(self.refresh, interval_s=refresh_s, name="budget-spend")
+
+    @staticmethod
+    def _budgeted(offers: Iterable[Offer]) -> dict[str, float]:
+        budgeted = sorted((o for o in offers if o.budget is not None), key=lambda o: o.id)
+        return {o.id: o.cost for o in budgeted}
+
+    def track(self, catalog: Catalog) -> None:
+        """Follow the budgeted offers of ``catalog`` from the next refresh on (a reload)."""
+        if catalog is not self._catalog:
+            self._catalog = catalog
+            self._costs = self._budgeted(catalog.offers.values())
 
     @property
     def live(self) -> _Spend:
@@ -74,10 +85,11 @@ class BudgetSpend:
 
     def refresh(self) -> bool:
         """Read the redemption counts once; return whether the store answered."""
-        if not self._costs:
+        costs = self._costs  # one version for the whole refresh, whatever a reload does
+        if not costs:
             return True
         try:
-            counts = self.store.redemptions(list(self._costs))
+            counts = self.store.redemptions(list(costs))
         except StoreError as error:
             if not self._failing:  # once per outage, not every second
                 log.warning("budget spend not refreshed (the last one stays): %s", error)
@@ -87,7 +99,7 @@ class BudgetSpend:
         if self._failing:
             log.info("budget spend refreshed again")
         self._failing = False
-        live = {o: counts[o] * cost for o, cost in self._costs.items() if counts.get(o)}
+        live = {o: counts[o] * cost for o, cost in costs.items() if counts.get(o)}
         if live != self._live:
             self._live = live  # one reference assignment: requests see old or new
         self._report("ok")

@@ -26,7 +26,6 @@ from typing import Any
 
 from features.arbitration import Exploration
 from features.attribution import decode_example
-from features.catalog import Catalog
 from features.channel import ChannelOutcome, decide_channel
 from features.decisions import DecisionContext, person_erasure
 from features.eventlog import erase_lines
@@ -120,7 +119,6 @@ class Engine:
         self,
         *,
         store: OnlineStore,
-        catalog: Catalog,
         policies: PolicySource,
         scorers: ScorerHolder,
         decisions: DecisionLog,
@@ -133,7 +131,6 @@ class Engine:
         budgets: BudgetSpend | None = None,
     ) -> None:
         self.store = store
-        self.catalog = catalog
         self.policies = policies
         self.scorers = scorers
         self.decisions = decisions
@@ -167,7 +164,10 @@ class Engine:
     def _spent(self, loaded: LoadedPolicies) -> Mapping[str, float]:
         """Budget spend per offer: live redemptions plus the policies' ``budget_spent``."""
         spent = loaded.policies.budget_spent
-        return self.budgets.spent(spent) if self.budgets is not None else spent
+        if self.budgets is None:
+            return spent
+        self.budgets.track(loaded.catalog)  # a reloaded catalog may bring budgeted offers
+        return self.budgets.spent(spent)
 
     # --- reading the profile ------------------------------------------------------------
 
@@ -210,9 +210,11 @@ class Engine:
     def offers(self, request: OffersRequest) -> OffersResponse:
         """Decide the offers of one page load."""
         ctx = request.context
+        loaded = self.policies.get()
+        catalog = loaded.catalog
         store = None
         if ctx.store_id is not None:
-            store = self.catalog.stores.get(ctx.store_id)
+            store = catalog.stores.get(ctx.store_id)
             if store is None:
                 message = f"context.store_id: unknown store {ctx.store_id!r}"
                 raise RequestError(message, field="context.store_id")
@@ -225,7 +227,7 @@ class Engine:
             channel=ctx.channel,
             now=now,
             store=store,
-            home_store=self.catalog.stores.get(last_store) if last_store else None,
+            home_store=catalog.stores.get(last_store) if last_store else None,
             tier=(features or {}).get("tier"),
             basket_value=ctx.basket_value,
         )
@@ -237,7 +239,6 @@ class Engine:
             placement=ctx.placement,
             now=now,
         )
-        loaded = self.policies.get()
         facts = contact_facts(features)
         spent = self._spent(loaded)
 
@@ -310,7 +311,7 @@ class Engine:
         msg = request.message
         offer = None
         if msg.offer_id is not None:
-            offer = self.catalog.offers.get(msg.offer_id)
+            offer = self.policies.get().catalog.offers.get(msg.offer_id)
             if offer is None:
                 message = f"message.offer_id: unknown offer {msg.offer_id!r}"
                 raise RequestError(message, field="message.offer_id")
@@ -345,13 +346,13 @@ class Engine:
             ) -> ChannelOutcome:  # fmt: skip
                 outcome = decide_channel(
                     message,
-                    channels=self.catalog.channels,
+                    channels=loaded.catalog.channels,
                     allowed=msg.allowed_channels,
                     features=lookup.features,
                     facts=facts,
                     history=lookup.history,
                     now=now,
-                    policies=loaded.policies,
+                    policies=loaded.send_policies,
                     scorer=scorer,
                     score_context=score_ctx,
                     exploration=self.exploration,
@@ -410,8 +411,8 @@ class Engine:
             decision_id=decision_id,
             now=now,
             facts=facts,
-            quiet=loaded.policies.contact.quiet_hours,
-            channels=self.catalog.channels,
+            quiet=loaded.send_policies.contact.quiet_hours,
+            channels=loaded.catalog.channels,
             version=version,
             profile_id=lookup.profile_id,
             policy=self.policy_name,

@@ -199,7 +199,8 @@ def test_support_and_admin_endpoints_need_the_admin_token_when_one_is_set(
     assert client.get(f"/v1/profiles/{who}").status_code == 401  # nothing was erased above
     good = {"Authorization": "Bearer s3cret"}
     assert client.get(f"/v1/profiles/{who}", headers=good).status_code == 200
-    assert client.post("/admin/reload", headers=good).json()["policies"] in {"unchanged", "reloaded"}
+    reloaded = client.post("/admin/reload", headers=good).json()
+    assert reloaded["policies"] in {"unchanged", "reloaded"}
     assert client.delete(f"/v1/customers/{who}", headers=good).json()["removed"]["profiles"] == 1
     # decisions, health and metrics stay open: the website and the scraper have no token
     assert client.post("/v1/offers", json=offers_body(customer_id=who)).status_code == 200
@@ -263,3 +264,44 @@ def test_a_marketing_message_about_an_offer_the_customer_cannot_use_is_suppresse
     after = make_client(filled_store, clock=lambda: datetime(2028, 1, 5, 12, tzinfo=UTC))
     body = after.post("/v1/channel", json=channel_body(member, offer_id="of-disc-dairy")).json()
     assert body["channel"] == "none" and body["suppressed_by"] == "offer_not_valid"
+
+
+def test_a_send_waits_an_hour_past_the_quiet_hours_for_daylight_saving(
+    recomputed, make_client, customers, tmp_path
+):
+    """Quiet hours 21:00-08:00; the offset is the last event's. At 08:30 by that offset the
+    customer's clock may read 07:30 (a change since): with the 60-minute margin the message
+    waits for 09:00, without it, it goes now."""
+    from features.policy import contact_facts, local_zone
+    from features.profile import decode_profile, profile_features
+    from features.store import open_store
+    from flows.rebuild import write_to_store
+
+    def client_with(margin: int, clock):
+        store = open_store("sqlite", sqlite_path=tmp_path / f"margin-{margin}.sqlite3")
+        write_to_store(recomputed, store)
+        settings = Settings(data_dir=tmp_path / f"data-{margin}", quiet_margin_min=margin)
+        return make_client(store, settings=settings, clock=clock)
+
+    now = [datetime(2026, 3, 8, 12, tzinfo=UTC)]
+    plain, wide = client_with(0, lambda: now[0]), client_with(60, lambda: now[0])
+    quiet_channels = ["push", "sms", "messenger"]
+    checked = 0
+    for customer in customers:
+        raw = recomputed.profiles[f"customer_id:{customer}"]
+        facts = contact_facts(profile_features(decode_profile(raw), int(now[0].timestamp())))
+        zone = local_zone(facts.tz_offset_min)
+        now[0] = datetime(2026, 3, 8, 8, 30, tzinfo=zone).astimezone(UTC)
+        body = channel_body(customer, campaign=f"dst-{customer}", urgency="high",
+                            allowed_channels=quiet_channels)  # fmt: skip
+        sent = plain.post("/v1/channel", json=body).json()
+        if sent["channel"] not in quiet_channels:
+            continue  # no consent on a channel with quiet hours
+        assert datetime.fromisoformat(sent["send_at"]) == now[0]
+        waited = wide.post("/v1/channel", json=body).json()
+        assert waited["channel"] in quiet_channels
+        local = datetime.fromisoformat(waited["send_at"]).astimezone(zone)
+        assert (local.hour, local.minute) == (9, 0)
+        assert "quiet hours" in waited["reason"]
+        checked += 1
+    assert checked >= 3

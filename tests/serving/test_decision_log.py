@@ -51,7 +51,7 @@ def test_every_decision_reaches_the_log_with_propensities(filled_store, make_cli
             assert decision.context.channel == "web"
             # Every catalog offer is a candidate, or excluded by a named rule.
             assert len(decision.candidates) + sum(decision.excluded.values()) == len(
-                client.app.state.engine.catalog.offers
+                client.app.state.engine.policies.current.catalog.offers
             )
             assert "sales_channel" in decision.excluded  # app-only offers, on the web
             assert decision.context.limit == 3  # the rest of the request is kept

@@ -1,4 +1,4 @@
-"""Policies, levers and caps are data: reloaded without a restart, invalid files rejected."""
+"""Policies, levers, caps and the catalog are data: reloaded without a restart, bad ones refused."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 import pytest
 import yaml
 
+from features.catalog import DEFAULT_CATALOG_DIR
 from features.policy import DEFAULT_POLICIES_PATH, PolicyError
 from omnioffer.settings import Settings
 from serving.app import create_app
@@ -69,3 +70,55 @@ def test_serving_refuses_to_start_on_an_invalid_policies_file(filled_store, poli
     settings = Settings(data_dir=tmp_path, policies_path=policies_file)
     with pytest.raises(PolicyError, match=r"entry 'levers\.offers', field 'of-nope'"):
         create_app(settings, store=filled_store)
+
+
+NEW_OFFER = {
+    "id": "of-new-winter", "name": "winter special", "kind": "discount", "value": 15,
+    "cost": 1.5, "valid_from": "2026-01-01T00:00:00+00:00",
+    "valid_to": "2027-12-31T23:59:59+00:00", "category": "dairy",
+}  # fmt: skip
+
+
+def test_a_new_offer_in_the_catalog_is_served_without_a_restart(
+    filled_store, make_client, policies_file, tmp_path, customers
+):
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEFAULT_CATALOG_DIR, catalog)
+    settings = Settings(data_dir=tmp_path / "data", policies_path=policies_file,
+                        catalog_dir=catalog, explore_epsilon=0.0)  # fmt: skip
+    client = make_client(filled_store, settings=settings)
+    client.app.state.engine.policies.check_interval_s = 0.0
+    message = {"customer_id": customers[0],
+               "message": {"campaign": "winter", "kind": "marketing", "offer_id": "of-new-winter"}}
+    refused = client.post("/v1/channel", json=message)
+    assert refused.status_code == 422 and refused.json()["field"] == "message.offer_id"
+    _edit(catalog / "offers.yaml", lambda offers: offers.append(NEW_OFFER))
+    assert client.post("/v1/channel", json=message).status_code == 200
+    # A lever naming it is valid now (it would have been rejected before the catalog had it).
+    _edit(policies_file, lambda d: d["levers"]["offers"].update({"of-new-winter": 50.0}))
+    body = {"context": {"channel": "web"}, "limit": 1}
+    assert client.post("/v1/offers", json=body).json()["offers"][0]["offer_id"] == "of-new-winter"
+
+    # A catalog edit that breaks it is rejected; the offers in force stay.
+    broken = {**NEW_OFFER, "id": "of-bad", "category": "no-such"}
+    _edit(catalog / "offers.yaml", lambda offers: offers.append(broken))
+    reload = client.post("/admin/reload").json()
+    assert reload["policies"] == "rejected"
+    assert "offers.yaml" in reload["error"] and "no-such" in reload["error"]
+    assert client.get("/readyz").json()["policies_error"] == reload["error"]
+    assert client.post("/v1/offers", json=body).json()["offers"][0]["offer_id"] == "of-new-winter"
+
+
+def test_journey_flow_policies_follow_the_file(policies_file, tmp_path):
+    from flows.journey_flow import _Runtime
+
+    setup = Settings(data_dir=tmp_path, policies_path=policies_file).journey_setup(
+        shared_contacts=False
+    )
+    context = _Runtime(setup, open_store=lambda: None).context()  # type: ignore[arg-type, return-value]
+    context.policies.__self__.check_interval_s = 0.0  # type: ignore[attr-defined]
+    assert context.policies().contact.caps.all_channels.day != 9
+    _edit(policies_file, lambda d: d["contact"]["caps"]["all_channels"].update({"day": 9}))
+    assert context.policies().contact.caps.all_channels.day == 9
+    _edit(policies_file, lambda d: d["contact"]["caps"]["all_channels"].update({"day": "nine"}))
+    assert context.policies().contact.caps.all_channels.day == 9  # the bad edit is not taken
