@@ -10,8 +10,9 @@ import lightgbm as lgb
 import numpy as np
 import orjson
 
+from models.calibration import Calibrator
 from models.dataset import TrainingSet
-from models.registry import Registry, git_commit
+from models.registry import Registry, RegistryError, git_commit
 from models.rows import CATEGORICAL, CHANNEL_FEATURES, NBO_FEATURES
 from models.train import Split, TrainConfig, TrainedModel, time_split, train_binary
 
@@ -112,3 +113,52 @@ def heldout_predictions(bundle: Bundle, ts: TrainingSet) -> dict[str, np.ndarray
         "channel_p": bundle.channel.predict(xc[ctest]),
         "channel_y": yc[ctest],
     }
+
+
+def load_bundle(registry: Registry, version: str, ts: TrainingSet) -> Bundle:
+    """Return a registered version as the bundle it was, its splits rebuilt from ``ts``.
+
+    ``ts`` must be the training set the version was trained on (the same events): the
+    held-out slice is then the one its metrics were measured on.
+
+    Raises
+    ------
+    models.registry.RegistryError
+        If the version is unknown, or ``ts`` is not its training data (the split
+        boundaries or the number of examples differ).
+
+    """
+    meta = registry.metadata(version)
+    folder = registry.path(version)
+    fields = set(TrainConfig.__dataclass_fields__)
+    config = TrainConfig(**{k: v for k, v in meta["train_config"].items() if k in fields})
+    data = meta["data_range"]
+    splits = {"nbo": time_split(ts.nbo()[2], config.train_share, config.calibration_share),
+              "channel": time_split(ts.channel()[2], config.train_share,
+                                    config.calibration_share)}  # fmt: skip
+    for name, split in splits.items():
+        stored = data["split_boundaries"][name]
+        if len(ts) != data["examples"] or [_iso(b) for b in split.boundaries] != stored:
+            message = (
+                f"{version} was trained on {data['examples']:,} examples split at {stored}; "
+                f"these events give {len(ts):,} split at "
+                f"{[_iso(b) for b in split.boundaries]}: pass the events it was trained on"
+            )
+            raise RegistryError(message)
+
+    def model(name: str) -> TrainedModel:
+        calibration = orjson.loads((folder / f"{name}.calibration.json").read_bytes())
+        return TrainedModel(
+            name=name,
+            model_text=(folder / f"{name}.txt").read_text(),
+            feature_names=tuple(meta["features"][name]),
+            calibrator=Calibrator.from_json(calibration),
+            best_iteration=int(meta["best_iteration"][name]),
+            params=config.lgb_params(),
+        )
+
+    return Bundle(
+        model("nbo"), model("channel"), splits["nbo"], splits["channel"], config,
+        datetime.fromisoformat(data["first_decision"]),
+        datetime.fromisoformat(data["last_decision"]), int(data["examples"]),
+    )  # fmt: skip

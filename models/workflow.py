@@ -22,7 +22,7 @@ from features.attribution import AttributionWindows
 from features.catalog import Catalog, load_catalog
 from models import plots
 from models.bench import reasons_agreement, scoring_latency, training_time
-from models.bundle import Bundle, register, train_models
+from models.bundle import Bundle, load_bundle, register, train_models
 from models.closed_loop import customer_index
 from models.dataset import TrainingSet, build_training_set, load_decisions, load_segments
 from models.evaluate import build_rounds, closed_loop_report, heldout_report, ope_report
@@ -116,6 +116,16 @@ def train(
     return version, bundle, ts, report
 
 
+def _registered(settings: Settings, events_dir: Path, version: str, progress: Progress,
+                ) -> tuple[Bundle, TrainingSet, dict[str, Any]]:  # fmt: skip
+    """Return a registered version's bundle, its training set and its held-out report."""
+    registry = Registry(settings.model_registry_dir)
+    registry.path(version)  # an unknown version fails before the training set is built
+    ts = load_training_set(events_dir, settings, catalog_of(settings), progress)
+    bundle = load_bundle(registry, version, ts)
+    return bundle, ts, heldout_report(bundle, ts, load_segments(events_dir / GROUND_TRUTH))
+
+
 def _metrics_only(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k != "calibration_bins"}
 
@@ -135,18 +145,27 @@ def run_evaluation(
     evaluation: EvaluationConfig | None = None,
     promote: bool = True,
     progress: Progress = _quiet,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """Train on ``events_dir``, evaluate on a fresh simulated world; return the document.
 
-    Plots and the fresh world go to ``run_dir`` (default: ``data_dir/runs/<version>``).
-    The document's keys ``nbo``, ``channel``, ``ope``, ``ope_true_value`` and
-    ``closed_loop`` are the contract of ``omnioffer evaluate --json``.
+    With ``version``, train nothing: evaluate that registered version, ``events_dir``
+    being the events it was trained on (its held-out slice is rebuilt from them), and
+    promote it only if ``promote``. Plots and the fresh world go to ``run_dir`` (default:
+    ``data_dir/runs/<version>``). The document's keys ``nbo``, ``channel``, ``ope``,
+    ``ope_true_value`` and ``closed_loop`` are the contract of ``omnioffer evaluate --json``.
     """
     evaluation = evaluation or EvaluationConfig()
     started = time.perf_counter()
-    version, bundle, ts, report = train(
-        settings, events_dir, config=config, promote=promote, progress=progress
-    )
+    evaluated_registered = version is not None
+    if version is None:
+        version, bundle, ts, report = train(
+            settings, events_dir, config=config, promote=promote, progress=progress
+        )
+    else:
+        bundle, ts, report = _registered(settings, events_dir, version, progress)
+        if promote:
+            Registry(settings.model_registry_dir).promote(version)
     trained_s = time.perf_counter() - started
     run_dir = run_dir or settings.data_dir / "runs" / version
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +218,7 @@ def run_evaluation(
         },
         "seed": settings.seed,
         "train_and_register_s": round(trained_s, 1),
+        "trained": "registered before" if evaluated_registered else "this run",
     }
     if evaluation.measure:
         document["bench"] = _measure(settings, bundle, ts, fresh, version, evaluation, progress)

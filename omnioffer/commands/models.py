@@ -83,26 +83,54 @@ def evaluate(
     warmup_days: Annotated[int, typer.Option(min=0, help="Fresh history before scoring.")] = 7,
     bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
     measure: Annotated[bool, typer.Option(help="Time 1M-row training and scoring.")] = True,
-    promote: Annotated[bool, typer.Option(help="Promote the trained version.")] = True,
+    promote: Annotated[
+        bool | None,
+        typer.Option(help="Promote the evaluated version (default: yes if trained here)."),
+    ] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option(help="Evaluate this registered version instead of training one; "
+                          "--events defaults to the events it was trained on."),
+    ] = None,
 ) -> None:
-    """Train, then evaluate: held-out metrics, OPE and the closed loop on fresh customers."""
+    """Train (or take a registered version), then evaluate: held-out metrics, OPE, closed loop."""
+    from models.registry import Registry, RegistryError
     from models.workflow import EvaluationConfig, run_evaluation, simulate_world
 
     settings = settings_with()
+    folder = events
+    if model_version is not None and folder is None:
+        try:
+            trained_on = Registry(settings.model_registry_dir).metadata(model_version)
+        except RegistryError as error:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from None
+        if "events_dir" not in trained_on:
+            console.print(f"[red]{model_version} does not say what it was trained on: "
+                          "pass --events[/red]")  # fmt: skip
+            raise typer.Exit(2)
+        folder = Path(trained_on["events_dir"])
     with progress_bar() as progress:
         update = _stage_progress(progress)
-        folder = events
         if folder is None:
             folder = settings.data_dir / "evaluate" / f"world-{customers}x{days}-s{settings.seed}"
             if not (folder / "ground_truth.jsonl").exists():
                 simulate_world(folder, customers, days, settings.seed, settings,
                                catalog_or_exit(settings), update)
-        document = run_evaluation(
-            settings, folder, promote=promote, progress=update,
-            evaluation=EvaluationConfig(eval_customers=eval_customers, eval_days=eval_days,
-                                        warmup_days=warmup_days, n_bootstrap=bootstrap,
-                                        measure=measure),
-        )
+        try:
+            document = run_evaluation(
+                settings, folder, promote=model_version is None if promote is None else promote,
+                progress=update, version=model_version,
+                evaluation=EvaluationConfig(eval_customers=eval_customers, eval_days=eval_days,
+                                            warmup_days=warmup_days, n_bootstrap=bootstrap,
+                                            measure=measure),
+            )  # fmt: skip
+        except RegistryError as error:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from None
+    if model_version is not None:
+        state = "promoted" if promote else "not promoted (--promote to promote it)"
+        console.print(f"evaluated registered {model_version} ({state}); nothing was trained")
     console.print(_metrics_table("held-out time slice", document["heldout"]))
     table = Table("policy", "reward / decision (sampled)", "expected", title="closed loop")
     for name, value in document["closed_loop"].items():

@@ -44,6 +44,27 @@ def test_evaluate_writes_the_contract_keys(small_world, env):
     brief = summary(doc)
     assert brief["model_version"] == "v0001" and set(brief["closed_loop"]) == set(POLICIES)
 
+    # A registered version is evaluated as it is: nothing trained, nothing promoted, and
+    # the same figures (its held-out slice rebuilt from the events it names).
+    # v0002: the same data and seed, so the same model, registered but not promoted.
+    trained = CliRunner().invoke(app, ["train", "--events", str(small_world)])
+    assert trained.exit_code == 0, trained.output
+    registry = Registry(env / "registry")
+    again = env / "again.json"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--json", str(again), "--model-version", "v0002", "--eval-customers", "120",
+        "--eval-days", "6", "--warmup-days", "2", "--bootstrap", "50", "--no-measure",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "evaluated registered v0002 (not promoted" in result.output
+    second = orjson.loads(again.read_bytes())
+    assert registry.versions() == ["v0001", "v0002"] and registry.promoted() == "v0001"
+    assert (second["model_version"], second["trained"]) == ("v0002", "registered before")
+    for key in ("heldout", "nbo", "channel", "ope", "closed_loop", "ope_true_value"):
+        assert second[key] == doc[key], key
+    unknown = CliRunner().invoke(app, ["evaluate", "--model-version", "v0009", "--no-measure"])
+    assert unknown.exit_code == 2 and "unknown model version 'v0009'" in unknown.output
+
 
 def test_train_command_registers_a_version(small_world, env):
     result = CliRunner().invoke(app, ["train", "--events", str(small_world), "--promote"])
