@@ -321,6 +321,8 @@ def _on_fact(
             )
         )
     reason = _exit_reason(journey, instance, fact)
+    if reason == "unsubscribed" and _reachable(ctx, journey, instance, profile.facts):
+        reason = None  # an opt-out of one channel: the others still carry the journey
     if reason is not None:
         _exit(state, profile_id, profile, instance, reason, fact.ts, out)
         return
@@ -354,6 +356,28 @@ def _buys_cart(instance: Instance, fact: JourneyFact) -> bool:
     if instance.cart_id is not None and fact.cart_id == instance.cart_id:
         return True
     return any(p in instance.items for p in fact.products)
+
+
+def _reachable(ctx: JourneyContext, journey: Journey, instance: Instance,
+               facts: ContactFacts) -> bool:  # fmt: skip
+    """Whether consent still lets some channel carry a step yet to be sent (held included).
+
+    The same consent rule as every send (:func:`features.policy.check_consent`), on the
+    profile as it is after the opt-out: a transactional step may go where marketing may not.
+    """
+    unknown = ctx.policies().contact.unknown_consent
+    pending = [s.message for s in journey.steps[instance.step:]]
+    pending += [journey.steps[step].message for step in instance.held]
+    for message in pending:
+        for channel in message.allowed_channels or ctx.channels:
+            spec = ctx.channels.get(channel)
+            if spec is None:
+                continue
+            rule = check_consent(facts, channel, message.kind, unknown,
+                                 opt_in_required=spec.opt_in_required)  # fmt: skip
+            if rule is None:
+                return True
+    return False
 
 
 def _exit_reason(journey: Journey, instance: Instance, fact: JourneyFact) -> str | None:

@@ -12,7 +12,7 @@ exit               when
 ``purchased``      a purchase (any channel, a store too) contains an item of the cart, or its id
 ``cart_emptied``   every item was taken out of the cart
 ``points_used``    a purchase redeems points
-``unsubscribed``   an opt-out or an unsubscribe: marketing steps end
+``unsubscribed``   an opt-out or an unsubscribe left no channel for the steps still to go
 ``completed``      every step is done and the goal window is over
 ``expired``        the points expired before the remaining steps were due
 ``replaced``       a newer entry (a new cart) restarted the journey

@@ -161,14 +161,45 @@ def test_discount_hunters_get_the_coupon_and_others_a_plain_reminder():
     assert hunter_sent[0].discount_pct == 10 and other_sent[0].discount_pct == 0
 
 
-def test_an_unsubscribe_ends_the_marketing_steps():
+def opt_out(channel: str, at: int) -> JourneyFact:
+    return JourneyFact("consent", f"opt-out-{channel}", at, "messaging", channel=channel,
+                       withdrawn=True)  # fmt: skip
+
+
+def test_an_opt_out_of_one_channel_moves_the_journey_to_the_others():
     ctx = context(only("cart_abandonment"))
-    withdrawn = JourneyFact("consent", "opt-out", T0 + 2 * H, "messaging", channel="email",
-                            withdrawn=True)  # fmt: skip
-    facts = [(P, cart_add(T0), features()), (P, withdrawn, features(consent_email=False))]
+    facts = [(P, cart_add(T0), features()),
+             (P, opt_out("push", T0 + 2 * H), features(consent_push=False))]  # fmt: skip
+    records, _ = run(facts, T0 + 8 * 24 * H, ctx)
+    sent = [r for r in records if isinstance(r, Outbound)]
+    assert [m.step for m in sent] == ["reminder", "last_chance"]
+    assert "push" not in {m.channel for m in sent}
+    assert records[-1].reason == "completed"
+
+
+def test_the_journey_ends_when_no_channel_is_left_for_its_steps():
+    ctx = context(only("cart_abandonment"))
+    email_only = features(consent_push=False, consent_sms=False, consent_messenger=False)
+    nothing = {**email_only, "consent_email": False}
+    facts = [(P, cart_add(T0), email_only), (P, opt_out("email", T0 + 2 * H), nothing)]
     records, _ = run(facts, T0 + 5 * 24 * H, ctx)
     assert not [r for r in records if isinstance(r, Outbound)]
     assert records[-1].reason == "unsubscribed"
+
+
+def test_a_transactional_step_still_goes_where_marketing_may_not():
+    # After the email opt-out no channel is opted in; SMS has no record, which the policy
+    # allows for transactional messages only: the how-to message goes by SMS.
+    ctx = context(only("purchase_follow_up"))
+    before = features(consent_push=False, consent_messenger=False)
+    del before["consent_sms"]
+    after = {**before, "consent_email": False}
+    facts = [(P, purchase(T0, total=60.0), before), (P, opt_out("email", T0 + H), after)]
+    records, _ = run(facts, T0 + 30 * H, ctx)
+    assert [(m.step, m.channel) for m in records if isinstance(m, Outbound)] == [
+        ("how_to", "sms")
+    ]
+    assert not [r for r in records if isinstance(r, Exited)]
 
 
 def test_an_opted_out_channel_is_never_used_and_no_consent_means_no_message():
