@@ -33,7 +33,7 @@ class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):
     """The request behind a decision: where it was asked, and what else it said.
 
     Where: sales channel, page, store, placement. Offers: slate size and basket value.
-    Messages: campaign, kind, urgency and the campaign's allowed channels.
+    Messages: campaign, kind, urgency, the campaign's allowed channels, the sender's id.
     """
 
     channel: Literal["web", "app", "store", "messaging"] | None = None
@@ -46,6 +46,7 @@ class DecisionContext(msgspec.Struct, frozen=True, omit_defaults=True):
     basket_value: float | None = None
     urgency: str | None = None
     allowed_channels: tuple[str, ...] | None = None
+    message_id: str | None = None
 
 
 # gc=False: a record holds scalars, strings and lists of them, so no reference cycle can

@@ -685,7 +685,6 @@ def _send(
         kind=spec.message.kind,
         campaign=campaign,
         offer_id=offer_id,
-        message_key=campaign,
     )
     profile.sent.append(contact)
     model_choice = (

@@ -393,13 +393,35 @@ def check_log(
     checks them again against the log it writes to (see ``flows.journey_flow``).
     """
     window = timedelta(hours=policy.duplicate_window_hours)
-    if message.kind == "marketing":
+    rule = check_same_message(history, message.message_id, at, window)
+    if rule is None and message.kind == "marketing":
         rule = check_duplicate(history, message.campaign, message.offer_id, at, window)
-    else:
+    elif rule is None:
         rule = check_other_channel(history, channel, message.campaign, at, window)
     if rule:
         return rule
     return check_caps(history, channel, at, message.kind, policy.caps)
+
+
+def check_same_message(
+    history: Sequence[ContactRecord], message_id: str | None, at: datetime, window: timedelta
+) -> str | None:
+    """Suppress a message whose sender's id was already sent within ``window`` (any channel).
+
+    >>> t0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    >>> sent = ContactRecord(profile_id="p", decision_id="d1", channel="email", sent_at=t0,
+    ...                      kind="transactional", campaign="receipt", message_key="order-7")
+    >>> check_same_message([sent], "order-7", t0 + timedelta(minutes=5), timedelta(hours=24))
+    'duplicate_message'
+    >>> check_same_message([sent], "order-8", t0, timedelta(hours=24)) is None
+    True
+    """
+    if message_id is None:
+        return None
+    for record in history:
+        if record.message_key == message_id and abs(record.sent_at - at) < window:
+            return "duplicate_message"
+    return None
 
 
 def check_other_channel(
@@ -528,12 +550,13 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """The message the rules judge: campaign, offer, kind and urgency."""
+    """The message the rules judge: campaign, offer, kind, urgency and the sender's id of it."""
 
     campaign: str | None
     offer_id: str | None
     kind: MessageKind
     urgency: Urgency = "normal"
+    message_id: str | None = None
 
 
 def check_contact(

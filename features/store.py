@@ -111,7 +111,7 @@ class ContactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     kind: MessageKind
     campaign: str | None = None
     offer_id: str | None = None
-    message_key: str | None = None
+    message_key: str | None = None  # the sender's id of the message (its retries repeat it)
 
 
 class Redemption(msgspec.Struct, frozen=True):

@@ -315,7 +315,6 @@ def contact_of(message: Outbound) -> ContactRecord:
         kind=message.kind,
         campaign=message.campaign,
         offer_id=message.offer_id,
-        message_key=message.campaign,
     )
 
 

@@ -317,7 +317,7 @@ class Engine:
                 raise RequestError(message, field="message.offer_id")
         now = self.clock()
         decision_id = self.new_id()
-        message = Message(msg.campaign, msg.offer_id, msg.kind, msg.urgency)
+        message = Message(msg.campaign, msg.offer_id, msg.kind, msg.urgency, msg.message_id)
         context = channel_context(msg)
         score_ctx = ScoreContext(
             surface="channel",
@@ -379,7 +379,7 @@ class Engine:
                 kind=msg.kind,
                 campaign=msg.campaign,
                 offer_id=msg.offer_id,
-                message_key=msg.campaign,
+                message_key=msg.message_id,
             )
             try:
                 # Synchronous on purpose: the next request must see this contact.
@@ -606,7 +606,7 @@ def channel_context(msg: MessageIn) -> DecisionContext:
     allowed = tuple(msg.allowed_channels) if msg.allowed_channels is not None else None
     return DecisionContext(
         channel="messaging", campaign=msg.campaign, message_kind=msg.kind, urgency=msg.urgency,
-        allowed_channels=allowed,
+        allowed_channels=allowed, message_id=msg.message_id,
     )  # fmt: skip
 
 

@@ -78,13 +78,19 @@ class OffersRequest(_Ids, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 class MessageIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The message to send; ``allowed_channels`` restricts (or, with one, forces) channels."""
+    """The message to send; ``allowed_channels`` restricts (or, with one, forces) channels.
+
+    ``message_id`` is the sender's own id of this message (a receipt's order id, say): a
+    message whose id was already sent within the duplicate window, on any channel, is
+    suppressed as ``duplicate_message``, so a retried request never sends twice.
+    """
 
     campaign: Id
     kind: Literal["transactional", "marketing"]
     offer_id: Id | None = None
     urgency: Urgency = "normal"
     allowed_channels: Annotated[list[MessageChannel], msgspec.Meta(min_length=1)] | None = None
+    message_id: Id | None = None
 
 
 class ChannelRequest(_Ids, frozen=True, kw_only=True, forbid_unknown_fields=True):

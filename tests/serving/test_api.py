@@ -102,6 +102,32 @@ def test_a_second_send_of_the_same_campaign_is_suppressed(client, customers):
     assert [c["campaign"] for c in recent] == ["spring"]
 
 
+def test_a_retried_message_with_its_id_is_never_sent_twice(client, customers):
+    consented = [
+        c for c in customers
+        if client.get(f"/v1/profiles/{c}").json()["features"]["consent_email"] is True
+    ][:2]  # fmt: skip
+    who, other = consented
+
+    def receipt(customer: str, **message) -> dict:
+        return client.post("/v1/channel", json=channel_body(
+            customer, campaign="order-updates", kind="transactional", urgency="immediate",
+            allowed_channels=["email"], **message)).json()  # fmt: skip
+
+    # Without an id, order updates of one campaign may repeat in their channel.
+    assert receipt(who)["channel"] == receipt(who)["channel"] == "email"
+    first = receipt(other, message_id="order-7/receipt")
+    assert first["channel"] == "email"
+    retry = receipt(other, message_id="order-7/receipt")
+    assert (retry["channel"], retry["suppressed_by"]) == ("none", "duplicate_message")
+    # In another campaign, or as another kind of message, the same id is the same message.
+    elsewhere = client.post("/v1/channel", json=channel_body(
+        other, campaign="other", kind="marketing", allowed_channels=["email"],
+        message_id="order-7/receipt")).json()  # fmt: skip
+    assert (elsewhere["channel"], elsewhere["suppressed_by"]) == ("none", "duplicate_message")
+    assert receipt(other, message_id="order-8/receipt")["channel"] == "email"
+
+
 def test_the_profile_endpoint_shows_personas(client, customers):
     response = client.get(f"/v1/profiles/customer_id:{customers[0]}")
     assert response.status_code == 200
