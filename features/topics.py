@@ -23,9 +23,13 @@ OUTCOMES = "outcomes"
 TRIGGERS = "triggers"
 MESSAGES_OUTBOUND = "messages.outbound"
 DEADLETTER = "deadletter"
+# Erasures of people's decisions queued by the API for ``omnioffer eraser`` (see
+# serving.eraser): they name the person's identifiers, so they expire like events do.
+DECISION_ERASURES = "decisions.erasures"
 
 EVENT_TOPICS = (CLICKSTREAM, PURCHASES, ENGAGEMENT, IDENTITY, CONSENT)
-ALL_TOPICS = (*EVENT_TOPICS, DECISIONS, OUTCOMES, TRIGGERS, MESSAGES_OUTBOUND, DEADLETTER)
+ALL_TOPICS = (*EVENT_TOPICS, DECISIONS, OUTCOMES, TRIGGERS, MESSAGES_OUTBOUND, DEADLETTER,
+              DECISION_ERASURES)  # fmt: skip
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
 # Topic settings besides the broker's defaults, applied when a topic is created. Erasing a
@@ -35,6 +39,7 @@ _WEEK_MS = 7 * 24 * 3600 * 1000
 # every record at the end of the retention, as on any other topic.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     DECISIONS: {"cleanup.policy": "compact,delete", "max.compaction.lag.ms": str(_WEEK_MS)},
+    DECISION_ERASURES: {"retention.ms": str(_WEEK_MS)},
 }
 
 _TOPIC_BY_KIND = {

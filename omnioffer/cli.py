@@ -25,6 +25,7 @@ app.command()(models.evaluate)
 app.add_typer(models.models_app, name="models")
 app.command()(serving.serve)
 app.command()(serving.decisions)
+app.command()(serving.eraser)
 app.add_typer(bench.bench_app, name="bench")
 
 

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         100, ge=1, description="Thompson: draws that estimate the logged propensities."
     )
     decision_log: Literal["files", "kafka"] = Field("files", description="Where decisions go.")
+    decision_erasure: Literal["inline", "queued"] = Field(
+        "inline",
+        description="Erasure of a person's decisions on Kafka: in the request (a pass over "
+        "the topic) or queued for `omnioffer eraser`.",
+    )
     decision_queue_size: int = Field(10_000, gt=0, description="Decision-log queue; full: drop.")
     decision_log_timeout_s: float = Field(
         30.0, gt=0, description="How long an erasure waits on the Kafka broker at each step."

@@ -279,6 +279,10 @@ def create_app(
 
     """
     settings = settings or Settings()
+    if settings.decision_erasure == "queued" and settings.decision_log != "kafka":
+        message = ("decision_erasure=queued needs decision_log=kafka: the eraser reads the "
+                   "Kafka decisions topic (a file log is erased in the request)")  # fmt: skip
+        raise ValueError(message)
     metrics = ServingMetrics()
     policies = PolicySource(
         settings.policies_path or DEFAULT_POLICIES_PATH,
@@ -322,6 +326,7 @@ def create_app(
             topic_path(settings.event_log_dir, TRIGGERS),
         ],
         budgets=budgets,
+        queue_erasures=settings.decision_erasure == "queued",
         **({"new_id": new_id} if new_id else {}),
     )
     loader = model_loader or default_loader(settings)

@@ -229,6 +229,22 @@ class KafkaSink:
                 raise TimeoutError(message)
             producer.poll(0.05)
 
+    def deliver(self, topic: str, key: bytes, value: bytes) -> None:
+        """Produce one record once everything produced before is on the broker; wait for it.
+
+        Raises ``TimeoutError`` if the broker does not answer within ``timeout`` seconds,
+        ``RuntimeError`` if it refuses the record.
+        """
+        producer = self._open()
+        before = self._produced
+        self._settle(producer, lambda: self._settled >= before, "earlier records")
+        outcome: list[Any] = []
+        producer.produce(topic, value, key, on_delivery=lambda error, _m: outcome.append(error))
+        self._settle(producer, lambda: bool(outcome), f"the record on {topic}")
+        if outcome[0] is not None:
+            message = f"decision log: the record on {topic} was refused: {outcome[0]}"
+            raise RuntimeError(message)
+
     def erase(self, erasures: Sequence[Erasure]) -> list[int]:
         """Tombstone the decisions each erasure matches; return how many live ones each.
 
@@ -423,6 +439,21 @@ class DecisionLog:
                 self._erase_running = False
                 self._erasing.notify_all()
         return ticket.outcome()
+
+    def deliver(self, topic: str, key: bytes, value: bytes) -> None:
+        """Write one record now, after every record accepted before it (Kafka sink only).
+
+        For what must not wait in the buffer, nor overtake it: a queued erasure is read
+        after the person's decisions are on the broker.
+        """
+        deliver = getattr(self.sink, "deliver", None)
+        if deliver is None:
+            message = f"{type(self.sink).__name__} cannot deliver records one by one"
+            raise TypeError(message)
+        if not self.flush():
+            message = "decision log: the buffer was not written within 10 s"
+            raise TimeoutError(message)
+        deliver(topic, key, value)
 
     def close(self) -> None:
         """Write what is buffered, stop the thread and close the sink; idempotent."""

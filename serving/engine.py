@@ -44,10 +44,11 @@ from features.policy import (
 from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
 from features.store import ContactRecord, OnlineStore, StoreError
-from features.topics import CONSENT, routing_key
+from features.topics import CONSENT, DECISION_ERASURES, routing_key
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog
 from serving.eligibility import OfferContext, message_offer_rule
+from serving.eraser import encode_job, new_job
 from serving.metrics import ServingMetrics
 from serving.offers import OffersOutcome, decide_offers
 from serving.policy_source import LoadedPolicies, PolicySource
@@ -129,6 +130,7 @@ class Engine:
         examples_path: Path | None = None,
         journey_logs: Sequence[Path] = (),
         budgets: BudgetSpend | None = None,
+        queue_erasures: bool = False,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -145,6 +147,8 @@ class Engine:
         # Live offer budget spend (redemptions); without it, the policies' spend alone.
         self.budgets = budgets
         self.policy_name = f"serve-{exploration.name}"
+        # Kafka decision log: leave the pass over the topic to ``omnioffer eraser``.
+        self.queue_erasures = queue_erasures
 
     def _header(
         self,
@@ -527,6 +531,11 @@ class Engine:
         log that cannot be erased (Kafka down) leaves everything as it was: the
         :class:`UnavailableError` says to retry, and the retry still finds every
         identifier the person had. Every step is idempotent.
+
+        With ``queue_erasures`` the decision log is not read here: a job naming the
+        person's identifiers goes on ``decisions.erasures`` instead (after their decisions
+        so far are on the broker), for :class:`serving.eraser.DecisionEraser`; the answer
+        says ``queued`` and the job's id.
         """
         now = self.clock()
         try:
@@ -540,8 +549,15 @@ class Engine:
         identifiers.add(identifier)
         targets = {profile_id, *identifiers} - {None}
         erasure = person_erasure(targets)
+        removed: int | None = None
+        job = None
         try:
-            removed = self.decisions.erase(erasure)
+            if self.queue_erasures:
+                job = new_job(f"er-{self.new_id()}", targets, now)
+                self.decisions.deliver(DECISION_ERASURES, job.erasure_id.encode(),
+                                       encode_job(job))  # fmt: skip
+            else:
+                removed = self.decisions.erase(erasure)
         except Exception as error:  # the broker's or librdkafka's, whichever it is
             message = f"decision log unavailable, nothing was erased: {error}"
             raise UnavailableError(message) from error
@@ -589,6 +605,10 @@ class Engine:
                 "journey_records": journey_records,
             },
             "erasure_event": CONSENT,
+            "decision_log": (
+                {"status": "queued", "erasure_id": job.erasure_id, "topic": DECISION_ERASURES}
+                if job is not None else {"status": "done"}
+            ),
         }
 
 

@@ -183,3 +183,46 @@ def decisions(
     console.print(
         f"{report.decisions:,} decisions, {len(report.rows):,} suppressed, in {source}"
     )
+
+
+def eraser(
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
+    every: Annotated[float, typer.Option(min=1.0, help="Seconds between passes.")] = 60.0,
+    once: Annotated[bool, typer.Option(help="Make one pass, then exit.")] = False,
+) -> None:
+    """Erase the decisions of the people queued by `DELETE /v1/customers` (Kafka log).
+
+    For `OMNIOFFER_DECISION_ERASURE=queued`: the jobs waiting on `decisions.erasures` are
+    done together in one pass over the `decisions` topic, then committed. Run one.
+    """
+    import signal
+    import threading
+
+    from serving.eraser import DecisionEraser, Erased
+
+    settings = settings_with(kafka_bootstrap=bootstrap)
+    worker = DecisionEraser(settings.kafka_bootstrap, timeout=settings.decision_log_timeout_s)
+
+    def report(done: list[Erased], seconds: float) -> None:
+        for item in done:
+            console.print(f"{item.job.erasure_id}: {item.decisions:,} decisions erased "
+                          f"(asked {item.job.requested_at:%Y-%m-%d %H:%M:%S} UTC)")  # fmt: skip
+        if done:
+            total = sum(item.decisions for item in done)
+            console.print(f"pass: {len(done)} erasures, {total:,} decisions, {seconds:.1f} s")
+
+    if once:
+        import time
+
+        started = time.monotonic()
+        try:
+            report(worker.run_once(), time.monotonic() - started)
+        except (TimeoutError, RuntimeError) as error:
+            console.print(f"[red]pass failed, the erasures stay queued:[/red] {error}")
+            raise typer.Exit(1) from None
+        return
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    console.print(f"erasing queued decisions on {settings.kafka_bootstrap} every {every:g} s")
+    worker.run(every_s=every, stop=stopped.is_set, on_pass=report)

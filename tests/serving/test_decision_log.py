@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from features.decisions import Choice, Decision, decode_decision
 from features.events import Identifiers
-from features.topics import DECISIONS
+from features.topics import DECISION_ERASURES, DECISIONS
 from omnioffer.cli import app as cli
 from omnioffer.services import create_topics
 from omnioffer.settings import Settings
@@ -25,6 +25,7 @@ from serving.decision_log import (
     read_kafka_decisions,
     scan_topic,
 )
+from serving.eraser import DecisionEraser
 from tests.serving.conftest import channel_body, offers_body
 
 
@@ -293,6 +294,53 @@ def test_erasure_tombstones_the_persons_decisions_on_kafka(
     report = CliRunner().invoke(cli, ["decisions", "--bootstrap", bootstrap])
     assert report.exit_code == 0, report.output
     assert f"{len(kept)} decisions, 0 suppressed" in report.output
+
+
+def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
+    private_kafka_broker, filled_store, make_client, customers, tmp_path
+):
+    bootstrap = private_kafka_broker.bootstrap
+    create_topics(bootstrap, [DECISIONS, DECISION_ERASURES], partitions=2)
+    settings = Settings(data_dir=tmp_path, decision_log="kafka", kafka_bootstrap=bootstrap,
+                        decision_erasure="queued")  # fmt: skip
+    client = make_client(filled_store, settings=settings)
+    first, second, other = customers[0], customers[1], customers[2]
+    theirs = {
+        who: {client.post("/v1/offers", json=offers_body(customer_id=who)).json()["decision_id"]
+              for _ in range(2)}
+        for who in (first, second)
+    }  # fmt: skip
+    kept = client.post("/v1/offers", json=offers_body(customer_id=other)).json()["decision_id"]
+
+    answers = [client.delete(f"/v1/customers/{who}").json() for who in (first, second)]
+
+    for answer in answers:
+        assert answer["decision_log"]["status"] == "queued"
+        assert answer["removed"]["decisions"] is None
+        assert answer["removed"]["profiles"] == 1  # the store is erased at once
+    live = {d.decision_id for d in read_kafka_decisions(bootstrap)}
+    assert theirs[first] | theirs[second] | {kept} <= live  # not yet: the eraser's job
+
+    eraser = DecisionEraser(bootstrap, timeout=20.0)
+    done = eraser.run_once()
+
+    assert {e.job.erasure_id: e.decisions for e in done} == {
+        answers[0]["decision_log"]["erasure_id"]: 2,
+        answers[1]["decision_log"]["erasure_id"]: 2,
+    }
+    assert {d.decision_id for d in read_kafka_decisions(bootstrap)} == {kept}
+    assert eraser.run_once() == []  # committed: the next pass has nothing to do
+    again = client.delete(f"/v1/customers/{first}").json()["decision_log"]["erasure_id"]
+    result = CliRunner().invoke(cli, ["eraser", "--bootstrap", bootstrap, "--once"])
+    assert result.exit_code == 0, result.output
+    assert f"{again}: 0 decisions erased" in result.output
+
+
+def test_queued_erasure_needs_the_kafka_decision_log(filled_store, tmp_path):
+    from serving.app import create_app
+
+    with pytest.raises(ValueError, match="decision_erasure=queued needs decision_log=kafka"):
+        create_app(Settings(data_dir=tmp_path, decision_erasure="queued"), store=filled_store)
 
 
 def test_a_kafka_erasure_while_decisions_keep_coming_loses_none(private_kafka_broker):

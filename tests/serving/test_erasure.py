@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from features.attribution import LabelledExample, Labels, decode_example, encode_example
 from features.decisions import Choice, Decision
@@ -12,7 +13,7 @@ from features.eventlog import read_topic, topic_path
 from features.events import Identifiers
 from features.journeys import Entered
 from features.journeys import encode_record as encode_journey_record
-from features.topics import CONSENT, DECISIONS, MESSAGES_OUTBOUND, TRIGGERS
+from features.topics import CONSENT, DECISION_ERASURES, DECISIONS, MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.services import create_topics
 from omnioffer.settings import Settings
 from serving.decision_log import read_decisions
@@ -115,13 +116,14 @@ def test_erasure_by_a_weak_identifier_names_the_person_for_the_flow(
     assert events[-1]["ids"] == {"customer_id": person, field: value}
 
 
+@pytest.mark.parametrize("mode", ["inline", "queued"])
 def test_erasure_with_the_broker_down_answers_503_and_erases_nothing_so_a_retry_is_whole(
-    private_kafka_broker, filled_store, make_client, customers, tmp_path
+    private_kafka_broker, filled_store, make_client, customers, tmp_path, mode
 ):
-    create_topics(private_kafka_broker.bootstrap, [DECISIONS, CONSENT])
+    create_topics(private_kafka_broker.bootstrap, [DECISIONS, CONSENT, DECISION_ERASURES])
     settings = Settings(data_dir=tmp_path / "data", decision_log="kafka",
                         kafka_bootstrap=private_kafka_broker.bootstrap,
-                        decision_log_timeout_s=2.0)  # fmt: skip
+                        decision_log_timeout_s=2.0, decision_erasure=mode)  # fmt: skip
     client = make_client(filled_store, settings=settings)
     person = customers[3]
     profile_id = f"customer_id:{person}"

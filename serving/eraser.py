@@ -1,0 +1,187 @@
+"""Queued erasure of people's decisions on Kafka, done in shared passes over the topic.
+
+Erasing a person from the Kafka ``decisions`` topic means reading the whole topic (it is
+keyed by decision id; a day at 500 requests/s takes about an hour to read). With
+``OMNIOFFER_DECISION_ERASURE=queued`` the API does not wait for that: ``DELETE
+/v1/customers/{id}`` puts an :class:`ErasureJob` naming the person's identifiers on the
+``decisions.erasures`` topic (after their decisions so far are on the broker) and erases
+the rest at once. :class:`DecisionEraser` (``omnioffer eraser``) reads the jobs after its
+committed offsets, erases all of them in one pass (:meth:`serving.decision_log.KafkaSink.erase`),
+and only then commits: a pass that fails, or an eraser that stops, leaves the jobs to the
+next one. One eraser runs at a time (it reads every partition of the jobs topic itself).
+
+>>> job = ErasureJob("er-1", datetime(2026, 3, 2, tzinfo=UTC), ["customer_id:cu-1"])
+>>> decode_job(encode_job(job)) == job
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from features.decisions import person_erasure
+from features.events import AwareTime
+from features.topics import DECISION_ERASURES, DECISIONS
+from serving.decision_log import KafkaSink
+
+log = logging.getLogger(__name__)
+
+GROUP = "omnioffer-decision-eraser"
+
+
+class ErasureJob(msgspec.Struct, frozen=True, array_like=False):
+    """Erase the decisions of the person with these identifiers (profile and fragment ids)."""
+
+    erasure_id: str
+    requested_at: AwareTime
+    targets: list[str]
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ErasureJob)
+
+
+def encode_job(job: ErasureJob) -> bytes:
+    """Return a job as the bytes of its record."""
+    return _encoder.encode(job)
+
+
+def decode_job(raw: bytes) -> ErasureJob:
+    """Return the job of a record; ``msgspec.ValidationError`` if it is not one."""
+    return _decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """One job done: how many live decisions of the person were tombstoned."""
+
+    job: ErasureJob
+    decisions: int
+
+
+class DecisionEraser:
+    """Do the queued erasures: read new jobs, erase them in one pass, commit.
+
+    ``timeout`` bounds each wait on the broker (a pass over a large topic takes longer:
+    the bound is on silence, not on the pass).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str = DECISIONS,
+        jobs_topic: str = DECISION_ERASURES,
+        group: str = GROUP,
+        timeout: float = 30.0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.jobs_topic = jobs_topic
+        self.group = group
+        self.timeout = timeout
+
+    def _consumer(self) -> tuple[object, list[object]]:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": self.group,
+            "enable.auto.commit": False, "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        })  # fmt: skip
+        topics = consumer.list_topics(self.jobs_topic, timeout=self.timeout).topics
+        metadata = topics.get(self.jobs_topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            return consumer, []
+        wanted = [TopicPartition(self.jobs_topic, p) for p in sorted(metadata.partitions)]
+        # assign(), not subscribe(): no group membership to wait for; the offsets committed
+        # under the group say where the last pass ended.
+        start = consumer.committed(wanted, timeout=self.timeout)
+        for tp in start:
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+        consumer.assign(start)
+        return consumer, start
+
+    def _pending(self, consumer: object, partitions: list[object]
+                 ) -> tuple[list[ErasureJob], dict[int, int]]:  # fmt: skip
+        from confluent_kafka import KafkaError
+
+        jobs: list[ErasureJob] = []
+        ends: dict[int, int] = {}
+        pending = {tp.partition for tp in partitions}  # type: ignore[attr-defined]
+        quiet_since = time.monotonic()
+        while pending:
+            messages = consumer.consume(500, 0.5)  # type: ignore[attr-defined]
+            if messages:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > self.timeout:
+                message = f"reading {self.jobs_topic!r}: no answer for {self.timeout:g} s"
+                raise TimeoutError(message)
+            for m in messages:
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                        continue
+                    message = f"reading {self.jobs_topic!r}: {error}"
+                    raise RuntimeError(message)
+                ends[m.partition()] = m.offset() + 1
+                try:
+                    jobs.append(decode_job(m.value()))
+                except msgspec.ValidationError as problem:  # not ours: skip, say so
+                    log.error("skipping a record of %s at %d/%d: %s", self.jobs_topic,
+                              m.partition(), m.offset(), problem)  # fmt: skip
+        return jobs, ends
+
+    def run_once(self) -> list[Erased]:
+        """Erase every job queued since the last pass; return what each removed.
+
+        Raises ``TimeoutError`` or ``RuntimeError`` when the broker fails; nothing is
+        committed then, so the next pass does these jobs again (erasing is idempotent).
+        """
+        from confluent_kafka import TopicPartition
+
+        consumer, partitions = self._consumer()
+        try:
+            if not partitions:
+                return []
+            jobs, ends = self._pending(consumer, partitions)
+            if not jobs:
+                return []
+            sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
+            try:
+                counts = sink.erase([person_erasure(job.targets) for job in jobs])
+            finally:
+                sink.close()
+            offsets = [TopicPartition(self.jobs_topic, p, end) for p, end in ends.items()]
+            consumer.commit(offsets=offsets, asynchronous=False)  # type: ignore[attr-defined]
+            return [Erased(job, n) for job, n in zip(jobs, counts, strict=True)]
+        finally:
+            consumer.close()  # type: ignore[attr-defined]
+
+    def run(self, *, every_s: float, stop: Callable[[], bool],
+            on_pass: Callable[[list[Erased], float], None] | None = None) -> None:  # fmt: skip
+        """Make a pass every ``every_s`` seconds until ``stop()``; a failed pass is retried."""
+        while not stop():
+            started = time.monotonic()
+            try:
+                done = self.run_once()
+            except (TimeoutError, RuntimeError) as error:
+                log.error("erasure pass failed, the jobs stay queued: %s", error)
+            else:
+                if on_pass is not None:
+                    on_pass(done, time.monotonic() - started)
+            while not stop() and time.monotonic() - started < every_s:
+                time.sleep(min(0.5, every_s))
+
+
+def new_job(erasure_id: str, targets: set[str], now: datetime | None = None) -> ErasureJob:
+    """Return the job erasing the person with ``targets``."""
+    return ErasureJob(erasure_id, now or datetime.now(UTC), sorted(targets))
