@@ -54,6 +54,7 @@ from features.journeys import (
     in_control,
 )
 from features.policy import (
+    MESSAGE_CHANNELS,
     ContactFacts,
     Message,
     Policies,
@@ -321,8 +322,11 @@ def _on_fact(
             )
         )
     reason = _exit_reason(journey, instance, fact)
-    if reason == "unsubscribed" and _reachable(ctx, journey, instance, profile.facts):
-        reason = None  # an opt-out of one channel: the others still carry the journey
+    if (reason == "unsubscribed" and fact.channel in MESSAGE_CHANNELS
+            and _reachable(ctx, journey, instance, profile.facts)):  # fmt: skip
+        # An opt-out of one message channel: the others still carry the journey. An
+        # unsubscribe in the app or on the site names no channel: it ends the journey.
+        reason = None
     if reason is not None:
         _exit(state, profile_id, profile, instance, reason, fact.ts, out)
         return

@@ -403,6 +403,17 @@ def check_log(
     return check_caps(history, channel, at, message.kind, policy.caps)
 
 
+def message_key(message_id: str | None) -> str | None:
+    """Return the contact log's key of a sender's message id (``None`` without one).
+
+    Prefixed, so no key written before ids existed (those held the campaign) can match.
+
+    >>> message_key("order-7/receipt")
+    'message:order-7/receipt'
+    """
+    return None if message_id is None else f"message:{message_id}"
+
+
 def check_same_message(
     history: Sequence[ContactRecord], message_id: str | None, at: datetime, window: timedelta
 ) -> str | None:
@@ -410,16 +421,18 @@ def check_same_message(
 
     >>> t0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
     >>> sent = ContactRecord(profile_id="p", decision_id="d1", channel="email", sent_at=t0,
-    ...                      kind="transactional", campaign="receipt", message_key="order-7")
+    ...                      kind="transactional", campaign="receipt",
+    ...                      message_key=message_key("order-7"))
     >>> check_same_message([sent], "order-7", t0 + timedelta(minutes=5), timedelta(hours=24))
     'duplicate_message'
     >>> check_same_message([sent], "order-8", t0, timedelta(hours=24)) is None
     True
     """
-    if message_id is None:
+    key = message_key(message_id)
+    if key is None:
         return None
     for record in history:
-        if record.message_key == message_id and abs(record.sent_at - at) < window:
+        if record.message_key == key and abs(record.sent_at - at) < window:
             return "duplicate_message"
     return None
 
@@ -454,6 +467,8 @@ def widen_quiet_hours(policies: Policies, minutes: int) -> Policies:
 
     >>> widen_quiet_hours(load_policies(), 60).contact.quiet_hours
     QuietHours(start='20:00', end='09:00')
+
+    Raises ``PolicyError`` if the wider quiet hours would cover the whole day.
     """
     if minutes <= 0:
         return policies
@@ -461,10 +476,20 @@ def widen_quiet_hours(policies: Policies, minutes: int) -> Policies:
     if quiet.start == quiet.end:
         return policies
 
-    def shift(clock: str, delta: int) -> str:
+    def at(clock: str) -> int:
         hours, mins = map(int, clock.split(":"))
-        total = (hours * 60 + mins + delta) % (24 * 60)
+        return hours * 60 + mins
+
+    def shift(clock: str, delta: int) -> str:
+        total = (at(clock) + delta) % (24 * 60)
         return f"{total // 60:02d}:{total % 60:02d}"
+
+    length = (at(quiet.end) - at(quiet.start)) % (24 * 60)
+    if length + 2 * minutes >= 24 * 60:
+        message = (f"contact.quiet_hours {quiet.start}-{quiet.end} widened by {minutes} min on "
+                   "each side (the daylight-saving margin, quiet_margin_min) cover the whole "
+                   "day: shorten them or lower the margin")  # fmt: skip
+        raise PolicyError(message)
 
     wider = QuietHours(shift(quiet.start, -minutes), shift(quiet.end, minutes))
     contact = msgspec.structs.replace(policies.contact, quiet_hours=wider)

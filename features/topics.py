@@ -24,7 +24,8 @@ TRIGGERS = "triggers"
 MESSAGES_OUTBOUND = "messages.outbound"
 DEADLETTER = "deadletter"
 # Erasures of people's decisions queued by the API for ``omnioffer eraser`` (see
-# serving.eraser): they name the person's identifiers, so they expire like events do.
+# serving.eraser). They name the person's identifiers, so they expire, after 30 days: the
+# time the law gives to answer an erasure request, and far longer than an eraser may be down.
 DECISION_ERASURES = "decisions.erasures"
 
 EVENT_TOPICS = (CLICKSTREAM, PURCHASES, ENGAGEMENT, IDENTITY, CONSENT)
@@ -39,7 +40,7 @@ _WEEK_MS = 7 * 24 * 3600 * 1000
 # every record at the end of the retention, as on any other topic.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     DECISIONS: {"cleanup.policy": "compact,delete", "max.compaction.lag.ms": str(_WEEK_MS)},
-    DECISION_ERASURES: {"retention.ms": str(_WEEK_MS)},
+    DECISION_ERASURES: {"retention.ms": str(30 * 24 * 3600 * 1000)},
 }
 
 _TOPIC_BY_KIND = {

@@ -72,6 +72,7 @@ from features.policy import (
     PolicyError,
     check_log,
     load_policies,
+    widen_quiet_hours,
 )
 from features.scoring import HeuristicScorer, Scorer
 from features.store import ContactRecord, OnlineStore
@@ -171,7 +172,9 @@ class _Runtime:
                 # Reloaded when the file changes, as serving does; a bad edit keeps the last.
                 policies = Reloadable(
                     [setup.policies_path],
-                    lambda: load_policies(setup.policies_path),
+                    lambda: _send_ready(
+                        load_policies(setup.policies_path), setup.quiet_margin_min
+                    ),
                     errors=(PolicyError,),
                     what="policies",
                     on_reload=lambda result: metrics.JOURNEY_POLICY_RELOADS.labels(result).inc(),
@@ -190,6 +193,12 @@ class _Runtime:
                     quiet_margin_min=setup.quiet_margin_min,
                 )
             return self._context
+
+
+def _send_ready(policies: Policies, quiet_margin_min: int) -> Policies:
+    """Return ``policies`` once their quiet hours are known to take the margin (else raise)."""
+    widen_quiet_hours(policies, quiet_margin_min)
+    return policies
 
 
 class _Journeys(SnapshottingLogic):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from features.catalog import load_catalog
+from features.catalog import Catalog, load_catalog
 from models.registry import Registry
 from models.rows import (
     CHANNEL_FEATURES,
@@ -139,6 +139,16 @@ class RegistryScorer:
         # (always so for models trained here); any other order goes through named rows.
         self._channel_direct = tuple(channel.feature_names) == CHANNEL_FEATURES
         self._rows: dict[int, tuple[tuple[Any, ...], OfferTable, list[str], np.ndarray]] = {}
+        self._catalog: Catalog | None = None
+
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Take offers' and stores' facts from ``catalog`` from now on (serving reloaded it).
+
+        Cheap when it is the catalog already in use (one identity check per request).
+        """
+        if catalog is not self._catalog:
+            self.offers = OfferTable.from_catalog(catalog)  # one assignment: atomic
+            self._catalog = catalog
 
     def _offer_rows(self, candidates: Sequence[Any]) -> tuple[OfferTable, list[str], np.ndarray]:
         """Return the offer table, the candidates' offer ids and their rows in the table.

@@ -130,6 +130,11 @@ def load_bundle(registry: Registry, version: str, ts: TrainingSet) -> Bundle:
     """
     meta = registry.metadata(version)
     folder = registry.path(version)
+    for name, built in (("nbo", NBO_FEATURES), ("channel", CHANNEL_FEATURES)):
+        if list(meta["features"][name]) != list(built):
+            message = (f"{version}'s {name} model reads other feature columns than this code "
+                       "builds: evaluate it with the code it was trained with")  # fmt: skip
+            raise RegistryError(message)
     fields = set(TrainConfig.__dataclass_fields__)
     config = TrainConfig(**{k: v for k, v in meta["train_config"].items() if k in fields})
     data = meta["data_range"]

@@ -160,12 +160,10 @@ def run_evaluation(
     evaluated_registered = version is not None
     if version is None:
         version, bundle, ts, report = train(
-            settings, events_dir, config=config, promote=promote, progress=progress
+            settings, events_dir, config=config, promote=False, progress=progress
         )
     else:
         bundle, ts, report = _registered(settings, events_dir, version, progress)
-        if promote:
-            Registry(settings.model_registry_dir).promote(version)
     trained_s = time.perf_counter() - started
     run_dir = run_dir or settings.data_dir / "runs" / version
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +226,8 @@ def run_evaluation(
     (run_dir / "evaluate.json").write_bytes(
         orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
+    if promote:  # only once the evaluation ran to its end
+        Registry(settings.model_registry_dir).promote(version)
     return document
 
 

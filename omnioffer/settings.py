@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.contacts import DEV_CONTACT_HASH_KEY
@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token the support and admin endpoints require; open if unset."
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty variable is a secret that failed to mount, not a wish for open endpoints.
+        if value is not None and not value.get_secret_value().strip():
+            message = "admin_token is empty: set a token, or leave the variable unset"
+            raise ValueError(message)
+        return value
     policies_path: Path | None = Field(None, description="Contact policy file; default: shipped.")
     quiet_margin_min: int = Field(
         60, ge=0, le=180,

@@ -40,6 +40,7 @@ from features.policy import (
     contact_facts,
     in_quiet_hours,
     local_zone,
+    message_key,
 )
 from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
@@ -196,9 +197,17 @@ class Engine:
             return Lookup(profile_id=profile_id, history=history, degraded=True)
         return Lookup(profile_id, features, history)
 
-    def _with_fallback(self, run: Callable[[Scorer], Any]) -> tuple[Any, str]:
-        """Run a decision with the current model; on a model error, with the heuristic."""
+    def _with_fallback(
+        self, run: Callable[[Scorer], Any], loaded: LoadedPolicies
+    ) -> tuple[Any, str]:
+        """Run a decision with the current model; on a model error, with the heuristic.
+
+        A model that reads offers' facts from the catalog is given the one in force.
+        """
         scorer = self.scorers.current
+        use_catalog = getattr(scorer, "use_catalog", None)
+        if use_catalog is not None:
+            use_catalog(loaded.catalog)
         try:
             return run(scorer), scorer.version
         except Exception:
@@ -262,7 +271,7 @@ class Engine:
                 spent=spent,
             )
 
-        outcome, version = self._with_fallback(run)
+        outcome, version = self._with_fallback(run, loaded)
         suppressed_by = None if outcome.picks else NO_ELIGIBLE_OFFER
         # Built in the log's writer thread: a record of 200 candidates costs ~0.2 ms of CPU.
         self.decisions.submit(
@@ -313,12 +322,9 @@ class Engine:
             message = "customer_id: at least one identifier is required (customer_id, …)"
             raise RequestError(message, field="customer_id")
         msg = request.message
-        offer = None
-        if msg.offer_id is not None:
-            offer = self.policies.get().catalog.offers.get(msg.offer_id)
-            if offer is None:
-                message = f"message.offer_id: unknown offer {msg.offer_id!r}"
-                raise RequestError(message, field="message.offer_id")
+        if msg.offer_id is not None and msg.offer_id not in self.policies.get().catalog.offers:
+            message = f"message.offer_id: unknown offer {msg.offer_id!r}"
+            raise RequestError(message, field="message.offer_id")
         now = self.clock()
         decision_id = self.new_id()
         message = Message(msg.campaign, msg.offer_id, msg.kind, msg.urgency, msg.message_id)
@@ -340,9 +346,15 @@ class Engine:
             facts = contact_facts(lookup.features)
             loaded = self.policies.get()
             blocked = None
-            if offer is not None:
-                tier = (lookup.features or {}).get("tier")
-                blocked = message_offer_rule(offer, now, tier, self._spent(loaded))
+            if msg.offer_id is not None:
+                # Looked up in the version this attempt decides with: a reload since the
+                # check above may have removed the offer.
+                offer = loaded.catalog.offers.get(msg.offer_id)
+                if offer is None:
+                    blocked = "offer_not_valid"
+                else:
+                    tier = (lookup.features or {}).get("tier")
+                    blocked = message_offer_rule(offer, now, tier, self._spent(loaded))
 
             def run(
                 scorer: Scorer, lookup: Lookup = lookup, facts: ContactFacts = facts,
@@ -370,7 +382,7 @@ class Engine:
                     _ = outcome.chosen.scored.contributions
                 return outcome
 
-            outcome, version = self._with_fallback(run)
+            outcome, version = self._with_fallback(run, loaded)
             chosen = outcome.chosen
             profile_key = lookup.profile_id or fragments[0]
             if chosen is None or chosen.verdict.send_at is None:
@@ -383,7 +395,7 @@ class Engine:
                 kind=msg.kind,
                 campaign=msg.campaign,
                 offer_id=msg.offer_id,
-                message_key=msg.message_id,
+                message_key=message_key(msg.message_id),
             )
             try:
                 # Synchronous on purpose: the next request must see this contact.
@@ -574,7 +586,8 @@ class Engine:
         try:
             report = self.store.erase(profile_id) if profile_id else None
         except StoreError as error:
-            message = f"online store unavailable, the person's decisions are erased: {error}"
+            done = "queued for erasure" if job is not None else "erased"
+            message = f"online store unavailable, the person's decisions are {done}: {error}"
             raise UnavailableError(message) from error
         field_name, _, value = identifier.partition(":")
         fields = {field_name: value}

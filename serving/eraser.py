@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 GROUP = "omnioffer-decision-eraser"
 
 
+def _pass_errors() -> tuple[type[Exception], ...]:
+    from confluent_kafka import KafkaException
+
+    return TimeoutError, RuntimeError, KafkaException
+
+
+# What a pass raises when the broker fails (librdkafka's errors are KafkaException).
+PASS_ERRORS = _pass_errors()
+
+
 class ErasureJob(msgspec.Struct, frozen=True, array_like=False):
     """Erase the decisions of the person with these identifiers (profile and fragment ids)."""
 
@@ -135,16 +145,16 @@ class DecisionEraser:
                 ends[m.partition()] = m.offset() + 1
                 try:
                     jobs.append(decode_job(m.value()))
-                except msgspec.ValidationError as problem:  # not ours: skip, say so
-                    log.error("skipping a record of %s at %d/%d: %s", self.jobs_topic,
-                              m.partition(), m.offset(), problem)  # fmt: skip
+                except (msgspec.DecodeError, TypeError) as problem:  # not a job: skip it
+                    log.error("skipping a record of %s at %d/%d that is not a job: %s",
+                              self.jobs_topic, m.partition(), m.offset(), problem)  # fmt: skip
         return jobs, ends
 
     def run_once(self) -> list[Erased]:
         """Erase every job queued since the last pass; return what each removed.
 
-        Raises ``TimeoutError`` or ``RuntimeError`` when the broker fails; nothing is
-        committed then, so the next pass does these jobs again (erasing is idempotent).
+        Raises one of :data:`PASS_ERRORS` when the broker fails; nothing is committed
+        then, so the next pass does these jobs again (erasing is idempotent).
         """
         from confluent_kafka import TopicPartition
 
@@ -153,15 +163,16 @@ class DecisionEraser:
             if not partitions:
                 return []
             jobs, ends = self._pending(consumer, partitions)
-            if not jobs:
-                return []
-            sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
-            try:
-                counts = sink.erase([person_erasure(job.targets) for job in jobs])
-            finally:
-                sink.close()
-            offsets = [TopicPartition(self.jobs_topic, p, end) for p, end in ends.items()]
-            consumer.commit(offsets=offsets, asynchronous=False)  # type: ignore[attr-defined]
+            counts: list[int] = []
+            if jobs:
+                sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
+                try:
+                    counts = sink.erase([person_erasure(job.targets) for job in jobs])
+                finally:
+                    sink.close()
+            if ends:  # records that were not jobs are passed over too
+                offsets = [TopicPartition(self.jobs_topic, p, end) for p, end in ends.items()]
+                consumer.commit(offsets=offsets, asynchronous=False)  # type: ignore[attr-defined]
             return [Erased(job, n) for job, n in zip(jobs, counts, strict=True)]
         finally:
             consumer.close()  # type: ignore[attr-defined]
@@ -173,7 +184,7 @@ class DecisionEraser:
             started = time.monotonic()
             try:
                 done = self.run_once()
-            except (TimeoutError, RuntimeError) as error:
+            except PASS_ERRORS as error:
                 log.error("erasure pass failed, the jobs stay queued: %s", error)
             else:
                 if on_pass is not None:

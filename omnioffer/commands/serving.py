@@ -198,7 +198,7 @@ def eraser(
     import signal
     import threading
 
-    from serving.eraser import DecisionEraser, Erased
+    from serving.eraser import PASS_ERRORS, DecisionEraser, Erased
 
     settings = settings_with(kafka_bootstrap=bootstrap)
     worker = DecisionEraser(settings.kafka_bootstrap, timeout=settings.decision_log_timeout_s)
@@ -217,7 +217,7 @@ def eraser(
         started = time.monotonic()
         try:
             report(worker.run_once(), time.monotonic() - started)
-        except (TimeoutError, RuntimeError) as error:
+        except PASS_ERRORS as error:
             console.print(f"[red]pass failed, the erasures stay queued:[/red] {error}")
             raise typer.Exit(1) from None
         return

@@ -187,6 +187,16 @@ def test_the_journey_ends_when_no_channel_is_left_for_its_steps():
     assert records[-1].reason == "unsubscribed"
 
 
+def test_an_unsubscribe_in_the_app_ends_the_journey_whatever_consent_is_left():
+    ctx = context(only("cart_abandonment"))
+    in_app = JourneyFact("engagement", "unsub-app", T0 + 2 * H, "app", channel="app",
+                         withdrawn=True)  # fmt: skip
+    records, _ = run([(P, cart_add(T0), features()), (P, in_app, features())], T0 + 5 * 24 * H,
+                     ctx)  # fmt: skip
+    assert not [r for r in records if isinstance(r, Outbound)]
+    assert records[-1].reason == "unsubscribed"
+
+
 def test_a_transactional_step_still_goes_where_marketing_may_not():
     # After the email opt-out no channel is opted in; SMS has no record, which the policy
     # allows for transactional messages only: the how-to message goes by SMS.

@@ -279,3 +279,34 @@ def test_explaining_is_only_for_what_is_read(model):
     assert list(scores._batch._reasons) == [best]
     assert scores[-1].probability == scores.probabilities[-1]
     assert [s.probability for s in scores[:2]] == scores.probabilities[:2]
+
+
+def test_a_reloaded_catalog_is_what_the_model_reads_offers_and_stores_from(
+    bundle, catalog, tmp_path
+):
+    import dataclasses
+
+    import msgspec
+
+    from features.scoring import Candidate, ScoreContext
+
+    registry = Registry(tmp_path / "registry")
+    version = register(registry, bundle, {"nbo": {}, "channel": {}})
+    _, nbo, channel = load_version(registry.root, version)
+
+    def scorer_for(table_catalog):
+        return RegistryScorer(version, nbo, channel, OfferTable.from_catalog(table_catalog))
+
+    # Serving reloaded an edited catalog: every offer's value and minimum basket changed.
+    edited = dataclasses.replace(catalog, offers={
+        i: msgspec.structs.replace(o, value=o.value * 3 + 1, min_basket=(o.min_basket or 0) + 40)
+        for i, o in catalog.offers.items()
+    })  # fmt: skip
+    pool = tuple(Candidate.of(o) for o in sorted(edited.offers.values(), key=lambda o: o.id))
+    context = ScoreContext(surface="offers", channel="web", now=WORLD_NOW)
+    reloaded = scorer_for(catalog)
+    before = reloaded.score(None, pool, context).probabilities
+    reloaded.use_catalog(edited)
+    after = reloaded.score(None, pool, context).probabilities
+    assert after == scorer_for(edited).score(None, pool, context).probabilities
+    assert after != before

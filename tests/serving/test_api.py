@@ -234,6 +234,8 @@ def test_support_and_admin_endpoints_need_the_admin_token_when_one_is_set(
     assert client.get("/metrics").status_code == 200
     schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    with pytest.raises(ValueError, match="admin_token is empty"):  # a secret that did not mount
+        Settings(data_dir=tmp_path, admin_token=" ")
 
 
 def test_unknown_customer_on_the_channel_endpoint_is_answered(client):

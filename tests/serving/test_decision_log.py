@@ -312,6 +312,9 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
     }  # fmt: skip
     kept = client.post("/v1/offers", json=offers_body(customer_id=other)).json()["decision_id"]
 
+    stray = KafkaSink(bootstrap, topic=DECISION_ERASURES)  # records that are not jobs
+    stray.send([(DECISION_ERASURES, b"x", b"not a job"), (DECISION_ERASURES, b"y", b"{}")])
+    stray.close()
     answers = [client.delete(f"/v1/customers/{who}").json() for who in (first, second)]
 
     for answer in answers:

@@ -122,3 +122,15 @@ def test_journey_flow_policies_follow_the_file(policies_file, tmp_path):
     assert context.policies().contact.caps.all_channels.day == 9
     _edit(policies_file, lambda d: d["contact"]["caps"]["all_channels"].update({"day": "nine"}))
     assert context.policies().contact.caps.all_channels.day == 9  # the bad edit is not taken
+
+
+def test_quiet_hours_that_the_margin_would_stretch_over_the_whole_day_are_refused(
+    filled_store, policies_file, tmp_path
+):
+    _edit(policies_file, lambda d: d["contact"].update(
+        {"quiet_hours": {"start": "18:00", "end": "12:00"}}))  # fmt: skip
+    settings = Settings(data_dir=tmp_path, policies_path=policies_file, quiet_margin_min=180)
+    with pytest.raises(PolicyError, match="cover the whole day"):
+        create_app(settings, store=filled_store)
+    app = create_app(settings.model_copy(update={"quiet_margin_min": 60}), store=filled_store)
+    app.state.engine.decisions.close()
