@@ -15,7 +15,7 @@ consumers use the same topic names as on Kafka, so switching is a setting.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -89,15 +89,23 @@ def load_events(
 
     With ``before``, only events whose event time is strictly before it.
     """
-    events = []
+    events: list[Event] = []
     for topic in EVENT_TOPICS:
-        for _offset, raw in read_topic(directory, topic):
-            result = validate(raw, key=key, max_bytes=max_bytes)
-            if isinstance(result, Rejection):
-                continue
-            if before is None or result.event_time < before:
-                events.append(result)
+        raws = (raw for _offset, raw in read_topic(directory, topic))
+        events.extend(valid_events(raws, key=key, max_bytes=max_bytes, before=before))
     return events
+
+
+def valid_events(
+    raws: Iterable[bytes], *, key: bytes, max_bytes: int, before: datetime | None = None
+) -> Iterator[Event]:
+    """Yield the events among raw records that pass validation (and are before ``before``)."""
+    for raw in raws:
+        result = validate(raw, key=key, max_bytes=max_bytes)
+        if isinstance(result, Rejection):
+            continue
+        if before is None or result.event_time < before:
+            yield result
 
 
 def erase_lines(path: Path | str, drop: Callable[[bytes], bool]) -> int:

@@ -79,13 +79,36 @@ def simulate_world(
 
 
 def load_training_set(
-    events_dir: Path, settings: Settings, catalog: Catalog, progress: Progress = _quiet
+    events_dir: Path | None,
+    settings: Settings,
+    catalog: Catalog,
+    progress: Progress = _quiet,
+    *,
+    bootstrap: str | None = None,
 ) -> TrainingSet:
-    """Read a file event log and build its training set (complete windows only)."""
-    from features.eventlog import load_events
+    """Read the event log and build its training set (complete windows only).
 
-    events = load_events(events_dir, key=settings.hash_key, max_bytes=settings.max_event_bytes)
-    decisions = load_decisions(events_dir)
+    From the file event log ``events_dir``, or with ``bootstrap`` from Kafka: the event
+    topics and the ``decisions`` topic (erased decisions left out), read whole.
+    """
+    if bootstrap is not None:
+        from features.kafka_log import load_kafka_events, read_kafka_decisions
+
+        progress("read Kafka", 0, 1)
+        timeout = settings.decision_log_timeout_s
+        events = load_kafka_events(bootstrap, key=settings.hash_key,
+                                   max_bytes=settings.max_event_bytes, timeout=timeout)  # fmt: skip
+        decisions = read_kafka_decisions(bootstrap, timeout=timeout)
+        progress("read Kafka", 1, 1)
+    elif events_dir is not None:
+        from features.eventlog import load_events
+
+        events = load_events(events_dir, key=settings.hash_key,
+                             max_bytes=settings.max_event_bytes)  # fmt: skip
+        decisions = load_decisions(events_dir)
+    else:
+        message = "load_training_set needs an event log folder or a Kafka bootstrap"
+        raise ValueError(message)
     return build_training_set(
         events, decisions, OfferTable.from_catalog(catalog), settings.attribution_windows,
         progress=lambda done, total: progress("point-in-time features", done, total),
@@ -94,23 +117,30 @@ def load_training_set(
 
 def train(
     settings: Settings,
-    events_dir: Path,
+    events_dir: Path | None,
     *,
     config: TrainConfig | None = None,
     promote: bool = False,
     progress: Progress = _quiet,
+    bootstrap: str | None = None,
 ) -> tuple[str, Bundle, TrainingSet, dict[str, Any]]:
-    """Build the training set, train both models, register (and maybe promote) a version."""
+    """Build the training set, train both models, register (and maybe promote) a version.
+
+    From the file event log ``events_dir``, or with ``bootstrap`` from Kafka's topics.
+    """
     catalog = catalog_of(settings)
     config = config or TrainConfig(seed=settings.seed)
-    ts = load_training_set(events_dir, settings, catalog, progress)
+    ts = load_training_set(events_dir, settings, catalog, progress, bootstrap=bootstrap)
     progress("train", 0, 1)
     bundle = train_models(ts, config)
     progress("train", 1, 1)
-    report = heldout_report(bundle, ts, load_segments(events_dir / GROUND_TRUTH))
+    # Segments come from the simulator's ground truth: reporting only, absent in production.
+    segments = load_segments(events_dir / GROUND_TRUTH) if events_dir is not None else {}
+    report = heldout_report(bundle, ts, segments)
     registry = Registry(settings.model_registry_dir)
-    version = register(registry, bundle, _metrics_only(report),
-                       {"events_dir": str(events_dir)})
+    source = ({"kafka_bootstrap": bootstrap} if bootstrap is not None
+              else {"events_dir": str(events_dir)})  # fmt: skip
+    version = register(registry, bundle, _metrics_only(report), source)
     if promote:
         registry.promote(version)
     return version, bundle, ts, report

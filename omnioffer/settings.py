@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     )
     decision_queue_size: int = Field(10_000, gt=0, description="Decision-log queue; full: drop.")
     decision_log_timeout_s: float = Field(
-        30.0, gt=0, description="How long an erasure waits on the Kafka broker at each step."
+        30.0, gt=0,
+        description="How long reading or writing the Kafka logs in bulk (an erasure pass, "
+        "training from Kafka) waits on the broker at each step.",
     )
     max_request_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies get a 413.")
     model_pointer: Path | None = Field(None, description="Promoted-model pointer to watch.")

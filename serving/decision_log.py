@@ -31,10 +31,8 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +46,7 @@ from features.decisions import (
     encode_decision,
 )
 from features.eventlog import erase_lines, topic_path
+from features.kafka_log import scan_topic
 from features.topics import DECISIONS
 
 log = logging.getLogger(__name__)
@@ -249,12 +248,13 @@ class KafkaSink:
         """Tombstone the decisions each erasure matches; return how many live ones each.
 
         Waits until what was produced so far is on the broker, reads the topic once from
-        its start to its end (:func:`scan_topic`), then writes a tombstone (the record's
-        key and partition, no value) for each matching record that has none yet, and
-        waits for them. Compaction (``cleanup.policy=compact``, see
+        its start to its end (:func:`features.kafka_log.scan_topic`), then writes a
+        tombstone (the record's key and partition, no value) for each matching record that
+        has none yet, and waits for them. Compaction (``cleanup.policy=compact``, see
         ``features.topics.TOPIC_CONFIGS``) then removes the records from the broker;
-        readers before that skip them (:func:`read_kafka_decisions`). The writer thread
-        keeps producing meanwhile: a producer is safe to share between threads.
+        readers before that skip them (:func:`features.kafka_log.read_kafka_decisions`).
+        The writer thread keeps producing meanwhile: a producer is safe to share between
+        threads.
 
         Raises ``TimeoutError`` if the broker does not answer within ``timeout`` seconds.
         """
@@ -468,83 +468,6 @@ def _encoded(item: Item) -> Record:
         return topic, key, value
     decision = value if isinstance(value, Decision) else value()
     return topic, key or decision_key(decision), encode_decision(decision)
-
-
-@dataclass(frozen=True, slots=True)
-class TopicRecord:
-    """One record read back from a Kafka topic; ``value`` is ``None`` for a tombstone."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-def scan_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Iterator[TopicRecord]:
-    """Yield every record of ``topic`` from its start to its end when the scan began.
-
-    A consumer of its own (a fresh group, nothing committed) reads each partition until
-    the broker reports its end; records are in offset order within a partition. A topic
-    that does not exist yields nothing. Raises ``TimeoutError`` when no record and no end
-    arrive for ``timeout`` seconds.
-    """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"omnioffer-scan-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            return
-        pending = set(metadata.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-        quiet_since = time.monotonic()
-        while pending:
-            messages = consumer.consume(500, 0.5)
-            if messages:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > timeout:
-                message = f"scanning {topic!r}: no answer for {timeout:g} s"
-                raise TimeoutError(message)
-            for m in messages:
-                error = m.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                        continue
-                    message = f"scanning {topic!r}: {error}"
-                    raise RuntimeError(message)
-                yield TopicRecord(m.partition(), m.offset(), m.key(), m.value())
-    finally:
-        consumer.close()
-
-
-def read_kafka_decisions(
-    bootstrap: str, topic: str = DECISIONS, timeout: float = 30.0
-) -> list[Decision]:
-    """Return the decisions on ``topic`` that no later tombstone erased, by decision time.
-
-    Unreadable records are skipped. Records are decoded as they arrive, so only live
-    decisions are held (a tombstone drops what its key held so far).
-    """
-    by_key: dict[bytes | None, list[Decision]] = {}
-    for record in scan_topic(bootstrap, topic, timeout):
-        if record.value is None:
-            by_key.pop(record.key, None)
-            continue
-        try:
-            decision = decode_decision(record.value)
-        except ValueError:
-            continue
-        by_key.setdefault(record.key, []).append(decision)
-    return sorted((d for held in by_key.values() for d in held), key=lambda d: d.decided_at)
 
 
 def read_decisions(directory: Path | str) -> Iterator[Decision]:

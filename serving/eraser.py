@@ -27,6 +27,7 @@ import msgspec
 
 from features.decisions import person_erasure
 from features.events import AwareTime
+from features.kafka_log import KAFKA_ERRORS
 from features.topics import DECISION_ERASURES, DECISIONS
 from serving.decision_log import KafkaSink
 
@@ -34,15 +35,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "omnioffer-decision-eraser"
 
-
-def _pass_errors() -> tuple[type[Exception], ...]:
-    from confluent_kafka import KafkaException
-
-    return TimeoutError, RuntimeError, KafkaException
-
-
-# What a pass raises when the broker fails (librdkafka's errors are KafkaException).
-PASS_ERRORS = _pass_errors()
+# What a pass raises when the broker fails.
+PASS_ERRORS = KAFKA_ERRORS
 
 
 class ErasureJob(msgspec.Struct, frozen=True, array_like=False):

@@ -10,6 +10,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from omnioffer.console import (
+    BootstrapOption,
+    SourceOption,
     catalog_or_exit,
     console,
     progress_bar,
@@ -48,21 +50,33 @@ def train(
     events: Annotated[Path | None, typer.Option(help="File event log folder.")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (default: settings).")] = None,
     promote: Annotated[bool, typer.Option(help="Promote the new version.")] = False,
+    source: SourceOption = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
-    """Build point-in-time training sets, train and calibrate both models, register them."""
+    """Build point-in-time training sets, train and calibrate both models, register them.
+
+    From the file event log, or with `--source kafka` from the event topics and the
+    `decisions` topic (read whole; erased decisions left out).
+    """
+    from features.kafka_log import KAFKA_ERRORS
     from models.train import TrainConfig
     from models.workflow import train as train_models
 
-    settings = settings_with(seed=seed)
-    folder = events or settings.event_log_dir
-    if not (folder / "decisions.jsonl").exists():
+    settings = settings_with(seed=seed, source=source, kafka_bootstrap=bootstrap)
+    kafka = settings.kafka_bootstrap if settings.source == "kafka" else None
+    folder = None if kafka else events or settings.event_log_dir
+    if folder is not None and not (folder / "decisions.jsonl").exists():
         console.print(f"[red]no decisions.jsonl in {folder}[/red]: run `omnioffer simulate` first")
         raise typer.Exit(2)
     with progress_bar() as progress:
-        version, _bundle, ts, report = train_models(
-            settings, folder, config=TrainConfig(seed=settings.seed), promote=promote,
-            progress=_stage_progress(progress),
-        )
+        try:
+            version, _bundle, ts, report = train_models(
+                settings, folder, config=TrainConfig(seed=settings.seed), promote=promote,
+                progress=_stage_progress(progress), bootstrap=kafka,
+            )
+        except (ValueError, *KAFKA_ERRORS) as error:  # no data, or no broker
+            console.print(f"[red]cannot train:[/red] {error}")
+            raise typer.Exit(2) from None
     console.print(_metrics_table(f"{version}: held-out time slice", report))
     state = "promoted" if promote else "registered (promote with `omnioffer models promote`)"
     console.print(f"{version} {state}: {len(ts):,} labelled decisions, "

@@ -141,7 +141,8 @@ def decisions(
     """Read the decision log: counts, or (--suppressed) who was capped and why."""
     from collections import Counter
 
-    from serving.decision_log import read_decisions, read_kafka_decisions
+    from features.kafka_log import read_kafka_decisions
+    from serving.decision_log import read_decisions
     from serving.report import suppressions
 
     settings = settings_with()

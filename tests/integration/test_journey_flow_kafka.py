@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from features.kafka_log import scan_topic
 from features.pipeline import recompute
 from features.profile import decode_profile
 from features.store import open_store
 from features.topics import DEADLETTER, EVENT_TOPICS, MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.services import create_topics, free_port
-from serving.decision_log import scan_topic
 from tests.integration.test_feature_flow_kafka import (
     committed_epoch,
     produce,

@@ -13,18 +13,12 @@ from typer.testing import CliRunner
 
 from features.decisions import Choice, Decision, decode_decision
 from features.events import Identifiers
+from features.kafka_log import read_kafka_decisions, scan_topic
 from features.topics import DECISION_ERASURES, DECISIONS
 from omnioffer.cli import app as cli
 from omnioffer.services import create_topics
 from omnioffer.settings import Settings
-from serving.decision_log import (
-    DecisionLog,
-    FileSink,
-    KafkaSink,
-    read_decisions,
-    read_kafka_decisions,
-    scan_topic,
-)
+from serving.decision_log import DecisionLog, FileSink, KafkaSink, read_decisions
 from serving.eraser import DecisionEraser
 from tests.serving.conftest import channel_body, offers_body
 

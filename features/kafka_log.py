@@ -1,0 +1,123 @@
+"""Reading Kafka topics whole: the batch side of the log (training, erasure, reports).
+
+:func:`scan_topic` reads a topic from its start to its end as it stood when the scan began,
+with a consumer of its own that commits nothing. :func:`load_kafka_events` and
+:func:`read_kafka_decisions` are the Kafka twins of the file event log's
+:func:`features.eventlog.load_events` and the decision log's reader.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from confluent_kafka import KafkaException
+
+from features.decisions import Decision, decode_decision
+from features.eventlog import valid_events
+from features.events import Event
+from features.topics import DECISIONS, EVENT_TOPICS
+
+# What reading or writing Kafka raises when the broker fails: the waits bounded here, and
+# librdkafka's own errors.
+KAFKA_ERRORS: tuple[type[Exception], ...] = (TimeoutError, RuntimeError, KafkaException)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """One record read back from a Kafka topic; ``value`` is ``None`` for a tombstone."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def scan_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Iterator[TopicRecord]:
+    """Yield every record of ``topic`` from its start to its end when the scan began.
+
+    A consumer of its own (a fresh group, nothing committed) reads each partition until
+    the broker reports its end; records are in offset order within a partition. A topic
+    that does not exist yields nothing. Raises ``TimeoutError`` when no record and no end
+    arrive for ``timeout`` seconds.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"omnioffer-scan-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            return
+        pending = set(metadata.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        quiet_since = time.monotonic()
+        while pending:
+            messages = consumer.consume(500, 0.5)
+            if messages:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > timeout:
+                message = f"scanning {topic!r}: no answer for {timeout:g} s"
+                raise TimeoutError(message)
+            for m in messages:
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                        continue
+                    message = f"scanning {topic!r}: {error}"
+                    raise RuntimeError(message)
+                yield TopicRecord(m.partition(), m.offset(), m.key(), m.value())
+    finally:
+        consumer.close()
+
+
+def read_kafka_decisions(
+    bootstrap: str, topic: str = DECISIONS, timeout: float = 30.0
+) -> list[Decision]:
+    """Return the decisions on ``topic`` that no later tombstone erased, by decision time.
+
+    Unreadable records are skipped. Records are decoded as they arrive, so only live
+    decisions are held (a tombstone drops what its key held so far).
+    """
+    by_key: dict[bytes | None, list[Decision]] = {}
+    for record in scan_topic(bootstrap, topic, timeout):
+        if record.value is None:
+            by_key.pop(record.key, None)
+            continue
+        try:
+            decision = decode_decision(record.value)
+        except ValueError:
+            continue
+        by_key.setdefault(record.key, []).append(decision)
+    return sorted((d for held in by_key.values() for d in held), key=lambda d: d.decided_at)
+
+
+def load_kafka_events(
+    bootstrap: str,
+    *,
+    key: bytes,
+    max_bytes: int = 64 * 1024,
+    before: datetime | None = None,
+    timeout: float = 30.0,
+) -> list[Event]:
+    """Return the valid events on the event topics (topic by topic, each in offset order).
+
+    As :func:`features.eventlog.load_events` does for files: the same validation, the same
+    contact hashing; a topic's partitions follow one another.
+    """
+    events: list[Event] = []
+    for topic in EVENT_TOPICS:
+        raws = (r.value for r in scan_topic(bootstrap, topic, timeout) if r.value is not None)
+        events.extend(valid_events(raws, key=key, max_bytes=max_bytes, before=before))
+    return events
