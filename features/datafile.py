@@ -138,9 +138,11 @@ class Reloadable(Generic[T]):
     """A value built from data files, built again when they change and the result is valid.
 
     :meth:`get` looks at the files' stamps at most once per ``check_interval_s`` and reloads
-    when they changed. A load that raises one of ``errors`` is not taken: the last good
-    value stays in force, the error is kept in :attr:`error` (logged once per bad version).
-    The first load must succeed, so a service never starts on invalid files.
+    when they changed: at once, or with ``in_background`` in a thread of its own, the caller
+    going on with the value in force (a request should not wait for a catalog to load). A
+    load that raises one of ``errors`` is not taken: the last good value stays in force,
+    the error is kept in :attr:`error` (logged once per bad version). The first load must
+    succeed, so a service never starts on invalid files.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -165,8 +167,11 @@ class Reloadable(Generic[T]):
         what: str,
         check_interval_s: float = 1.0,
         on_reload: Callable[[str], None] | None = None,
+        in_background: bool = False,
     ) -> None:
         self.paths = [Path(p) for p in paths]
+        self.in_background = in_background
+        self.reloading: threading.Thread | None = None  # the background reload, if one runs
         self._load = load
         self._errors = errors
         self.what = what
@@ -192,8 +197,20 @@ class Reloadable(Generic[T]):
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + self.check_interval_s
-            self.reload()
+            if not self.in_background:
+                self.reload()
+            elif not self._lock.locked() and self._changed():
+                self.reloading = threading.Thread(
+                    target=self.reload, name=f"reload-{self.what}", daemon=True
+                )
+                self.reloading.start()
         return self.current
+
+    def _changed(self) -> bool:
+        try:
+            return self._stamp() not in (self.stamp, self._rejected)
+        except self._errors:
+            return True  # a missing file: the reload says so
 
     def reload(self, *, force: bool = False) -> str:
         """Reload if the files changed (always with ``force``); return what happened.

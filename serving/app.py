@@ -289,6 +289,7 @@ def create_app(
         catalog or settings.catalog_dir or DEFAULT_CATALOG_DIR,
         quiet_margin_min=settings.quiet_margin_min,
         on_reload=lambda result: metrics.policy_reloads.labels(result=result).inc(),
+        in_background=True,  # a catalog takes ~90 ms to load: not on a request's time
     )
     owns_store = store is None
     store = store or settings.open_store()

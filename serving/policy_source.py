@@ -1,8 +1,9 @@
 """The policies file and the catalog, reloaded without a restart when they change (or on demand).
 
 Requests call :meth:`PolicySource.get`; at most once per ``check_interval_s`` that looks at the
-files' modification times and sizes, and reloads both when one changed, so a new offer and
-the lever that names it arrive together. A version that fails validation is not taken: the
+files' modification times and sizes, and when one changed reloads both (in a thread of its
+own when serving: the request goes on with the version in force), so a new offer and the
+lever that names it arrive together. A version that fails validation is not taken: the
 last good one stays in force and the error is kept for ``/readyz`` and
 ``POST /admin/reload``. The first load must succeed (serving refuses to start on an invalid
 file, with the error naming the file, the entry and the field).
@@ -72,6 +73,7 @@ class PolicySource(Reloadable[LoadedPolicies]):
         quiet_margin_min: int = 0,
         check_interval_s: float = 1.0,
         on_reload: Callable[[str], None] | None = None,
+        in_background: bool = False,
     ) -> None:
         self.path = Path(path)
         source = catalog if isinstance(catalog, Catalog) else Path(catalog)
@@ -83,4 +85,5 @@ class PolicySource(Reloadable[LoadedPolicies]):
             what="policies and catalog",
             check_interval_s=check_interval_s,
             on_reload=on_reload,
+            in_background=in_background,
         )

@@ -30,12 +30,19 @@ def _edit(path, change) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
 
 
+def check_on_every_request(client) -> None:
+    """Look at the files on every request and reload before answering (serving's reload
+    runs in a thread of its own, see the background test below)."""
+    policies = client.app.state.engine.policies
+    policies.check_interval_s, policies.in_background = 0.0, False
+
+
 def test_a_changed_lever_takes_effect_without_a_restart(filled_store, make_client, policies_file,
                                                         tmp_path):  # fmt: skip
     settings = Settings(data_dir=tmp_path / "data", policies_path=policies_file,
                         explore_epsilon=0.0)  # fmt: skip
     client = make_client(filled_store, settings=settings)
-    client.app.state.engine.policies.check_interval_s = 0.0  # check the file on every request
+    check_on_every_request(client)
     body = {"context": {"channel": "web"}, "limit": 1}
     before = client.post("/v1/offers", json=body).json()["offers"][0]["offer_id"]
     assert before != "of-xsell-pet"
@@ -87,7 +94,7 @@ def test_a_new_offer_in_the_catalog_is_served_without_a_restart(
     settings = Settings(data_dir=tmp_path / "data", policies_path=policies_file,
                         catalog_dir=catalog, explore_epsilon=0.0)  # fmt: skip
     client = make_client(filled_store, settings=settings)
-    client.app.state.engine.policies.check_interval_s = 0.0
+    check_on_every_request(client)
     message = {"customer_id": customers[0],
                "message": {"campaign": "winter", "kind": "marketing", "offer_id": "of-new-winter"}}
     refused = client.post("/v1/channel", json=message)
@@ -134,3 +141,25 @@ def test_quiet_hours_that_the_margin_would_stretch_over_the_whole_day_are_refuse
         create_app(settings, store=filled_store)
     app = create_app(settings.model_copy(update={"quiet_margin_min": 60}), store=filled_store)
     app.state.engine.decisions.close()
+
+
+def test_serving_reloads_in_the_background_and_answers_with_the_version_in_force(
+    filled_store, make_client, policies_file, tmp_path
+):
+    settings = Settings(data_dir=tmp_path / "data", policies_path=policies_file,
+                        explore_epsilon=0.0)  # fmt: skip
+    client = make_client(filled_store, settings=settings)
+    policies = client.app.state.engine.policies
+    assert policies.in_background
+    policies.check_interval_s = 0.0
+    body = {"context": {"channel": "web"}, "limit": 1}
+    before = client.post("/v1/offers", json=body).json()["offers"][0]["offer_id"]
+    assert policies.reloading is None  # nothing changed: no reload started
+    _edit(policies_file, lambda d: d["levers"]["offers"].update({"of-xsell-pet": 50.0}))
+    loaded = policies.current
+    # This request sees the change and starts the reload, but answers with what is in force.
+    assert client.post("/v1/offers", json=body).json()["offers"][0]["offer_id"] == before
+    assert policies.reloading is not None
+    policies.reloading.join(timeout=30)
+    assert policies.current is not loaded
+    assert client.post("/v1/offers", json=body).json()["offers"][0]["offer_id"] == "of-xsell-pet"
