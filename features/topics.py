@@ -27,10 +27,12 @@ DEADLETTER = "deadletter"
 # serving.eraser). They name the person's identifiers, so they expire, after 30 days: the
 # time the law gives to answer an erasure request, and far longer than an eraser may be down.
 DECISION_ERASURES = "decisions.erasures"
+# What the eraser did with each job, keyed by the job's id (GET /v1/erasures/{id} reads it).
+DECISION_ERASURES_DONE = "decisions.erasures.done"
 
 EVENT_TOPICS = (CLICKSTREAM, PURCHASES, ENGAGEMENT, IDENTITY, CONSENT)
 ALL_TOPICS = (*EVENT_TOPICS, DECISIONS, OUTCOMES, TRIGGERS, MESSAGES_OUTBOUND, DEADLETTER,
-              DECISION_ERASURES)  # fmt: skip
+              DECISION_ERASURES, DECISION_ERASURES_DONE)  # fmt: skip
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
 # Topic settings besides the broker's defaults, applied when a topic is created. Erasing a
@@ -41,6 +43,8 @@ _WEEK_MS = 7 * 24 * 3600 * 1000
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     DECISIONS: {"cleanup.policy": "compact,delete", "max.compaction.lag.ms": str(_WEEK_MS)},
     DECISION_ERASURES: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+    DECISION_ERASURES_DONE: {"cleanup.policy": "compact,delete",
+                             "retention.ms": str(30 * 24 * 3600 * 1000)},
 }
 
 _TOPIC_BY_KIND = {

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from features.arbitration import EpsilonGreedy, Exploration, Thompson
 from features.catalog import DEFAULT_CATALOG_DIR, Catalog
 from features.eventlog import topic_path
+from features.kafka_log import KAFKA_ERRORS
 from features.policy import DEFAULT_POLICIES_PATH
 from features.scoring import HeuristicScorer, Scorer
 from features.store import OnlineStore
@@ -41,6 +42,7 @@ from omnioffer.settings import Settings
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog, FileSink, KafkaSink, Sink
 from serving.engine import Engine, UnavailableError, parse_identifier, utc_now
+from serving.eraser import erasure_status
 from serving.metrics import ServingMetrics
 from serving.policy_source import PolicySource
 from serving.registry import Loader, ModelWatcher, ScorerHolder, default_loader
@@ -60,8 +62,8 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 JSON = "application/json"
 ENDPOINTS = (
-    "/v1/offers", "/v1/channel", "/v1/profiles/{id}", "/v1/customers/{id}", "/healthz",
-    "/readyz", "/metrics", "/admin/reload",
+    "/v1/offers", "/v1/channel", "/v1/profiles/{id}", "/v1/customers/{id}",
+    "/v1/erasures/{id}", "/healthz", "/readyz", "/metrics", "/admin/reload",
 )  # fmt: skip
 
 
@@ -147,6 +149,8 @@ class _Timing:
             return "/v1/profiles/{id}"
         if path.startswith("/v1/customers/"):
             return "/v1/customers/{id}"
+        if path.startswith("/v1/erasures/"):
+            return "/v1/erasures/{id}"
         return path if path in ENDPOINTS else "other"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -455,6 +459,29 @@ def _routes(
         """Erase a person: online store, identity map, contact log and decision-log entries."""
         denied = staff_denied(token, credentials)
         return denied or await _support(id, "customer_id", engine.erase, None)
+
+    @app.get("/v1/erasures/{erasure_id}", tags=["support"])
+    async def erasure(erasure_id: str, credentials: Credentials) -> Response:
+        """State of a queued erasure of the Kafka decision log: ``queued`` or ``done``."""
+        if denied := staff_denied(token, credentials):
+            return denied
+        settings = app.state.settings
+        if settings.decision_erasure != "queued":
+            message = ("erasure_id: no erasure is queued here: this API erases the decision "
+                       "log in the request (decision_erasure=inline)")  # fmt: skip
+            return _error(404, message, "erasure_id", "not_found")
+        try:
+            state = await run_in_threadpool(
+                erasure_status, settings.kafka_bootstrap, erasure_id,
+                timeout=settings.decision_log_timeout_s,
+            )  # fmt: skip
+        except KAFKA_ERRORS as error:
+            return _error(503, f"decision log unavailable: {error}; retry later", None,
+                          "unavailable")  # fmt: skip
+        if state is None:
+            message = f"erasure_id: no erasure {erasure_id!r} in the last 30 days"
+            return _error(404, message, "erasure_id", "not_found")
+        return _json(state)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> Response:

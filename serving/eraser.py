@@ -27,8 +27,8 @@ import msgspec
 
 from features.decisions import person_erasure
 from features.events import AwareTime
-from features.kafka_log import KAFKA_ERRORS
-from features.topics import DECISION_ERASURES, DECISIONS
+from features.kafka_log import KAFKA_ERRORS, scan_topic
+from features.topics import DECISION_ERASURES, DECISION_ERASURES_DONE, DECISIONS
 from serving.decision_log import KafkaSink
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,18 @@ class ErasureJob(msgspec.Struct, frozen=True, array_like=False):
     targets: list[str]
 
 
+class ErasureDone(msgspec.Struct, frozen=True):
+    """What a pass did with one job: the live decisions of the person it tombstoned."""
+
+    erasure_id: str
+    requested_at: AwareTime
+    done_at: AwareTime
+    decisions: int
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ErasureJob)
+_done_decoder = msgspec.json.Decoder(ErasureDone)
 
 
 def encode_job(job: ErasureJob) -> bytes:
@@ -82,12 +92,14 @@ class DecisionEraser:
         *,
         topic: str = DECISIONS,
         jobs_topic: str = DECISION_ERASURES,
+        done_topic: str = DECISION_ERASURES_DONE,
         group: str = GROUP,
         timeout: float = 30.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.jobs_topic = jobs_topic
+        self.done_topic = done_topic
         self.group = group
         self.timeout = timeout
 
@@ -162,6 +174,13 @@ class DecisionEraser:
                 sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
                 try:
                     counts = sink.erase([person_erasure(job.targets) for job in jobs])
+                    # Before the commit: a pass cut short after this does the jobs again
+                    # and writes the same results under the same keys.
+                    now = datetime.now(UTC)
+                    for job, count in zip(jobs, counts, strict=True):
+                        done = ErasureDone(job.erasure_id, job.requested_at, now, count)
+                        key = job.erasure_id.encode()
+                        sink.deliver(self.done_topic, key, _encoder.encode(done))
                 finally:
                     sink.close()
             if ends:  # records that were not jobs are passed over too
@@ -185,6 +204,36 @@ class DecisionEraser:
                     on_pass(done, time.monotonic() - started)
             while not stop() and time.monotonic() - started < every_s:
                 time.sleep(min(0.5, every_s))
+
+
+def erasure_status(
+    bootstrap: str,
+    erasure_id: str,
+    *,
+    timeout: float = 30.0,
+    jobs_topic: str = DECISION_ERASURES,
+    done_topic: str = DECISION_ERASURES_DONE,
+) -> dict[str, object] | None:
+    """Return a queued erasure's state (``done`` with its count, or ``queued``), or ``None``.
+
+    Reads the results topic, then the jobs topic, whole (both hold 30 days of erasures:
+    small records, read in about a second per ten thousand).
+    """
+    key = erasure_id.encode()
+    done = None
+    for record in scan_topic(bootstrap, done_topic, timeout):
+        if record.key == key and record.value is not None:
+            done = _done_decoder.decode(record.value)
+    if done is not None:
+        return {"erasure_id": erasure_id, "status": "done", "decisions": done.decisions,
+                "requested_at": done.requested_at.isoformat(),
+                "done_at": done.done_at.isoformat()}  # fmt: skip
+    for record in scan_topic(bootstrap, jobs_topic, timeout):
+        if record.key == key and record.value is not None:
+            job = decode_job(record.value)
+            return {"erasure_id": erasure_id, "status": "queued",
+                    "requested_at": job.requested_at.isoformat()}  # fmt: skip
+    return None
 
 
 def new_job(erasure_id: str, targets: set[str], now: datetime | None = None) -> ErasureJob:

@@ -214,7 +214,7 @@ def test_support_and_admin_endpoints_need_the_admin_token_when_one_is_set(
     client = make_client(filled_store, settings=settings)
     who = customers[0]
     calls = [("GET", f"/v1/profiles/{who}"), ("DELETE", f"/v1/customers/{who}"),
-             ("POST", "/admin/reload")]  # fmt: skip
+             ("POST", "/admin/reload"), ("GET", "/v1/erasures/er-1")]  # fmt: skip
     for method, path in calls:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
             refused = client.request(method, path, headers=headers)
@@ -236,6 +236,12 @@ def test_support_and_admin_endpoints_need_the_admin_token_when_one_is_set(
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
     with pytest.raises(ValueError, match="admin_token is empty"):  # a secret that did not mount
         Settings(data_dir=tmp_path, admin_token=" ")
+
+
+def test_erasure_status_is_for_queued_erasures_only(client):
+    answer = client.get("/v1/erasures/er-1")
+    assert answer.status_code == 404
+    assert "decision_erasure=inline" in answer.json()["error"]
 
 
 def test_unknown_customer_on_the_channel_endpoint_is_answered(client):

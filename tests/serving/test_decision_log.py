@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from features.decisions import Choice, Decision, decode_decision
 from features.events import Identifiers
 from features.kafka_log import read_kafka_decisions, scan_topic
-from features.topics import DECISION_ERASURES, DECISIONS
+from features.topics import DECISION_ERASURES, DECISION_ERASURES_DONE, DECISIONS
 from omnioffer.cli import app as cli
 from omnioffer.services import create_topics
 from omnioffer.settings import Settings
@@ -294,7 +294,8 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
     private_kafka_broker, filled_store, make_client, customers, tmp_path
 ):
     bootstrap = private_kafka_broker.bootstrap
-    create_topics(bootstrap, [DECISIONS, DECISION_ERASURES], partitions=2)
+    create_topics(bootstrap, [DECISIONS, DECISION_ERASURES, DECISION_ERASURES_DONE],
+                  partitions=2)  # fmt: skip
     settings = Settings(data_dir=tmp_path, decision_log="kafka", kafka_bootstrap=bootstrap,
                         decision_erasure="queued")  # fmt: skip
     client = make_client(filled_store, settings=settings)
@@ -317,6 +318,8 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
         assert answer["removed"]["profiles"] == 1  # the store is erased at once
     live = {d.decision_id for d in read_kafka_decisions(bootstrap)}
     assert theirs[first] | theirs[second] | {kept} <= live  # not yet: the eraser's job
+    job = answers[0]["decision_log"]["erasure_id"]
+    assert client.get(f"/v1/erasures/{job}").json()["status"] == "queued"
 
     eraser = DecisionEraser(bootstrap, timeout=20.0)
     done = eraser.run_once()
@@ -326,6 +329,10 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
         answers[1]["decision_log"]["erasure_id"]: 2,
     }
     assert {d.decision_id for d in read_kafka_decisions(bootstrap)} == {kept}
+    state = client.get(f"/v1/erasures/{job}").json()
+    assert (state["status"], state["decisions"]) == ("done", 2)
+    missing = client.get("/v1/erasures/er-nothing")
+    assert missing.status_code == 404 and missing.json()["field"] == "erasure_id"
     assert eraser.run_once() == []  # committed: the next pass has nothing to do
     again = client.delete(f"/v1/customers/{first}").json()["decision_log"]["erasure_id"]
     result = CliRunner().invoke(cli, ["eraser", "--bootstrap", bootstrap, "--once"])
