@@ -140,9 +140,10 @@ class Reloadable(Generic[T]):
     :meth:`get` looks at the files' stamps at most once per ``check_interval_s`` and reloads
     when they changed: at once, or with ``in_background`` in a thread of its own, the caller
     going on with the value in force (a request should not wait for a catalog to load). A
-    load that raises one of ``errors`` is not taken: the last good value stays in force,
-    the error is kept in :attr:`error` (logged once per bad version). The first load must
-    succeed, so a service never starts on invalid files.
+    load that raises is not taken: the last good value stays in force, the error is kept in
+    :attr:`error` (logged once per bad version; with its traceback when it is not one of
+    ``errors``, the ones that name a file's mistake). The first load must succeed, so a
+    service never starts on invalid files.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -193,7 +194,11 @@ class Reloadable(Generic[T]):
             raise self._errors[0](message) from None
 
     def get(self) -> T:
-        """Return the value in force, reloading first if the files changed (rate-limited)."""
+        """Return the value in force, after a look at the files (rate-limited).
+
+        Files that changed are reloaded before returning, or with ``in_background`` in a
+        thread of its own while this call returns the value in force.
+        """
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + self.check_interval_s
@@ -231,11 +236,14 @@ class Reloadable(Generic[T]):
             if stamp in (self.stamp, self._rejected) and not force:
                 return "unchanged"
             loaded = self._load()
-        except self._errors as error:
+        except Exception as error:  # a reload must never take the service down
+            expected = isinstance(error, self._errors)
+            text = str(error) if expected else f"{type(error).__name__}: {error}"
             self._rejected = stamp
-            if self.error != str(error):
-                log.error("%s not reloaded, keeping the last good version: %s", self.what, error)
-            self.error = str(error)
+            if self.error != text:
+                log.error("%s not reloaded, keeping the last good version: %s", self.what, text,
+                          exc_info=not expected)  # fmt: skip
+            self.error = text
             self._event("rejected")
             return "rejected"
         self.current, self.stamp, self.loaded_at = loaded, stamp, time.time()

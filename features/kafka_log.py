@@ -111,13 +111,20 @@ def load_kafka_events(
     before: datetime | None = None,
     timeout: float = 30.0,
 ) -> list[Event]:
-    """Return the valid events on the event topics (topic by topic, each in offset order).
+    """Return the valid events on the event topics, by topic, partition and offset.
 
     As :func:`features.eventlog.load_events` does for files: the same validation, the same
-    contact hashing; a topic's partitions follow one another.
+    contact hashing. The order is the same on every read (a scan mixes partitions as
+    fetches arrive, so records are put back in order); with one partition per topic it is
+    the order the records were written in, the files' order.
     """
     events: list[Event] = []
     for topic in EVENT_TOPICS:
-        raws = (r.value for r in scan_topic(bootstrap, topic, timeout) if r.value is not None)
+        records = sorted(
+            ((r.partition, r.offset, r.value) for r in scan_topic(bootstrap, topic, timeout)
+             if r.value is not None),
+            key=lambda r: (r[0], r[1]),
+        )  # fmt: skip
+        raws = (value for _partition, _offset, value in records)
         events.extend(valid_events(raws, key=key, max_bytes=max_bytes, before=before))
     return events

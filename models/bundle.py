@@ -31,18 +31,22 @@ class Bundle:
     examples: int
 
 
+class TrainingDataError(ValueError):
+    """There is nothing (or not enough) to train on, or it cannot be read."""
+
+
 def train_models(ts: TrainingSet, config: TrainConfig) -> Bundle:
     """Train and calibrate both models on a time split of ``ts``."""
     if len(ts) == 0:
         message = "the training set is empty: no decision with a complete attribution window"
-        raise ValueError(message)
+        raise TrainingDataError(message)
     x, y, t = ts.nbo()
     nbo_split = time_split(t, config.train_share, config.calibration_share)
     nbo = train_binary("nbo", x, y, nbo_split, NBO_FEATURES, sorted(CATEGORICAL), config)
     xc, yc, tc = ts.channel()
     if len(yc) == 0:
         message = "the training set has no message decisions to train the channel model on"
-        raise ValueError(message)
+        raise TrainingDataError(message)
     channel_split = time_split(tc, config.train_share, config.calibration_share)
     channel = train_binary(
         "channel", xc, yc, channel_split, CHANNEL_FEATURES, sorted(CATEGORICAL), config

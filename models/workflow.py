@@ -22,7 +22,7 @@ from features.attribution import AttributionWindows
 from features.catalog import Catalog, load_catalog
 from models import plots
 from models.bench import reasons_agreement, scoring_latency, training_time
-from models.bundle import Bundle, load_bundle, register, train_models
+from models.bundle import Bundle, TrainingDataError, load_bundle, register, train_models
 from models.closed_loop import customer_index
 from models.dataset import TrainingSet, build_training_set, load_decisions, load_segments
 from models.evaluate import build_rounds, closed_loop_report, heldout_report, ope_report
@@ -92,13 +92,19 @@ def load_training_set(
     topics and the ``decisions`` topic (erased decisions left out), read whole.
     """
     if bootstrap is not None:
-        from features.kafka_log import load_kafka_events, read_kafka_decisions
+        from features.kafka_log import KAFKA_ERRORS, load_kafka_events, read_kafka_decisions
 
         progress("read Kafka", 0, 1)
         timeout = settings.decision_log_timeout_s
-        events = load_kafka_events(bootstrap, key=settings.hash_key,
-                                   max_bytes=settings.max_event_bytes, timeout=timeout)  # fmt: skip
-        decisions = read_kafka_decisions(bootstrap, timeout=timeout)
+        try:
+            events = load_kafka_events(
+                bootstrap, key=settings.hash_key, max_bytes=settings.max_event_bytes,
+                timeout=timeout,
+            )  # fmt: skip
+            decisions = read_kafka_decisions(bootstrap, timeout=timeout)
+        except KAFKA_ERRORS as error:
+            message = f"cannot read the Kafka topics at {bootstrap}: {error}"
+            raise TrainingDataError(message) from error
         progress("read Kafka", 1, 1)
     elif events_dir is not None:
         from features.eventlog import load_events

@@ -111,10 +111,16 @@ class DecisionEraser:
             "enable.auto.commit": False, "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
         })  # fmt: skip
-        topics = consumer.list_topics(self.jobs_topic, timeout=self.timeout).topics
+        topics = consumer.list_topics(timeout=self.timeout).topics
         metadata = topics.get(self.jobs_topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return consumer, []
+        if self.done_topic not in topics:
+            consumer.close()
+            # Left to auto-creation it would expire with the broker's default retention.
+            message = (f"topic {self.done_topic!r} does not exist: create the topics with "
+                       "`omnioffer topics` (it keeps each erasure's result 30 days)")  # fmt: skip
+            raise RuntimeError(message)
         wanted = [TopicPartition(self.jobs_topic, p) for p in sorted(metadata.partitions)]
         # assign(), not subscribe(): no group membership to wait for; the offsets committed
         # under the group say where the last pass ended.
@@ -156,6 +162,11 @@ class DecisionEraser:
                               self.jobs_topic, m.partition(), m.offset(), problem)  # fmt: skip
         return jobs, ends
 
+    def _recorded(self) -> set[bytes]:
+        """Return the ids of the jobs whose result is on the results topic already."""
+        return {r.key for r in scan_topic(self.bootstrap, self.done_topic, self.timeout)
+                if r.key is not None and r.value is not None}  # fmt: skip
+
     def run_once(self) -> list[Erased]:
         """Erase every job queued since the last pass; return what each removed.
 
@@ -174,12 +185,15 @@ class DecisionEraser:
                 sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
                 try:
                     counts = sink.erase([person_erasure(job.targets) for job in jobs])
-                    # Before the commit: a pass cut short after this does the jobs again
-                    # and writes the same results under the same keys.
+                    # Before the commit. A pass cut short after this does the jobs again,
+                    # finding nothing left to erase: the first result is the one kept.
+                    recorded = self._recorded()
                     now = datetime.now(UTC)
                     for job, count in zip(jobs, counts, strict=True):
-                        done = ErasureDone(job.erasure_id, job.requested_at, now, count)
                         key = job.erasure_id.encode()
+                        if key in recorded:
+                            continue
+                        done = ErasureDone(job.erasure_id, job.requested_at, now, count)
                         sink.deliver(self.done_topic, key, _encoder.encode(done))
                 finally:
                     sink.close()
@@ -223,14 +237,22 @@ def erasure_status(
     done = None
     for record in scan_topic(bootstrap, done_topic, timeout):
         if record.key == key and record.value is not None:
-            done = _done_decoder.decode(record.value)
+            try:
+                done = _done_decoder.decode(record.value)
+            except msgspec.DecodeError as problem:
+                log.error("skipping a record of %s that is not a result: %s", done_topic,
+                          problem)  # fmt: skip
     if done is not None:
         return {"erasure_id": erasure_id, "status": "done", "decisions": done.decisions,
                 "requested_at": done.requested_at.isoformat(),
                 "done_at": done.done_at.isoformat()}  # fmt: skip
     for record in scan_topic(bootstrap, jobs_topic, timeout):
         if record.key == key and record.value is not None:
-            job = decode_job(record.value)
+            try:
+                job = decode_job(record.value)
+            except msgspec.DecodeError as problem:
+                log.error("skipping a record of %s that is not a job: %s", jobs_topic, problem)
+                continue
             return {"erasure_id": erasure_id, "status": "queued",
                     "requested_at": job.requested_at.isoformat()}  # fmt: skip
     return None

@@ -58,12 +58,13 @@ def train(
     From the file event log, or with `--source kafka` from the event topics and the
     `decisions` topic (read whole; erased decisions left out).
     """
-    from features.kafka_log import KAFKA_ERRORS
+    from models.bundle import TrainingDataError
     from models.train import TrainConfig
     from models.workflow import train as train_models
 
     settings = settings_with(seed=seed, source=source, kafka_bootstrap=bootstrap)
-    kafka = settings.kafka_bootstrap if settings.source == "kafka" else None
+    # An explicit folder wins over OMNIOFFER_SOURCE=kafka in the environment.
+    kafka = settings.kafka_bootstrap if settings.source == "kafka" and events is None else None
     folder = None if kafka else events or settings.event_log_dir
     if folder is not None and not (folder / "decisions.jsonl").exists():
         console.print(f"[red]no decisions.jsonl in {folder}[/red]: run `omnioffer simulate` first")
@@ -74,7 +75,7 @@ def train(
                 settings, folder, config=TrainConfig(seed=settings.seed), promote=promote,
                 progress=_stage_progress(progress), bootstrap=kafka,
             )
-        except (ValueError, *KAFKA_ERRORS) as error:  # no data, or no broker
+        except TrainingDataError as error:  # nothing to train on, or no broker
             console.print(f"[red]cannot train:[/red] {error}")
             raise typer.Exit(2) from None
     console.print(_metrics_table(f"{version}: held-out time slice", report))

@@ -334,6 +334,14 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
     missing = client.get("/v1/erasures/er-nothing")
     assert missing.status_code == 404 and missing.json()["field"] == "erasure_id"
     assert eraser.run_once() == []  # committed: the next pass has nothing to do
+    # A pass cut short before its commit does its jobs again: nothing is left to erase,
+    # and the first result stays the one reported.
+    rewind = Consumer({"bootstrap.servers": bootstrap, "group.id": eraser.group})
+    rewind.commit(offsets=[TopicPartition(DECISION_ERASURES, p, 0) for p in (0, 1)],
+                  asynchronous=False)  # fmt: skip
+    rewind.close()
+    assert sorted(e.decisions for e in eraser.run_once()) == [0, 0]
+    assert client.get(f"/v1/erasures/{job}").json()["decisions"] == 2
     again = client.delete(f"/v1/customers/{first}").json()["decision_log"]["erasure_id"]
     result = CliRunner().invoke(cli, ["eraser", "--bootstrap", bootstrap, "--once"])
     assert result.exit_code == 0, result.output
