@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from confluent_kafka import KafkaException
 
@@ -44,7 +45,7 @@ def scan_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Iterator[To
     that does not exist yields nothing. Raises ``TimeoutError`` when no record and no end
     arrive for ``timeout`` seconds.
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer(
         {
@@ -59,27 +60,42 @@ def scan_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Iterator[To
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return
-        pending = set(metadata.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-        quiet_since = time.monotonic()
-        while pending:
-            messages = consumer.consume(500, 0.5)
-            if messages:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > timeout:
-                message = f"scanning {topic!r}: no answer for {timeout:g} s"
-                raise TimeoutError(message)
-            for m in messages:
-                error = m.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                        continue
-                    message = f"scanning {topic!r}: {error}"
-                    raise RuntimeError(message)
-                yield TopicRecord(m.partition(), m.offset(), m.key(), m.value())
+        partitions = sorted(metadata.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        yield from read_to_end(consumer, topic, partitions, timeout)
     finally:
         consumer.close()
+
+
+def read_to_end(
+    consumer: Any, topic: str, partitions: Iterable[int], timeout: float
+) -> Iterator[TopicRecord]:
+    """Yield what an assigned consumer reads of ``topic`` until each partition ends.
+
+    The consumer needs ``enable.partition.eof``. Raises ``TimeoutError`` when no record
+    and no end arrive for ``timeout`` seconds, ``RuntimeError`` on any other error the
+    consumer reports.
+    """
+    from confluent_kafka import KafkaError
+
+    pending = set(partitions)
+    quiet_since = time.monotonic()
+    while pending:
+        messages = consumer.consume(500, 0.5)
+        if messages:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > timeout:
+            message = f"reading {topic!r}: no answer for {timeout:g} s"
+            raise TimeoutError(message)
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(m.partition())
+                    continue
+                message = f"reading {topic!r}: {error}"
+                raise RuntimeError(message)
+            yield TopicRecord(m.partition(), m.offset(), m.key(), m.value())
 
 
 def read_kafka_decisions(

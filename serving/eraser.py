@@ -27,7 +27,7 @@ import msgspec
 
 from features.decisions import person_erasure
 from features.events import AwareTime
-from features.kafka_log import KAFKA_ERRORS, scan_topic
+from features.kafka_log import KAFKA_ERRORS, read_to_end, scan_topic
 from features.topics import DECISION_ERASURES, DECISION_ERASURES_DONE, DECISIONS
 from serving.decision_log import KafkaSink
 
@@ -133,33 +133,16 @@ class DecisionEraser:
 
     def _pending(self, consumer: object, partitions: list[object]
                  ) -> tuple[list[ErasureJob], dict[int, int]]:  # fmt: skip
-        from confluent_kafka import KafkaError
-
         jobs: list[ErasureJob] = []
         ends: dict[int, int] = {}
-        pending = {tp.partition for tp in partitions}  # type: ignore[attr-defined]
-        quiet_since = time.monotonic()
-        while pending:
-            messages = consumer.consume(500, 0.5)  # type: ignore[attr-defined]
-            if messages:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > self.timeout:
-                message = f"reading {self.jobs_topic!r}: no answer for {self.timeout:g} s"
-                raise TimeoutError(message)
-            for m in messages:
-                error = m.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(m.partition())
-                        continue
-                    message = f"reading {self.jobs_topic!r}: {error}"
-                    raise RuntimeError(message)
-                ends[m.partition()] = m.offset() + 1
-                try:
-                    jobs.append(decode_job(m.value()))
-                except (msgspec.DecodeError, TypeError) as problem:  # not a job: skip it
-                    log.error("skipping a record of %s at %d/%d that is not a job: %s",
-                              self.jobs_topic, m.partition(), m.offset(), problem)  # fmt: skip
+        numbers = [tp.partition for tp in partitions]  # type: ignore[attr-defined]
+        for record in read_to_end(consumer, self.jobs_topic, numbers, self.timeout):
+            ends[record.partition] = record.offset + 1
+            try:
+                jobs.append(decode_job(record.value))  # type: ignore[arg-type]
+            except (msgspec.DecodeError, TypeError) as problem:  # not a job: skip it
+                log.error("skipping a record of %s at %d/%d that is not a job: %s",
+                          self.jobs_topic, record.partition, record.offset, problem)  # fmt: skip
         return jobs, ends
 
     def _recorded(self) -> set[bytes]:
