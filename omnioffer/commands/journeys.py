@@ -104,19 +104,41 @@ def journeys_check(
 def journeys_report(
     events: Annotated[Path | None, typer.Option(help="Folder with triggers.jsonl.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
+    source: SourceOption = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
-    """Per journey and step: conversion of treated vs control, entries, exits, messages."""
+    """Per journey and step: conversion of treated vs control, entries, exits, messages.
+
+    From the embedded `triggers.jsonl`, or with `--source kafka` from the `triggers` topic
+    (read whole).
+    """
     from features.eventlog import topic_path
     from features.journey_report import journey_report, report_table
     from features.journeys import Exited, Outbound, Suppressed, decode_record
+    from features.kafka_log import KAFKA_ERRORS, scan_topic
     from features.topics import TRIGGERS
 
-    path = topic_path(events or settings_with().event_log_dir, TRIGGERS)
-    if not path.exists():
-        console.print(f"no journey records in {path}: run `omnioffer flow journeys` first")
+    settings = settings_with(source=source, kafka_bootstrap=bootstrap)
+    if settings.source == "kafka" and events is None:
+        where = f"the {TRIGGERS} topic at {settings.kafka_bootstrap}"
+        try:
+            records = [decode_record(r.value) for r in scan_topic(
+                settings.kafka_bootstrap, TRIGGERS, settings.decision_log_timeout_s
+            ) if r.value is not None]  # fmt: skip
+        except KAFKA_ERRORS as error:
+            console.print(f"[red]cannot read {where}:[/red] {error}")
+            raise typer.Exit(2) from None
+    else:
+        path = topic_path(events or settings.event_log_dir, TRIGGERS)
+        where = str(path)
+        if not path.exists():
+            console.print(f"no journey records in {path}: run `omnioffer flow journeys` first")
+            raise typer.Exit(1)
+        with path.open("rb") as handle:
+            records = [decode_record(line) for line in handle if line.strip()]
+    if not records:
+        console.print(f"no journey records in {where}: run `omnioffer flow journeys` first")
         raise typer.Exit(1)
-    with path.open("rb") as handle:
-        records = [decode_record(line) for line in handle if line.strip()]
     reports = journey_report(records)
     table = Table("journey", "step", "treated", "control", "lift [95 %]",
                   title="conversion after each step: treated vs control")  # fmt: skip
@@ -144,4 +166,4 @@ def journeys_report(
             for r in reports
         }
         write_json(json_path, document)
-    console.print(f"{len(records):,} journey records in {path}")
+    console.print(f"{len(records):,} journey records in {where}")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from bytewax.testing import run_main
+from typer.testing import CliRunner
 
 from features.catalog import load_catalog
 from features.eventlog import EventLogWriter, topic_path
@@ -27,6 +28,7 @@ from features.store import open_store
 from features.topics import MESSAGES_OUTBOUND, TRIGGERS, topic_for
 from flows.features_flow import FlowConfig
 from flows.journey_flow import JourneySetup, build_journey_flow
+from omnioffer.cli import app as cli
 from tests.conftest import TEST_HASH_KEY
 
 CATALOG = load_catalog()
@@ -65,6 +67,12 @@ def test_a_replay_emits_exactly_the_same_messages(small_world, tmp_path):
     assert len({m["decision_id"] for m in sent}) == len(sent)
     kinds = {r["type"] for r in records(first[1])}
     assert {"entered", "exited", "sent", "converted"} <= kinds
+    report = CliRunner().invoke(cli, ["journeys", "report", "--events", str(tmp_path / "a"),
+                                      "--json", str(tmp_path / "report.json")])  # fmt: skip
+    assert report.exit_code == 0, report.output
+    assert f"{len(records(first[1])):,} journey records in" in report.output
+    document = orjson.loads((tmp_path / "report.json").read_bytes())
+    assert "cart_abandonment" in document and "entries" in document["cart_abandonment"]
 
 
 def test_running_again_on_the_same_contact_log_sends_nothing_twice(small_world, tmp_path):

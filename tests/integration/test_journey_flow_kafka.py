@@ -11,12 +11,14 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from features.kafka_log import scan_topic
 from features.pipeline import recompute
 from features.profile import decode_profile
 from features.store import open_store
 from features.topics import DEADLETTER, EVENT_TOPICS, MESSAGES_OUTBOUND, TRIGGERS
+from omnioffer.cli import app as cli
 from omnioffer.services import create_topics, free_port
 from tests.integration.test_feature_flow_kafka import (
     committed_epoch,
@@ -273,6 +275,11 @@ def test_kill_and_recover_sends_no_message_twice(
         sent = assert_sent_once_and_logged(bootstrap, store)
         assert len(sent) > 0
         assert before_kill <= sent
+        report = CliRunner().invoke(cli, ["journeys", "report", "--source", "kafka",
+                                          "--bootstrap", bootstrap])  # fmt: skip
+        assert report.exit_code == 0, report.output
+        assert "journey records in the triggers topic" in report.output
+        assert "sent: " in report.output
 
         # From scratch (new recovery dir) on the same contact log: it decides again the
         # steps the first runs sent, finds each claimed already, and sends none again.
