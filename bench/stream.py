@@ -11,7 +11,9 @@ Three measurements from one run (these machines are noisy, so compare within a r
    partitions, up to the same sentinels, in this process, before the flow starts.
 3. **freshness** — with the flow still tailing, a second world (another seed) is produced at
    a steady rate with 1% of it replaced by probe events; a poller thread times each probe
-   from ``produce()`` until its profile is readable in Redis.
+   from ``produce()`` until its profile is readable in Redis. A probe still unreadable
+   ``GRACE_S`` after the last produce counts as infinitely late: a percentile that falls on
+   one is reported as ``null``.
 
 Tansu holds a fetch for the consumer's whole ``fetch.wait.max.ms`` (librdkafka: 500 ms) even
 when data arrives meanwhile, so on Tansu freshness carries ~250 ms of fetch wait on average
