@@ -8,7 +8,11 @@ topic. Then, side by side in one run, each on people not erased before:
 - one erasure that decodes only the owner fields, ``profile_id`` and ``ids``
   (:func:`features.decisions.person_erasure`);
 - ``--concurrent`` erasures one after another, then as many at once from as many threads
-  (:meth:`serving.decision_log.DecisionLog.erase` shares the passes).
+  (:meth:`serving.decision_log.DecisionLog.erase` shares the passes);
+- the queued eraser (:class:`serving.eraser.DecisionEraser`) with its owner index: the
+  first pass builds the index in one read of the topic; then 1 % more decisions arrive
+  and a pass erases one person (reading only the new records), then ``--concurrent``
+  people in one pass. The index file's size per decision is reported too.
 
 Prints a table and writes JSON::
 
@@ -30,15 +34,19 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def decision_records(records: int, people: int) -> list[tuple[str, bytes, bytes]]:
-    """Return ``records`` offers decisions as (topic, key, value), spread over ``people``."""
+def decision_records(records: int, people: int, first: int = 0,
+                     ) -> list[tuple[str, bytes, bytes]]:  # fmt: skip
+    """Return ``records`` offers decisions as (topic, key, value), spread over ``people``.
+
+    Numbered from ``first`` (decision ``n`` belongs to person ``n % people``).
+    """
     from features.decisions import Choice, Decision, DecisionContext, encode_decision
     from features.events import Identifiers
     from features.topics import DECISIONS
 
     start = datetime(2026, 3, 1, tzinfo=UTC)
     out = []
-    for n in range(records):
+    for n in range(first, first + records):
         person = f"cu-{n % people:05d}"
         candidates = [
             Choice(offer_id=f"of-{i:03d}", channel="web", propensity=0.0045 + i * 1e-6,
@@ -115,6 +123,8 @@ def run(records: int, people: int, concurrent: int) -> dict[str, Any]:
         assert shared_counts == [per_person] * concurrent, shared_counts
         shared_passes = sink.scans - passes_before
         log.close()
+        indexed = run_indexed(broker.bootstrap, records, people, concurrent,
+                              first=first + 2 * concurrent, person=person)  # fmt: skip
     size = sum(len(v) for _, _, v in values) / len(values)
     return {
         "benchmark": "erasure",
@@ -128,7 +138,55 @@ def run(records: int, people: int, concurrent: int) -> dict[str, Any]:
         "concurrent": concurrent,
         "one_after_another": {"seconds": round(sequential, 3), "passes": concurrent},
         "at_once": {"seconds": round(shared, 3), "passes": shared_passes},
+        "indexed": indexed,
     }
+
+
+def run_indexed(bootstrap: str, records: int, people: int, concurrent: int, *, first: int,
+                person: Callable[[int], set[str]]) -> dict[str, Any]:  # fmt: skip
+    """Time the queued eraser's passes with its owner index on the filled broker."""
+    import tempfile
+
+    from features.topics import DECISION_ERASURES, DECISION_ERASURES_DONE
+    from omnioffer.services import create_topics
+    from serving.decision_log import KafkaSink
+    from serving.eraser import DecisionEraser, encode_job, new_job
+
+    create_topics(bootstrap, [DECISION_ERASURES, DECISION_ERASURES_DONE])
+    sink = KafkaSink(bootstrap, timeout=120.0)
+
+    def queue(people_numbers: range) -> None:
+        for n in people_numbers:
+            sink.deliver(DECISION_ERASURES, f"er-{n}".encode(),
+                         encode_job(new_job(f"er-{n}", person(n))))  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix="omnioffer-erasure-index-") as folder:
+        path = Path(folder) / "owners.sqlite"
+        eraser = DecisionEraser(bootstrap, index_path=path, timeout=120.0)
+        done, build_s = _timed(eraser.run_once)
+        assert done == [], done
+        built = eraser.last_catch_up
+        new = max(1, records // 100)
+        for start in range(records, records + new, 1000):
+            sink.send(decision_records(min(1000, records + new - start), people, start))
+        queue(range(first, first + 1))
+        done, one_s = _timed(eraser.run_once)
+        one_read = eraser.last_catch_up
+        theirs = len(range(first, records + new, people))  # decision n is person n % people
+        assert [e.decisions for e in done] == [theirs], done
+        queue(range(first + 1, first + 1 + concurrent))
+        done, many_s = _timed(eraser.run_once)
+        assert len(done) == concurrent and all(e.decisions for e in done), done
+        index_bytes = sum(f.stat().st_size for f in Path(folder).iterdir())
+    sink.close()
+    return {
+        "build": {"seconds": round(build_s, 3), "records": built.records,
+                  "records_per_s": round(built.records / build_s)},
+        "one_person": {"seconds": round(one_s, 3), "new_records_read": one_read.records,
+                       "decisions": theirs},
+        "concurrent_people": {"seconds": round(many_s, 3), "people": concurrent},
+        "index_bytes_per_decision": round(index_bytes / (records + new)),
+    }  # fmt: skip
 
 
 def result_table(result: dict[str, Any]) -> Table:
@@ -147,6 +205,17 @@ def result_table(result: dict[str, Any]) -> Table:
         row = result[key]
         table.add_row(name, str(row["passes"]), f"{row['seconds']:.2f}",
                       f"{n * row['passes'] / row['seconds']:,.0f}")  # fmt: skip
+    indexed = result.get("indexed")
+    if indexed:
+        build = indexed["build"]
+        table.add_row("eraser: build its index (no erasure)", "1", f"{build['seconds']:.2f}",
+                      f"{build['records_per_s']:,}")  # fmt: skip
+        one = indexed["one_person"]
+        table.add_row(f"eraser: 1 person, after {one['new_records_read']:,} new records",
+                      "0 (index)", f"{one['seconds']:.2f}", "")  # fmt: skip
+        many = indexed["concurrent_people"]
+        table.add_row(f"eraser: {many['people']} people in one pass", "0 (index)",
+                      f"{many['seconds']:.2f}", "")  # fmt: skip
     return table
 
 

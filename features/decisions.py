@@ -169,8 +169,20 @@ def person_erasure(targets: Iterable[str]) -> Erasure:
     targets = frozenset(targets)
 
     def concerns(record: Decision | DecisionOwner) -> bool:
-        return record.profile_id in targets or any(
-            fragment_id(field, value) in targets for field, value in record.ids.present().items()
-        )
+        return not targets.isdisjoint(owner_ids(record))
 
     return Erasure(concerns, by_owner=True)
+
+
+def owner_ids(record: Decision | DecisionOwner) -> list[str]:
+    """Return what a record is owned by: its profile id and its identifiers' fragment ids.
+
+    A person's erasure targets (:func:`person_erasure`) are matched against these.
+
+    >>> owner_ids(decode_owner(b'{"profile_id":"p-1","ids":{"card_id":"k-1"}}'))
+    ['p-1', 'card_id:k-1']
+    """
+    owners = [fragment_id(field, value) for field, value in record.ids.present().items()]
+    if record.profile_id is not None:
+        owners.insert(0, record.profile_id)
+    return owners

@@ -26,6 +26,19 @@ from features.topics import DECISIONS, EVENT_TOPICS
 # librdkafka's own errors.
 KAFKA_ERRORS: tuple[type[Exception], ...] = (TimeoutError, RuntimeError, KafkaException)
 
+# How long the broker may hold a fetch that finds nothing new, for readers that stop at a
+# partition's end: its end is known only when such a fetch returns (Kafka's default, 500
+# ms, made every read of a topic with nothing new take half a second per partition).
+READ_FETCH_WAIT_MS = 20
+
+
+class OffsetOutOfRangeError(RuntimeError):
+    """A consumer was placed past the end of a partition (the topic was created again?)."""
+
+    def __init__(self, topic: str, partition: int, detail: str) -> None:
+        super().__init__(f"reading {topic!r} partition {partition}: {detail}")
+        self.partition = partition
+
 
 @dataclass(frozen=True, slots=True)
 class TopicRecord:
@@ -54,6 +67,7 @@ def scan_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Iterator[To
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": READ_FETCH_WAIT_MS,
         }
     )
     try:
@@ -73,15 +87,18 @@ def read_to_end(
     """Yield what an assigned consumer reads of ``topic`` until each partition ends.
 
     The consumer needs ``enable.partition.eof``. Raises ``TimeoutError`` when no record
-    and no end arrive for ``timeout`` seconds, ``RuntimeError`` on any other error the
-    consumer reports.
+    and no end arrive for ``timeout`` seconds, :class:`OffsetOutOfRangeError` when a
+    partition's position is past its end (with ``auto.offset.reset=error``), and
+    ``RuntimeError`` on any other error the consumer reports.
     """
     from confluent_kafka import KafkaError
 
     pending = set(partitions)
     quiet_since = time.monotonic()
     while pending:
-        messages = consumer.consume(500, 0.5)
+        # consume() waits out its timeout unless the batch fills: a short one keeps a read
+        # that finds little (an incremental catch-up) from costing half a second a call.
+        messages = consumer.consume(500, 0.05)
         if messages:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > timeout:
@@ -93,6 +110,8 @@ def read_to_end(
                 if error.code() == KafkaError._PARTITION_EOF:
                     pending.discard(m.partition())
                     continue
+                if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                    raise OffsetOutOfRangeError(topic, m.partition(), str(error))
                 message = f"reading {topic!r}: {error}"
                 raise RuntimeError(message)
             yield TopicRecord(m.partition(), m.offset(), m.key(), m.value())

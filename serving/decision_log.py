@@ -273,8 +273,22 @@ class KafkaSink:
                 doomed[record.key] = (record.partition, hits)
             else:
                 doomed.pop(record.key, None)
+        self.tombstone({key: partition for key, (partition, _hits) in doomed.items()})
+        counts = [0] * len(erasures)
+        for _partition, hits in doomed.values():
+            for i in hits:
+                counts[i] += 1
+        return counts
+
+    def tombstone(self, doomed: dict[bytes, int]) -> None:
+        """Write a tombstone for each key (in its partition) and wait until all are written.
+
+        Raises ``TimeoutError`` if the broker does not answer within ``timeout`` seconds,
+        ``RuntimeError`` if it refuses any.
+        """
+        producer = self._open()
         outcomes: list[Any] = []
-        for key, (partition, _hits) in doomed.items():
+        for key, partition in doomed.items():
             producer.produce(self.topic, None, key, partition=partition,
                              on_delivery=lambda error, _m: outcomes.append(error))  # fmt: skip
         self._settle(producer, lambda: len(outcomes) >= len(doomed), "tombstones")
@@ -282,11 +296,6 @@ class KafkaSink:
         if refused:
             message = f"decision log: {len(refused)} tombstones refused: {refused[0]}"
             raise RuntimeError(message)
-        counts = [0] * len(erasures)
-        for _partition, hits in doomed.values():
-            for i in hits:
-                counts[i] += 1
-        return counts
 
     def close(self) -> None:
         """Deliver what is queued (up to 10 s) and drop the producer; idempotent."""

@@ -1,14 +1,17 @@
-"""Queued erasure of people's decisions on Kafka, done in shared passes over the topic.
+"""Queued erasure of people's decisions on Kafka, by an index of whose records are where.
 
-Erasing a person from the Kafka ``decisions`` topic means reading the whole topic (it is
-keyed by decision id; a day at 500 requests/s takes about an hour to read). With
+Erasing a person from the Kafka ``decisions`` topic means tombstoning the keys of their
+records; the topic is keyed by decision id, so finding those keys is a read of the whole
+topic (a day at 500 requests/s takes about an hour). With
 ``OMNIOFFER_DECISION_ERASURE=queued`` the API does not wait for that: ``DELETE
 /v1/customers/{id}`` puts an :class:`ErasureJob` naming the person's identifiers on the
 ``decisions.erasures`` topic (after their decisions so far are on the broker) and erases
 the rest at once. :class:`DecisionEraser` (``omnioffer eraser``) reads the jobs after its
-committed offsets, erases all of them in one pass (:meth:`serving.decision_log.KafkaSink.erase`),
-and only then commits: a pass that fails, or an eraser that stops, leaves the jobs to the
-next one. One eraser runs at a time (it reads every partition of the jobs topic itself).
+committed offsets, brings its index of the topic up to the topic's end
+(:class:`serving.decision_index.OwnerIndex`: only the records added since its last pass
+are read), tombstones every record the jobs' people own, and only then commits: a pass
+that fails, or an eraser that stops, leaves the jobs to the next one. One eraser runs at
+a time (it reads every partition of the jobs topic itself, and owns the index file).
 
 >>> job = ErasureJob("er-1", datetime(2026, 3, 2, tzinfo=UTC), ["customer_id:cu-1"])
 >>> decode_job(encode_job(job)) == job
@@ -22,13 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 
-from features.decisions import person_erasure
 from features.events import AwareTime
-from features.kafka_log import KAFKA_ERRORS, read_to_end, scan_topic
+from features.kafka_log import KAFKA_ERRORS, READ_FETCH_WAIT_MS, read_to_end, scan_topic
 from features.topics import DECISION_ERASURES, DECISION_ERASURES_DONE, DECISIONS
+from serving.decision_index import CatchUp, OwnerIndex, catch_up
 from serving.decision_log import KafkaSink
 
 log = logging.getLogger(__name__)
@@ -80,16 +84,19 @@ class Erased:
 
 
 class DecisionEraser:
-    """Do the queued erasures: read new jobs, erase them in one pass, commit.
+    """Do the queued erasures: read new jobs, index new decisions, tombstone, commit.
 
-    ``timeout`` bounds each wait on the broker (a pass over a large topic takes longer:
-    the bound is on silence, not on the pass).
+    ``index_path`` is the SQLite file of the index (created, then read on from where it
+    stopped; a new file means one full read of the topic). ``timeout`` bounds each wait on
+    the broker (a long read takes longer: the bound is on silence, not on the pass).
+    ``last_catch_up`` says what the last pass read into the index.
     """
 
     def __init__(
         self,
         bootstrap: str,
         *,
+        index_path: Path | str,
         topic: str = DECISIONS,
         jobs_topic: str = DECISION_ERASURES,
         done_topic: str = DECISION_ERASURES_DONE,
@@ -97,6 +104,8 @@ class DecisionEraser:
         timeout: float = 30.0,
     ) -> None:
         self.bootstrap = bootstrap
+        self.index_path = Path(index_path)
+        self.last_catch_up = CatchUp(0, 0, 0)
         self.topic = topic
         self.jobs_topic = jobs_topic
         self.done_topic = done_topic
@@ -109,6 +118,7 @@ class DecisionEraser:
         consumer = Consumer({
             "bootstrap.servers": self.bootstrap, "group.id": self.group,
             "enable.auto.commit": False, "enable.partition.eof": True,
+            "fetch.wait.max.ms": READ_FETCH_WAIT_MS,
             "auto.offset.reset": "earliest",
         })  # fmt: skip
         topics = consumer.list_topics(timeout=self.timeout).topics
@@ -159,33 +169,43 @@ class DecisionEraser:
         from confluent_kafka import TopicPartition
 
         consumer, partitions = self._consumer()
+        index = OwnerIndex(self.index_path, self.topic)
         try:
-            if not partitions:
-                return []
-            jobs, ends = self._pending(consumer, partitions)
-            counts: list[int] = []
+            jobs, ends = self._pending(consumer, partitions) if partitions else ([], {})
+            # After the jobs: each job was written once its person's decisions were on
+            # the broker, so the index now holds them. Every pass reads on, jobs or not,
+            # so a job's pass has only the last interval's records to read.
+            self.last_catch_up = catch_up(index, self.bootstrap, self.topic,
+                                          timeout=self.timeout)  # fmt: skip
+            found = [index.owned(job.targets) for job in jobs]
             if jobs:
-                sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
-                try:
-                    counts = sink.erase([person_erasure(job.targets) for job in jobs])
-                    # Before the commit. A pass cut short after this does the jobs again,
-                    # finding nothing left to erase: the first result is the one kept.
-                    recorded = self._recorded()
-                    now = datetime.now(UTC)
-                    for job, count in zip(jobs, counts, strict=True):
-                        key = job.erasure_id.encode()
-                        if key in recorded:
-                            continue
-                        done = ErasureDone(job.erasure_id, job.requested_at, now, count)
-                        sink.deliver(self.done_topic, key, _encoder.encode(done))
-                finally:
-                    sink.close()
+                self._erase(index, jobs, found)
             if ends:  # records that were not jobs are passed over too
                 offsets = [TopicPartition(self.jobs_topic, p, end) for p, end in ends.items()]
                 consumer.commit(offsets=offsets, asynchronous=False)  # type: ignore[attr-defined]
-            return [Erased(job, n) for job, n in zip(jobs, counts, strict=True)]
+            return [Erased(job, len(owned)) for job, owned in zip(jobs, found, strict=True)]
         finally:
+            index.close()
             consumer.close()  # type: ignore[attr-defined]
+
+    def _erase(self, index: OwnerIndex, jobs: list[ErasureJob],
+               found: list[dict[bytes, tuple[int, int]]]) -> None:  # fmt: skip
+        doomed = {key: partition for owned in found for key, (partition, _) in owned.items()}
+        sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
+        try:
+            sink.tombstone(doomed)
+            index.forget(doomed)  # only once the broker has every tombstone
+            # Before the commit. A pass cut short after this does the jobs again, finding
+            # nothing left to erase: the first result is the one kept.
+            recorded = self._recorded()
+            now = datetime.now(UTC)
+            for job, owned in zip(jobs, found, strict=True):
+                key = job.erasure_id.encode()
+                if key not in recorded:
+                    done = ErasureDone(job.erasure_id, job.requested_at, now, len(owned))
+                    sink.deliver(self.done_topic, key, _encoder.encode(done))
+        finally:
+            sink.close()
 
     def run(self, *, every_s: float, stop: Callable[[], bool],
             on_pass: Callable[[list[Erased], float], None] | None = None) -> None:  # fmt: skip

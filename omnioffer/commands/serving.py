@@ -190,11 +190,20 @@ def eraser(
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
     every: Annotated[float, typer.Option(min=1.0, help="Seconds between passes.")] = 60.0,
     once: Annotated[bool, typer.Option(help="Make one pass, then exit.")] = False,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            help="The eraser's index of the decisions topic (SQLite; default "
+            "<data_dir>/eraser/decision-owners.sqlite)."
+        ),
+    ] = None,
 ) -> None:
     """Erase the decisions of the people queued by `DELETE /v1/customers` (Kafka log).
 
-    For `OMNIOFFER_DECISION_ERASURE=queued`: the jobs waiting on `decisions.erasures` are
-    done together in one pass over the `decisions` topic, then committed. Run one.
+    For `OMNIOFFER_DECISION_ERASURE=queued`: each pass reads the jobs waiting on
+    `decisions.erasures`, reads the `decisions` records added since the last pass into
+    its index of who owns which record, tombstones the jobs' people's records, then
+    commits. Run one.
     """
     import signal
     import threading
@@ -202,9 +211,16 @@ def eraser(
     from serving.eraser import PASS_ERRORS, DecisionEraser, Erased
 
     settings = settings_with(kafka_bootstrap=bootstrap)
-    worker = DecisionEraser(settings.kafka_bootstrap, timeout=settings.decision_log_timeout_s)
+    worker = DecisionEraser(
+        settings.kafka_bootstrap, timeout=settings.decision_log_timeout_s,
+        index_path=index or settings.data_dir / "eraser" / "decision-owners.sqlite",
+    )  # fmt: skip
 
     def report(done: list[Erased], seconds: float) -> None:
+        read = worker.last_catch_up
+        if read.records or read.expired:
+            console.print(f"index: {read.records:,} new records read ({read.decisions:,} "
+                          f"decisions), {read.expired:,} entries expired")  # fmt: skip
         for item in done:
             console.print(f"{item.job.erasure_id}: {item.decisions:,} decisions erased "
                           f"(asked {item.job.requested_at:%Y-%m-%d %H:%M:%S} UTC)")  # fmt: skip

@@ -18,6 +18,7 @@ from features.topics import DECISION_ERASURES, DECISION_ERASURES_DONE, DECISIONS
 from omnioffer.cli import app as cli
 from omnioffer.services import create_topics
 from omnioffer.settings import Settings
+from serving.decision_index import OwnerIndex
 from serving.decision_log import DecisionLog, FileSink, KafkaSink, read_decisions
 from serving.eraser import DecisionEraser
 from tests.serving.conftest import channel_body, offers_body
@@ -321,7 +322,8 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
     job = answers[0]["decision_log"]["erasure_id"]
     assert client.get(f"/v1/erasures/{job}").json()["status"] == "queued"
 
-    eraser = DecisionEraser(bootstrap, timeout=20.0)
+    index = tmp_path / "eraser" / "owners.sqlite"
+    eraser = DecisionEraser(bootstrap, timeout=20.0, index_path=index)
     done = eraser.run_once()
 
     assert {e.job.erasure_id: e.decisions for e in done} == {
@@ -343,9 +345,22 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
     assert sorted(e.decisions for e in eraser.run_once()) == [0, 0]
     assert client.get(f"/v1/erasures/{job}").json()["decisions"] == 2
     again = client.delete(f"/v1/customers/{first}").json()["decision_log"]["erasure_id"]
-    result = CliRunner().invoke(cli, ["eraser", "--bootstrap", bootstrap, "--once"])
+    later = client.post("/v1/offers", json=offers_body(customer_id=other)).json()["decision_id"]
+    result = CliRunner().invoke(cli, ["eraser", "--bootstrap", bootstrap, "--once",
+                                      "--index", str(index)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert f"{again}: 0 decisions erased" in result.output
+    # The index went on from where it stopped: the one new decision is all it read.
+    assert "index: 1 new records read (1 decisions)" in result.output
+    assert {d.decision_id for d in read_kafka_decisions(bootstrap)} == {kept, later}
+    # A new index file is built in one read of the whole topic, and agrees.
+    fresh = DecisionEraser(bootstrap, timeout=20.0, index_path=tmp_path / "fresh.sqlite")
+    assert fresh.run_once() == []
+    assert (fresh.last_catch_up.records, fresh.last_catch_up.decisions) == (6 + 4, 6)
+    rebuilt = OwnerIndex(tmp_path / "fresh.sqlite")
+    assert rebuilt.owned([f"customer_id:{who}" for who in (first, second)]) == {}
+    assert set(rebuilt.owned([f"customer_id:{other}"])) == {kept.encode(), later.encode()}
+    rebuilt.close()
 
 
 def test_queued_erasure_needs_the_kafka_decision_log(filled_store, tmp_path):
