@@ -18,12 +18,13 @@ batches that span at most an hour: read partition by partition, a backlog would 
 topic run days ahead of another.
 
 Sending checks the log it writes to, and is idempotent (:func:`send_if_allowed`): the
-outbound sink reads the person's contact log, skips a decision already there (a replay
-after a crash and a restart from the last snapshot), checks the rules that read the log
-(what the API sent since the step decided counts), and writes the contact only if the log
-is still as read (:meth:`features.store.OnlineStore.add_contact_if_unchanged`); only then
-the message. The contact comes first on purpose: a crash between the two writes loses that
-message rather than sending it twice.
+send step (:class:`OutboundSender`) reads the person's contact log, skips a decision
+already there (a replay after a crash and a restart from the last snapshot), checks the
+rules that read the log (what the API sent since the step decided counts), and writes the
+contact only if the log is still as read
+(:meth:`features.store.OnlineStore.add_contact_if_unchanged`); only then the message. The
+contact comes first on purpose: a crash between the two writes loses that message rather
+than sending it twice. A send refused there reaches ``triggers`` as ``suppressed``.
 
 Run it with ``omnioffer flow journeys`` (it also writes the profiles, so it replaces
 ``omnioffer flow features``), or ``python -m bytewax.run flows.journey_flow:flow``.
@@ -48,7 +49,6 @@ from bytewax.connectors.files import FileSink
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from features.catalog import Catalog
 from features.datafile import Reloadable
@@ -63,7 +63,7 @@ from features.journey_state import (
     tick,
     watermark,
 )
-from features.journeys import JourneyBook, JourneyRecord, Outbound, encode_record
+from features.journeys import JourneyBook, JourneyRecord, Outbound, Suppressed, encode_record
 from features.pipeline import JourneyFeed
 from features.policy import (
     CONTACT_LOG_BUSY,
@@ -266,52 +266,70 @@ def send_if_allowed(
     return CONTACT_LOG_BUSY
 
 
-class _OutboundPartition(StatelessSinkPartition[Outbound]):
-    def __init__(
-        self,
-        store: OnlineStore,
-        write: Callable[[Keyed], None],
-        policies: Callable[[], Policies],
-    ) -> None:
-        self._store = store
-        self._write = write
-        self._policies = policies
+class OutboundSender:
+    """Send what the journeys decided, and say in ``triggers`` what was really sent.
 
-    def write_batch(self, items: list[Outbound]) -> None:
-        policy = self._policies().contact
-        fresh = []
-        for message in items:
-            rule = send_if_allowed(self._store, message, policy)
-            if rule is None:
-                fresh.append((message.profile_id.encode(), encode_record(message)))
-            elif rule == ALREADY_SENT:
-                metrics.JOURNEY_DUPLICATES_SKIPPED.inc()
-            else:
-                log.warning("journey message %s not sent: %s (the contact log changed since "
-                            "it was decided)", message.decision_id, rule)  # fmt: skip
-                metrics.JOURNEY_SENDS_REFUSED.labels(rule).inc()
-        if fresh:
-            self._write(fresh)
-
-    def close(self) -> None:
-        self._store.close()
-
-
-class OutboundSink(DynamicSink[Outbound]):
-    """Write each message's contact if the log still allows it, then the message (module)."""
+    A batch step (``flat_map_batch``) between the journeys and the ``triggers`` output: a
+    ``sent`` record's message is written (contact first, :func:`send_if_allowed`, then
+    ``messages.outbound``) and the record goes on; a send the contact log refuses goes on
+    as a ``suppressed`` record with the rule instead, so ``triggers`` never says ``sent``
+    for a message that was not. Other records pass through. The store and the writer are
+    opened once per process, on first use (both are safe to share between workers).
+    """
 
     def __init__(
         self,
         open_store: Callable[[], OnlineStore],
-        open_writer: Callable[[], Any],
+        open_writer: Callable[[], Callable[[Keyed], None]],
         policies: Callable[[], Policies],
     ) -> None:
         self._open_store = open_store
         self._open_writer = open_writer
         self._policies = policies
+        self._opened: tuple[OnlineStore, Callable[[Keyed], None]] | None = None
+        self._lock = threading.Lock()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OutboundPartition:
-        return _OutboundPartition(self._open_store(), self._open_writer(), self._policies)
+    def _io(self) -> tuple[OnlineStore, Callable[[Keyed], None]]:
+        with self._lock:
+            if self._opened is None:
+                self._opened = (self._open_store(), self._open_writer())
+            return self._opened
+
+    def __call__(self, records: list[JourneyRecord]) -> list[JourneyRecord]:
+        if not any(type(r) is Outbound for r in records):
+            return records
+        store, write = self._io()
+        policy = self._policies().contact
+        out: list[JourneyRecord] = []
+        fresh: Keyed = []
+        for record in records:
+            if type(record) is not Outbound:
+                out.append(record)
+                continue
+            rule = send_if_allowed(store, record, policy)
+            if rule is None:
+                fresh.append((record.profile_id.encode(), encode_record(record)))
+            elif rule == ALREADY_SENT:  # sent before a restart: its record is replayed
+                metrics.JOURNEY_DUPLICATES_SKIPPED.inc()
+            else:
+                log.warning("journey message %s not sent: %s (the contact log changed since "
+                            "it was decided)", record.decision_id, rule)  # fmt: skip
+                metrics.JOURNEY_SENDS_REFUSED.labels(rule).inc()
+                out.append(refused(record, rule))
+                continue
+            out.append(record)
+        if fresh:
+            write(fresh)
+        return out
+
+
+def refused(message: Outbound, rule: str) -> Suppressed:
+    """Return the ``suppressed`` record of a message its send refused, by ``rule``."""
+    return Suppressed(
+        journey=message.journey, profile_id=message.profile_id, entry_id=message.entry_id,
+        at=message.at, control=message.control, step=message.step,
+        step_index=message.step_index, decision_id=message.decision_id, rule=rule,
+    )  # fmt: skip
 
 
 def contact_of(message: Outbound) -> ContactRecord:
@@ -390,12 +408,15 @@ def build_journey_flow(
         batches = op.stateful_batch(
             "journeys", keyed, lambda resume: _Journeys(resume, copies, runtime)
         )
-        records = op.flat_map("journey_records", batches, lambda kv: kv[1])
-        op.inspect("journey_metrics", records, lambda _step, record: _count(record))
-        sent = op.filter("outbound_only", records, lambda r: type(r) is Outbound)
+        decided = op.flat_map("journey_records", batches, lambda kv: kv[1])
         if config.source == "kafka":
             writer = _kafka_writer(config.kafka_bootstrap, MESSAGES_OUTBOUND)
-            op.output("messages_outbound", sent, OutboundSink(config.open_store, writer, policies))
+        else:
+            writer = _file_writer(topic_path(out_dir, MESSAGES_OUTBOUND))
+        sender = OutboundSender(config.open_store, writer, policies)
+        records = op.flat_map_batch("send_outbound", decided, sender)
+        op.inspect("journey_metrics", records, lambda _step, record: _count(record))
+        if config.source == "kafka":
             as_kafka = op.map(
                 "trigger_message",
                 records,
@@ -403,8 +424,6 @@ def build_journey_flow(
             )
             op.output("triggers", as_kafka, KafkaSink([config.kafka_bootstrap], TRIGGERS))
             return
-        writer = _file_writer(topic_path(out_dir, MESSAGES_OUTBOUND))
-        op.output("messages_outbound", sent, OutboundSink(config.open_store, writer, policies))
         path = topic_path(out_dir, TRIGGERS)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()

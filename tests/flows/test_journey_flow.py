@@ -190,9 +190,12 @@ def test_a_send_is_refused_when_the_api_sent_in_between(tmp_path, monkeypatch):
     before = refused._value.get()
     outbound, triggers = run_journeys(events, db, tmp_path / "out")
     sent = {m["decision_id"] for m in records(outbound)}
-    decided = {r["decision_id"] for r in records(triggers) if r["type"] == "sent"}
-    assert reminder["decision_id"] in decided  # the step did decide to send it
-    assert reminder["decision_id"] not in sent  # and the send refused it
+    said = {r["decision_id"]: r for r in records(triggers) if "decision_id" in r}
+    assert reminder["decision_id"] not in sent  # the send refused what the step decided
+    # and triggers says so: suppressed by the rule, never "sent"
+    assert (said[reminder["decision_id"]]["type"], said[reminder["decision_id"]]["rule"]) == (
+        "suppressed", "total_cap_day")  # fmt: skip
+    assert {d for d, r in said.items() if r["type"] == "sent"} == sent
     assert refused._value.get() == before + 1
     with open_store("sqlite", sqlite_path=db) as store:
         logged = store.contacts_of(profile)
