@@ -167,6 +167,10 @@ class Policies(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         gross = self.values.offers.get(offer_id, self.values.kinds.get(kind, 1.0))  # type: ignore[call-overload]
         return max(0.01, gross - cost)
 
+    def offer_worth(self, offer_id: str, kind: str, cost: float) -> float:
+        """Return what an offer's propensity is multiplied by to rank it: value × lever."""
+        return self.offer_value(offer_id, kind, cost) * self.offer_lever(offer_id, kind)
+
     def channel_lever(self, channel: str) -> float:
         """Return the channel's lever (1 where not listed)."""
         return self.levers.channels.get(channel, 1.0)  # type: ignore[call-overload]

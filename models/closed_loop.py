@@ -20,7 +20,7 @@ import numpy as np
 
 from simulator import ClosedLoop, World
 
-POLICIES = ("model", "logging", "random", "oracle")
+POLICIES = ("model", "logging", "random", "oracle", "served")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Round:
 
     ``propensities`` are the logging policy's; ``scores`` the model's calibrated
     probabilities; ``logged`` the index of the logged action and ``reward`` its outcome.
+    ``served`` is the probability of each action under the policy serving would run with
+    this model (:func:`served_probabilities`); ``None`` where it was not computed.
     """
 
     customer_id: str
@@ -38,6 +40,28 @@ class Round:
     scores: np.ndarray
     logged: int
     reward: float
+    served: np.ndarray | None = None
+
+
+def served_probabilities(scores: np.ndarray, worths: np.ndarray, ids: Sequence[str],
+                         epsilon: float) -> np.ndarray:  # fmt: skip
+    """Return each action's probability of being shown first by serving's ε-greedy policy.
+
+    Serving ranks offers by probability × value × lever (``worths``), ties by id, and
+    explores with ``epsilon`` (:mod:`features.arbitration`): the first position takes the
+    best action with probability ``1 - ε + ε/n``, every other one ``ε/n``.
+
+    >>> served_probabilities(np.array([0.2, 0.1]), np.array([1.0, 3.0]), ["a", "b"], 0.2)
+    array([0.1, 0.9])
+    """
+    from features.arbitration import first_slot_propensities, rank_scores
+
+    tie = np.empty(len(ids), dtype=np.int64)
+    tie[np.argsort(np.asarray(ids, dtype=object), kind="stable")] = np.arange(len(ids))
+    order = rank_scores(np.asarray(scores, dtype=np.float64) * worths, tie)
+    probabilities = np.empty(len(order))
+    probabilities[order] = first_slot_propensities(len(order), epsilon)
+    return probabilities
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,11 @@ def choose(policy: str, r: Round, loop: ClosedLoop, rng: np.random.Generator) ->
         return int(rng.integers(len(r.actions)))
     if policy == "oracle":
         return r.actions.index(loop.oracle(r.customer_id, r.actions, r.at))  # type: ignore[arg-type]
+    if policy == "served":
+        if r.served is None:
+            message = "the served policy needs rounds built with offer worths (build_rounds)"
+            raise ValueError(message)
+        return int(rng.choice(len(r.served), p=r.served))
     message = f"policy must be one of {POLICIES}; got {policy!r}"
     raise ValueError(message)
 

@@ -14,7 +14,13 @@ import numpy as np
 
 from models import metrics
 from models.bundle import Bundle, heldout_predictions
-from models.closed_loop import POLICIES, Round, normalized_gain, run_closed_loop
+from models.closed_loop import (
+    POLICIES,
+    Round,
+    normalized_gain,
+    run_closed_loop,
+    served_probabilities,
+)
 from models.dataset import TrainingSet, actions_of, segment_of
 from models.ope import ESTIMATORS, effective_sample_size
 from models.rows import CATEGORICAL, CHANNEL_FEATURES, CHANNELS, NBO_FEATURES, OFFER_KINDS
@@ -100,11 +106,17 @@ def build_rounds(
     bundle: Bundle,
     customer_of: Callable[[str], str | None],
     keep: Callable[[int], bool] = lambda i: True,
+    *,
+    worth_of: Callable[[str], float] | None = None,
+    epsilon: float = 0.0,
 ) -> list[Round]:
     """Return the closed-loop rounds of a (fresh) world's logged decisions.
 
     The model scores every logged candidate from the customer's point-in-time view;
     ``customer_of`` maps an identifier value to the simulator's customer (environment only).
+    With ``worth_of`` (an offer's value × lever, :meth:`features.policy.Policies.offer_worth`)
+    each round also gets the served policy's probabilities (``Round.served``): serving's
+    ranking by probability × value × lever with ε-greedy exploration at ``epsilon``.
     """
     booster = bundle.nbo.booster()
     chosen_rows, spans, meta = [], [], []
@@ -133,20 +145,50 @@ def build_rounds(
     if not chosen_rows:
         return []
     scores = bundle.nbo.predict(np.vstack(chosen_rows), booster)
-    return [
-        Round(c, at, acts, props, scores[a:b], logged, reward)
-        for (c, at, acts, props, logged, reward), (a, b) in zip(meta, spans, strict=True)
-    ]
+    rounds = []
+    for (c, at, acts, props, logged, reward), (a, b) in zip(meta, spans, strict=True):
+        served = None
+        if worth_of is not None:
+            ids = [offer_id for offer_id, _channel in acts]
+            worths = np.array([worth_of(offer_id) for offer_id in ids])
+            served = served_probabilities(scores[a:b], worths, ids, epsilon)
+        rounds.append(Round(c, at, acts, props, scores[a:b], logged, reward, served))
+    return rounds
 
 
-def ope_report(rounds: Sequence[Round], n_bootstrap: int, seed: int) -> dict[str, Any]:
-    """Estimate the model policy's value from the logged rounds with IPS, SNIPS and DR."""
+def target_policy(rounds: Sequence[Round], policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return the target policy's probability of each round's logged action, and its reward.
+
+    The reward is as the model expects it (``q_policy``); ``policy`` is ``model`` (argmax)
+    or ``served``.
+    """
+    if policy == "model":
+        picks = [int(np.argmax(r.scores)) for r in rounds]
+        action_prob = np.array([float(p == r.logged) for p, r in zip(picks, rounds, strict=True)])
+        return action_prob, np.array([r.scores[p] for p, r in zip(picks, rounds, strict=True)])
+    if policy == "served":
+        if any(r.served is None for r in rounds):
+            message = "the served policy needs rounds built with worth_of (build_rounds)"
+            raise ValueError(message)
+        served = [r.served for r in rounds]
+        action_prob = np.array([s[r.logged] for s, r in zip(served, rounds, strict=True)])
+        q_policy = np.array([float(s @ r.scores) for s, r in zip(served, rounds, strict=True)])
+        return action_prob, q_policy
+    message = f"policy must be 'model' or 'served'; got {policy!r}"
+    raise ValueError(message)
+
+
+def ope_report(rounds: Sequence[Round], n_bootstrap: int, seed: int, policy: str = "model",
+               ) -> dict[str, Any]:  # fmt: skip
+    """Estimate a target policy's value from the logged rounds with IPS, SNIPS and DR.
+
+    ``policy`` is the model's argmax (``model``) or the policy serving runs with it
+    (``served``: probability × value × lever, ε-greedy; see :func:`build_rounds`).
+    """
     reward = np.array([r.reward for r in rounds])
     pscore = np.array([r.propensities[r.logged] for r in rounds])
-    picks = [int(np.argmax(r.scores)) for r in rounds]
-    action_prob = np.array([float(p == r.logged) for p, r in zip(picks, rounds, strict=True)])
+    action_prob, q_policy = target_policy(rounds, policy)
     q_logged = np.array([r.scores[r.logged] for r in rounds])
-    q_policy = np.array([r.scores[p] for p, r in zip(picks, rounds, strict=True)])
     out: dict[str, Any] = {}
     for estimator in ESTIMATORS:
         interval = estimator.interval(
@@ -155,7 +197,9 @@ def ope_report(rounds: Sequence[Round], n_bootstrap: int, seed: int) -> dict[str
         out[estimator.name] = {k: round(v, 6) for k, v in interval.as_dict().items()}
     out["_diagnostics"] = {
         "rounds": len(rounds),
-        "matches": int(action_prob.sum()),
+        # The argmax matches a logged action or not; a stochastic policy in expectation.
+        "matches": int(action_prob.sum()) if policy == "model" else round(
+            float(action_prob.sum()), 3),
         "effective_sample_size": round(effective_sample_size(action_prob, pscore), 1),
         "logged_value": round(float(reward.mean()), 6),
         "direct_method": round(float(q_policy.mean()), 6),

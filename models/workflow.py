@@ -219,7 +219,9 @@ def run_evaluation(
     world = make_world(world_config, catalog)
     ids = customer_index(world)
     keep_rows = [begin <= x.decision.decided_at < end for x in fresh.examples]
-    rounds = build_rounds(fresh, bundle, ids.get, keep=lambda i: keep_rows[i])
+    served = served_policy(settings, catalog)
+    rounds = build_rounds(fresh, bundle, ids.get, keep=lambda i: keep_rows[i],
+                          worth_of=served.pop("worth_of"), epsilon=served["epsilon"])  # fmt: skip
     if not rounds:
         message = "the fresh world has no decision to evaluate; use more customers or days"
         raise ValueError(message)
@@ -229,6 +231,8 @@ def run_evaluation(
     progress("closed loop", 1, 1)
     ope = ope_report(rounds, evaluation.n_bootstrap, settings.seed)
     truth = closed["expected"]["model"]
+    ope_served = ope_report(rounds, evaluation.n_bootstrap, settings.seed, policy="served")
+    served_truth = closed["expected"]["served"]
 
     document: dict[str, Any] = {
         "nbo": {k: report["nbo"][k] for k in ("auc", "logloss", "ece")},
@@ -238,9 +242,16 @@ def run_evaluation(
         "closed_loop": closed["sampled"],
         "closed_loop_expected": closed["expected"],
         "model_version": version,
-        "targets": _targets(closed, ope, report, truth),
+        "targets": {**_targets(closed, ope, report, truth),
+                    "served_dr_interval_contains_truth": (
+                        ope_served["dr"]["ci_low"] <= served_truth <= ope_served["dr"]["ci_high"])},
         "heldout": _metrics_only(report),
         "ope_diagnostics": ope["_diagnostics"],
+        # The policy serving runs with this model: probability × value × lever, ε-greedy.
+        "served_policy": served,
+        "ope_served": {k: ope_served[k] for k in ("ips", "snips", "dr")},
+        "ope_served_true_value": served_truth,
+        "ope_served_diagnostics": ope_served["_diagnostics"],
         "closed_loop_details": {k: v for k, v in closed.items() if k not in ("sampled",)},
         "data": {
             "training_examples": len(ts),
@@ -265,6 +276,32 @@ def run_evaluation(
     if promote:  # only once the evaluation ran to its end
         Registry(settings.model_registry_dir).promote(version)
     return document
+
+
+def served_policy(settings: Settings, catalog: Catalog) -> dict[str, Any]:
+    """Describe the policy serving runs with a model, and give its offers' worths.
+
+    ``worth_of`` (removed before the description is written out) maps an offer id to its
+    value × lever under the policies file in force (the settings' or the shipped one).
+    Thompson sampling has no closed-form propensities: it is evaluated as ε-greedy.
+    """
+    from features.policy import DEFAULT_POLICIES_PATH, load_policies
+
+    path = settings.policies_path or DEFAULT_POLICIES_PATH
+    policies = load_policies(path)
+    worths = {offer.id: policies.offer_worth(offer.id, offer.kind, offer.cost)
+              for offer in catalog.offers.values()}  # fmt: skip
+    described: dict[str, Any] = {
+        "ranks_by": "probability × value × lever (first position)",
+        "exploration": "epsilon_greedy",
+        "epsilon": settings.explore_epsilon,
+        "policies": str(path),
+        "worth_of": worths.__getitem__,
+    }
+    if settings.exploration != "epsilon_greedy":
+        described["note"] = (f"serving explores with {settings.exploration}; evaluated here "
+                             "as epsilon-greedy at explore_epsilon")  # fmt: skip
+    return described
 
 
 def _targets(closed: dict[str, Any], ope: dict[str, Any], report: dict[str, Any],

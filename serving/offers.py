@@ -41,10 +41,7 @@ def plan_offers(candidates: Sequence[Candidate], policies: Policies) -> list[Off
         offer = candidate.offer
         if offer is None:
             continue
-        worth = policies.offer_value(offer.id, offer.kind, offer.cost) * policies.offer_lever(
-            offer.id, offer.kind
-        )
-        plans.append(OfferPlan(candidate, worth))
+        plans.append(OfferPlan(candidate, policies.offer_worth(offer.id, offer.kind, offer.cost)))
     return plans
 
 

@@ -151,10 +151,16 @@ def evaluate(
     for name, value in document["closed_loop"].items():
         table.add_row(name, f"{value:.4f}", f"{document['closed_loop_expected'][name]:.4f}")
     console.print(table)
-    ope = Table("estimator", "value", "95 % interval", title="off-policy estimates")
+    served = document["served_policy"]
+    ope = Table("estimator", "model's argmax", "95 % interval",
+                f"served (× value × lever, ε={served['epsilon']:g})", "95 % interval",
+                title="off-policy estimates of conversion per decision")  # fmt: skip
     for name, e in document["ope"].items():
-        ope.add_row(name, f"{e['value']:.4f}", f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]")
-    ope.add_row("closed loop (truth)", f"{document['ope_true_value']:.4f}", "")
+        s = document["ope_served"][name]
+        ope.add_row(name, f"{e['value']:.4f}", f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]",
+                    f"{s['value']:.4f}", f"[{s['ci_low']:.4f}, {s['ci_high']:.4f}]")  # fmt: skip
+    ope.add_row("closed loop (truth)", f"{document['ope_true_value']:.4f}", "",
+                f"{document['ope_served_true_value']:.4f}", "")  # fmt: skip
     console.print(ope)
     console.print(document["targets"])
     write_json(json_path, document)

@@ -1,11 +1,19 @@
 """Closed loop: policies act on simulated customers with common random numbers."""
 
+import dataclasses
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from models.closed_loop import Round, choose, customer_index, normalized_gain, run_closed_loop
+from models.closed_loop import (
+    Round,
+    choose,
+    customer_index,
+    normalized_gain,
+    run_closed_loop,
+    served_probabilities,
+)
 from simulator import ClosedLoop, SimulationConfig, make_world
 
 AT = datetime(2026, 3, 4, 19, tzinfo=UTC)
@@ -17,11 +25,35 @@ def world(catalog):
     return make_world(SimulationConfig(customers=60, days=2, seed=4), catalog)
 
 
-def rounds_for(world, scores):
+def rounds_for(world, scores, worths=(1.0, 1.0, 1.0), epsilon=0.1):
+    ids = [offer_id for offer_id, _ in ACTIONS]
+    served = served_probabilities(np.array(scores), np.array(worths), ids, epsilon)
     return [
-        Round(c.customer_id, AT, ACTIONS, np.array([0.5, 0.25, 0.25]), np.array(scores), 0, 0.0)
+        Round(c.customer_id, AT, ACTIONS, np.array([0.5, 0.25, 0.25]), np.array(scores), 0, 0.0,
+              served)
         for c in world.customers if c.consent["email"]
-    ]
+    ]  # fmt: skip
+
+
+def test_the_served_policy_ranks_by_value_and_lever_and_explores_with_epsilon():
+    ids = ["of-b", "of-a", "of-c"]
+    # 0.30 × 1 < 0.20 × 2: value × lever can outrank a higher probability.
+    served = served_probabilities(np.array([0.3, 0.2, 0.1]), np.array([1.0, 2.0, 1.0]), ids, 0.3)
+    assert served.tolist() == pytest.approx([0.1, 0.8, 0.1])
+    assert served.sum() == pytest.approx(1.0)
+    # Equal arbitration scores: the lower id goes first, as serving breaks ties.
+    tied = served_probabilities(np.array([0.2, 0.2, 0.1]), np.ones(3), ids, 0.0)
+    assert tied.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_the_served_policy_is_what_the_closed_loop_samples(world, catalog):
+    rounds = rounds_for(world, [0.1, 0.2, 0.3], worths=(10.0, 1.0, 1.0), epsilon=0.0)
+    loop = ClosedLoop(world, catalog, 3)
+    rng = np.random.default_rng(0)
+    assert {choose("served", r, loop, rng) for r in rounds} == {0}  # 0.1 × 10 ranks first
+    bare = [dataclasses.replace(r, served=None) for r in rounds]
+    with pytest.raises(ValueError, match="the served policy needs rounds"):
+        run_closed_loop(bare, lambda: loop, seed=1)
 
 
 def test_oracle_beats_random_and_policies_share_random_draws(world, catalog):
@@ -48,3 +80,20 @@ def test_model_picks_its_best_score_and_every_identifier_finds_its_customer(worl
         choose("greedy", r, loop, rng)
     with pytest.raises(ValueError, match="rounds must not be empty"):
         run_closed_loop([], lambda: loop, seed=1)
+
+
+def test_off_policy_estimates_of_the_served_policy_use_its_probabilities(world):
+    from models.evaluate import ope_report, target_policy
+
+    rounds = rounds_for(world, [0.1, 0.2, 0.3], epsilon=0.3)
+    [served] = {tuple(r.served) for r in rounds}
+    action_prob, q_policy = target_policy(rounds, "served")
+    assert action_prob.tolist() == [served[0]] * len(rounds)  # the logged action is the first
+    expected = float(np.dot(served, [0.1, 0.2, 0.3]))
+    assert q_policy.tolist() == pytest.approx([expected] * len(rounds))
+    argmax_prob, _ = target_policy(rounds, "model")
+    assert argmax_prob.tolist() == [0.0] * len(rounds)  # argmax picks the third, never logged
+    report = ope_report(rounds, n_bootstrap=20, seed=1, policy="served")
+    assert report["_diagnostics"]["matches"] == pytest.approx(served[0] * len(rounds), abs=1e-3)
+    with pytest.raises(ValueError, match="policy must be 'model' or 'served'"):
+        target_policy(rounds, "greedy")

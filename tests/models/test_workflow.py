@@ -8,6 +8,7 @@ from models.closed_loop import POLICIES
 from models.registry import Registry
 from models.workflow import summary
 from omnioffer.cli import app
+from omnioffer.settings import Settings
 from tests.conftest import TEST_HASH_KEY
 
 
@@ -35,8 +36,16 @@ def test_evaluate_writes_the_contract_keys(small_world, env):
         assert set(doc[model]) == {"auc", "logloss", "ece"}
     assert set(doc["ope"]) == {"ips", "snips", "dr"}
     assert all(set(v) == {"value", "ci_low", "ci_high"} for v in doc["ope"].values())
-    assert set(doc["closed_loop"]) == {"model", "logging", "random", "oracle"}
+    assert set(doc["closed_loop"]) == {"model", "logging", "random", "oracle", "served"}
     assert 0 <= doc["ope_true_value"] <= 1
+    # The policy serving would run with this model is evaluated too, against its truth.
+    assert set(doc["ope_served"]) == {"ips", "snips", "dr"}
+    assert doc["ope_served_true_value"] == doc["closed_loop_expected"]["served"]
+    assert doc["served_policy"]["epsilon"] == Settings().explore_epsilon
+    assert "worth_of" not in doc["served_policy"]
+    assert doc["ope_served_diagnostics"]["rounds"] == doc["ope_diagnostics"]["rounds"]
+    assert "served_dr_interval_contains_truth" in doc["targets"]
+    assert "served" in result.output  # a closed-loop row and an estimates column
     assert Registry(env / "registry").promoted() == doc["model_version"]
     assert all((env / "runs" / doc["model_version"] / f).exists()
                for f in ("calibration.png", "lift_by_segment.png", "ope_vs_closed_loop.png"))
@@ -60,7 +69,8 @@ def test_evaluate_writes_the_contract_keys(small_world, env):
     second = orjson.loads(again.read_bytes())
     assert registry.versions() == ["v0001", "v0002"] and registry.promoted() == "v0001"
     assert (second["model_version"], second["trained"]) == ("v0002", "registered before")
-    for key in ("heldout", "nbo", "channel", "ope", "closed_loop", "ope_true_value"):
+    for key in ("heldout", "nbo", "channel", "ope", "closed_loop", "ope_true_value",
+                "ope_served"):
         assert second[key] == doc[key], key
     unknown = CliRunner().invoke(app, ["evaluate", "--model-version", "v0009", "--no-measure"])
     assert unknown.exit_code == 2 and "unknown model version 'v0009'" in unknown.output
