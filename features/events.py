@@ -33,6 +33,7 @@ EngagementAction = Literal[
     "delivered", "opened", "clicked", "dismissed", "unsubscribed", "converted"
 ]
 LinkReason = Literal["login", "signup", "card_scan", "app_install", "contact_given"]
+UnlinkReason = Literal["wrong_link", "shared_identifier", "customer_request"]
 Tier = Literal["basic", "silver", "gold"]
 Page = Literal["home", "category", "product", "search", "cart", "checkout", "account", "offers"]
 
@@ -200,6 +201,16 @@ class IdentityLink(Event, tag="identity_link"):
     reason: LinkReason
 
 
+class IdentityUnlink(Event, tag="identity_unlink"):
+    """The identifiers in ``ids`` other than its ``customer_id`` are not that customer's.
+
+    Undoes a wrong link (support staff, ``POST /v1/identity/unlinks``). The pairs stay
+    undone: a link between them seen before or after is ignored.
+    """
+
+    reason: UnlinkReason
+
+
 class Consent(Event, tag="consent"):
     """Opt-in (``granted``) or opt-out for one messaging channel, as of ``event_time``."""
 
@@ -222,6 +233,7 @@ AnyEvent = (
     | PointsExpiry
     | Engagement
     | IdentityLink
+    | IdentityUnlink
     | Consent
     | ErasureRequest
 )

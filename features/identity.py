@@ -17,6 +17,11 @@ Rules (documented in ``docs/identity.md``; predictable and independent of arriva
    ``shared_identifier``). The customers' own histories are never mixed.
 6. Every change of profile is a :class:`~features.store.MergeRecord`-like :class:`Move`
    with its rule and the event that caused it, so it can be explained and undone.
+7. An ``identity_unlink`` undoes links: each weak identifier in it is no longer linked to
+   its ``customer_id``, and a link between them seen before or after is ignored. The
+   identifier then belongs where its remaining links put it (rules 4 and 5), with its
+   whole history; the move is recorded with rule ``unlinked`` (or ``linked`` to the one
+   customer left).
 
 >>> fragment_of(Identifiers(anonymous_id="a-1", customer_id="cu-7"))
 'customer_id:cu-7'
@@ -29,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from features.events import ID_FIELDS, Identifiers, IdentityLink
+from features.events import ID_FIELDS, Identifiers, IdentityLink, IdentityUnlink
 
 CUSTOMER = "customer_id"
 
@@ -72,8 +77,8 @@ def profile_for(fragment: str, linked_customers: Iterable[str]) -> str:
     return fragment
 
 
-def link_edges(link: IdentityLink) -> list[tuple[str, str]]:
-    """Return ``(weak fragment, customer_id)`` pairs a link asserts (rule 3)."""
+def link_edges(link: IdentityLink | IdentityUnlink) -> list[tuple[str, str]]:
+    """Return the ``(weak fragment, customer_id)`` pairs a link asserts or an unlink undoes."""
     customer = link.ids.customer_id
     if customer is None:
         return []

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from features.aggregate import Aggregate, Applied, Contribution, contribution
-from features.events import ErasureRequest, Event, Identifiers, IdentityLink, Purchase
+from features.events import (
+    ErasureRequest,
+    Event,
+    Identifiers,
+    IdentityLink,
+    IdentityUnlink,
+    Purchase,
+)
 from features.identity import (
     CUSTOMER,
     customer_profile,
@@ -60,6 +67,15 @@ class LinkTo:
 
 
 @dataclass(frozen=True, slots=True)
+class UnlinkFrom:
+    """The fragment is not ``customer``'s: an identity unlink, for good."""
+
+    customer: str
+    at: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class EraseBefore:
     """Forget the fragment's history up to ``at`` (an erasure request)."""
 
@@ -67,7 +83,7 @@ class EraseBefore:
     event_id: str
 
 
-FragmentInput = Observe | LinkTo | EraseBefore
+FragmentInput = Observe | LinkTo | UnlinkFrom | EraseBefore
 
 
 @dataclass(slots=True)
@@ -178,7 +194,7 @@ def route(event: Event, produced_ms: int = 0) -> list[Keyed]:
         at = int(event.event_time.timestamp())
         direct = [(f, LinkTo(c, at, event.event_id)) for f, c in link_edges(event)]
         return [(customer_profile(event.ids.customer_id), event), *direct]
-    if isinstance(event, ErasureRequest) and event.ids.customer_id is not None:
+    if isinstance(event, ErasureRequest | IdentityUnlink) and event.ids.customer_id is not None:
         return [(customer_profile(event.ids.customer_id), event)]
     fragment = fragment_of(event.ids)
     if fragment is None:
@@ -208,10 +224,11 @@ def needs_person_index(key: str, item: object) -> bool:
 # --- step 1: person index -------------------------------------------------------------------
 @dataclass(slots=True)
 class PersonIndex:
-    """Per customer: the identifiers linked to them, and when they asked to be erased."""
+    """Per customer: the identifiers linked (and unlinked), and when they asked for erasure."""
 
     linked: set[str] = field(default_factory=set)
     erased_before: int = 0
+    unlinked: set[str] = field(default_factory=set)
 
     def on_event(self, customer_fragment: str, event: Event) -> list[tuple[str, FragmentInput]]:
         """Fan a link or erasure out to every fragment it concerns."""
@@ -221,6 +238,12 @@ class PersonIndex:
             targets = sorted(self.linked | set(identifiers_of(event.ids)) | {customer_fragment})
             self.linked.clear()
             return [(f, EraseBefore(at, event.event_id)) for f in targets]
+        if isinstance(event, IdentityUnlink):
+            edges = link_edges(event)
+            for fragment, _customer in edges:
+                self.linked.discard(fragment)  # an erasure of the customer no longer reaches it
+                self.unlinked.add(fragment)
+            return [(f, UnlinkFrom(c, at, event.event_id)) for f, c in edges]
         if not isinstance(event, IdentityLink):
             return []
         if at <= self.erased_before:
@@ -230,21 +253,23 @@ class PersonIndex:
             return [(fragment, erase) for fragment, _customer in link_edges(event)]
         out: list[tuple[str, FragmentInput]] = [(customer_fragment, Observe(contribution(event)))]
         for fragment, customer in link_edges(event):
-            self.linked.add(fragment)
-            out.append((fragment, LinkTo(customer, at, event.event_id)))
+            if fragment not in self.unlinked:
+                self.linked.add(fragment)
+            out.append((fragment, LinkTo(customer, at, event.event_id)))  # it ignores unlinked
         return out
 
 
 # --- step 2: fragments ----------------------------------------------------------------------
 @dataclass(slots=True)
 class FragmentLogic:
-    """One identifier's history and the customers it is linked to."""
+    """One identifier's history, the customers it is linked to, and those it never is."""
 
     fragment: str
     state: Aggregate = field(default_factory=Aggregate)
     customers: set[str] = field(default_factory=set)
     profile: str = ""
     announced: bool = False
+    unlinked: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if not self.profile:
@@ -267,14 +292,20 @@ class FragmentLogic:
                 (self.profile, Delta(self.fragment, item.contribution, applied, item.produced_ms))
             )
         elif isinstance(item, LinkTo):
-            if item.at <= self.state.erased_before or item.customer in self.customers:
+            if (item.at <= self.state.erased_before or item.customer in self.customers
+                    or item.customer in self.unlinked):  # fmt: skip
                 return
             self.customers.add(item.customer)
             self._move(profile_for(self.fragment, self.customers), item, out)
+        elif isinstance(item, UnlinkFrom):
+            self.unlinked.add(item.customer)
+            if item.customer in self.customers:
+                self.customers.discard(item.customer)
+                self._move(profile_for(self.fragment, self.customers), item, out)
         else:
             self._erase(item, out)
 
-    def _move(self, target: str, cause: LinkTo, out: list[ForProfile]) -> None:
+    def _move(self, target: str, cause: LinkTo | UnlinkFrom, out: list[ForProfile]) -> None:
         if target == self.profile:
             return
         source, self.profile = self.profile, target
@@ -477,6 +508,7 @@ __all__ = [
     "ProfileOut",
     "Recomputed",
     "Replay",
+    "UnlinkFrom",
     "apply_profile_inputs",
     "fragment_id",
     "recompute",

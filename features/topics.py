@@ -53,6 +53,7 @@ _TOPIC_BY_KIND = {
     "points_expiry": PURCHASES,
     "engagement": ENGAGEMENT,
     "identity_link": IDENTITY,
+    "identity_unlink": IDENTITY,
     "consent": CONSENT,
     "erasure_request": CONSENT,
 }

@@ -20,7 +20,15 @@ from typing import Literal
 import msgspec
 
 from features.contacts import redact_raw, scrub_event
-from features.events import KINDS, Event, IdentityLink, PointsExpiry, Purchase, decode_event
+from features.events import (
+    KINDS,
+    Event,
+    IdentityLink,
+    IdentityUnlink,
+    PointsExpiry,
+    Purchase,
+    decode_event,
+)
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 # Times far outside these would poison last-writer-wins registers and horizons (or not
@@ -109,6 +117,10 @@ def _semantic_reason(event: Event) -> Reason | None:
         return Reason("no_identifier", "ids", "at least one identifier is required in 'ids'")
     if isinstance(event, IdentityLink) and len(present := ids.present()) < 2:
         message = f"an identity link needs two identifiers or more; got {sorted(present)}"
+        return Reason("inconsistent", "ids", message)
+    if isinstance(event, IdentityUnlink) and (ids.customer_id is None or len(ids.present()) < 2):
+        message = ("an identity unlink needs the customer_id and the identifiers to detach "
+                   f"from them; got {sorted(ids.present())}")  # fmt: skip
         return Reason("inconsistent", "ids", message)
     if isinstance(event, Purchase) and event.channel == "store" and event.store_id is None:
         return Reason("missing", "store_id", "an in-store purchase needs 'store_id'")

@@ -54,6 +54,7 @@ from serving.schemas import (
     OffersRequest,
     OffersResponse,
     RequestError,
+    UnlinkRequest,
     decode_request,
     error_body,
 )
@@ -63,7 +64,8 @@ _encoder = msgspec.json.Encoder()
 JSON = "application/json"
 ENDPOINTS = (
     "/v1/offers", "/v1/channel", "/v1/profiles/{id}", "/v1/customers/{id}",
-    "/v1/erasures/{id}", "/healthz", "/readyz", "/metrics", "/admin/reload",
+    "/v1/erasures/{id}", "/v1/identity/unlinks", "/healthz", "/readyz", "/metrics",
+    "/admin/reload",
 )  # fmt: skip
 
 
@@ -460,6 +462,29 @@ def _routes(
         denied = staff_denied(token, credentials)
         return denied or await _support(id, "customer_id", engine.erase, None)
 
+    @app.post("/v1/identity/unlinks", tags=["support"], status_code=202,
+              openapi_extra=_body("UnlinkRequest"))  # fmt: skip
+    async def unlink(request: Request, credentials: Credentials) -> Response:
+        """Undo wrong identity links: the identifiers go back to profiles of their own.
+
+        Publishes one ``identity_unlink`` event per identifier to ``events.identity``; the
+        feature flow moves each identifier, with its history, out of the customer's profile
+        and never links them again. 202: published, applied within the flow's lag.
+        """
+        if denied := staff_denied(token, credentials):
+            return denied
+        try:
+            body = await _read_body(request.scope, request.receive, limit)
+            parsed = decode_request(body, UnlinkRequest)
+            result = engine.unlink(parsed)
+        except BodyTooLargeError as error:
+            return _error(413, str(error), "(body)", "body_too_large")
+        except RequestError as error:
+            return _error(422, str(error), error.field)
+        except UnavailableError as error:
+            return _error(503, f"{error}; retry later", None, "unavailable")
+        return _json(result, 202)
+
     @app.get("/v1/erasures/{erasure_id}", tags=["support"])
     async def erasure(erasure_id: str, credentials: Credentials) -> Response:
         """State of a queued erasure of the Kafka decision log: ``queued`` or ``done``."""
@@ -566,7 +591,8 @@ def _document(app: FastAPI) -> None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
                              summary=app.summary)  # fmt: skip
         _, components = msgspec.json.schema_components(
-            [OffersRequest, ChannelRequest, OffersResponse, ChannelResponse, ErrorOut],
+            [OffersRequest, ChannelRequest, OffersResponse, ChannelResponse, ErrorOut,
+             UnlinkRequest],
             ref_template="#/components/schemas/{name}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(components)

@@ -370,6 +370,11 @@ class DecisionLog:
         """Records waiting to be written."""
         return len(self._items)
 
+    @property
+    def capacity(self) -> int:
+        """How many records the buffer holds at most."""
+        return self._max
+
     def submit(self, decision: Decision | Callable[[], Decision]) -> bool:
         """Queue a decision (or a function building it) for the ``decisions`` topic."""
         return self.publish(DECISIONS, None, decision)

@@ -29,8 +29,8 @@ from features.attribution import decode_example
 from features.channel import ChannelOutcome, decide_channel
 from features.decisions import DecisionContext, person_erasure
 from features.eventlog import erase_lines
-from features.events import ID_FIELDS, ErasureRequest, Identifiers, encode_event
-from features.identity import fragment_id, is_customer
+from features.events import ID_FIELDS, ErasureRequest, Identifiers, IdentityUnlink, encode_event
+from features.identity import fragment_id, identifiers_of, is_customer
 from features.journeys import decode_record as decode_journey_record
 from features.policy import (
     CONTACT_LOG_BUSY,
@@ -45,7 +45,7 @@ from features.policy import (
 from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
 from features.store import ContactRecord, OnlineStore, StoreError
-from features.topics import CONSENT, DECISION_ERASURES, routing_key
+from features.topics import CONSENT, DECISION_ERASURES, IDENTITY, routing_key
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog
 from serving.eligibility import OfferContext, message_offer_rule
@@ -66,6 +66,7 @@ from serving.schemas import (
     OffersRequest,
     OffersResponse,
     RequestError,
+    UnlinkRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -531,6 +532,54 @@ class Engine:
                 {"channel": c.channel, "sent_at": c.sent_at, "kind": c.kind, "campaign": c.campaign}
                 for c in contacts
             ],
+        }
+
+    def unlink(self, request: UnlinkRequest) -> dict[str, Any]:
+        """Publish one ``identity_unlink`` event per identifier to ``events.identity``.
+
+        The feature flow applies them (:mod:`features.identity`, rule 7): each identifier
+        goes back to its own profile with its history, and is never linked to the customer
+        again. The answer says which events were published, not that they are applied.
+
+        Raises
+        ------
+        RequestError
+            If an identifier is not ``field:value`` with a known weak identifier field.
+        UnavailableError
+            If the event buffer is full (nothing is published then).
+
+        """
+        events = []
+        for n, raw in enumerate(request.identifiers):
+            try:
+                identifier = parse_identifier(raw, "")
+            except RequestError as error:
+                where = f"identifiers.{n}"
+                message = f"{where}: {raw!r}: {str(error).removeprefix('id: ')}"
+                raise RequestError(message, field=where) from None
+            name, _, value = identifier.partition(":")
+            if name == "customer_id":
+                message = (f"identifiers.{n}: {identifier!r} is a customer id; customers are "
+                           "never linked to each other, so there is nothing to unlink")  # fmt: skip
+                raise RequestError(message, field=f"identifiers.{n}")
+            events.append(IdentityUnlink(
+                event_id=f"unlink-{self.new_id()}", event_time=self.clock(),
+                source="contact_center", reason=request.reason,
+                ids=Identifiers(customer_id=request.customer_id, **{name: value}),
+            ))  # fmt: skip
+        records = [(routing_key(e).encode(), encode_event(e)) for e in events]
+        if self.decisions.pending + len(records) > self.decisions.capacity:
+            message = "decision log buffer full: the unlink events were not published"
+            raise UnavailableError(message)
+        for key, value in records:
+            self.decisions.publish(IDENTITY, key, value)
+        return {
+            "customer_id": request.customer_id,
+            "topic": IDENTITY,
+            "events": [
+                {"event_id": e.event_id, "identifier": identifiers_of(e.ids)[1]} for e in events
+            ],
+            "status": "published: the feature flow moves each identifier to its own profile",
         }
 
     def erase(self, identifier: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from features.events import Id, Identifiers, MessageChannel, SalesChannel
+from features.events import Id, Identifiers, MessageChannel, SalesChannel, UnlinkReason
 from features.policy import Urgency
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -97,6 +97,18 @@ class ChannelRequest(_Ids, frozen=True, kw_only=True, forbid_unknown_fields=True
     """``POST /v1/channel``: customer identifiers (at least one) and the message."""
 
     message: MessageIn
+
+
+class UnlinkRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Undo wrong identity links: these identifiers are not this customer's.
+
+    ``identifiers`` are ``field:value`` as ``GET /v1/profiles`` lists them
+    (``anonymous_id:a-81f``, ``device_id:d-1``, ``email_hash:…``).
+    """
+
+    customer_id: Id
+    identifiers: Annotated[list[Text], msgspec.Meta(min_length=1, max_length=50)]
+    reason: UnlinkReason = "wrong_link"
 
 
 # --- responses ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from features.events import (
     ErasureRequest,
     Identifiers,
     IdentityLink,
+    IdentityUnlink,
     Item,
     PageView,
     ProductView,
@@ -38,6 +39,13 @@ def link(n, minutes, **ids):
     return IdentityLink(
         event_id=f"l{n}", event_time=at(minutes), source="web", ids=Identifiers(**ids),
         reason="login",
+    )
+
+
+def unlink(n, minutes, **ids):
+    return IdentityUnlink(
+        event_id=f"u{n}", event_time=at(minutes), source="contact_center",
+        ids=Identifiers(**ids), reason="wrong_link",
     )
 
 
@@ -217,3 +225,72 @@ def test_day_windows_sum_the_buckets_of_each_window(days: dict, day: int) -> Non
     assert d7 == _window(days, day - 6, day)
     assert d30 == _window(days, day - 29, day)
     assert d90 == _window(days, day - 89, day)
+
+
+def test_an_unlink_gives_the_identifier_back_its_own_profile_with_its_history():
+    events = [
+        view(1, 0, anonymous_id="a-1"),
+        view(2, 1, customer_id="cu-1"),
+        link(1, 2, anonymous_id="a-1", customer_id="cu-1"),  # a wrong link
+        view(3, 3, anonymous_id="a-1"),
+        unlink(1, 4, anonymous_id="a-1", customer_id="cu-1"),
+        view(4, 5, anonymous_id="a-1"),
+        link(2, 6, anonymous_id="a-1", customer_id="cu-1"),  # the same link again: ignored
+    ]
+    result = recompute(events)
+    record = {k: decode_profile(v) for k, v in result.profiles.items()}
+    assert total(record["customer_id:cu-1"], "vw:web") == 1  # only the customer's own
+    assert record["customer_id:cu-1"]["fragments"] == ["customer_id:cu-1"]
+    assert total(record["anonymous_id:a-1"], "vw:web") == 3  # all of its history, back
+    assert result.identity["anonymous_id:a-1"] == "anonymous_id:a-1"
+    assert [(m.rule, m.into_profile, m.cause_event_id) for m in result.moves] == [
+        ("linked", "customer_id:cu-1", "l1"), ("unlinked", "anonymous_id:a-1", "u1")]
+    # The identifier's profile is as if it had never been linked: the unlink is exact.
+    # (The customer keeps the link events themselves in their own history.)
+    never = profiles([e for e in events if not e.event_id.startswith(("l", "u"))])
+    assert record["anonymous_id:a-1"] == never["anonymous_id:a-1"]
+
+
+def test_an_unlink_does_not_depend_on_arrival_order():
+    events = [
+        view(1, 0, device_id="d-1"),
+        view(2, 1, customer_id="cu-1"),
+        link(1, 2, device_id="d-1", customer_id="cu-1"),
+        unlink(1, 3, device_id="d-1", customer_id="cu-1"),
+        view(3, 4, device_id="d-1"),
+    ]
+    expected = profiles(events)
+    rng = random.Random(5)
+    for _ in range(10):
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        assert profiles(shuffled) == expected
+    assert set(expected) == {"customer_id:cu-1", "device_id:d-1"}
+
+
+def test_unlinking_one_of_two_customers_links_a_shared_device_to_the_other():
+    events = [
+        view(1, 0, device_id="d-tablet"),
+        view(2, 1, customer_id="cu-1"),
+        link(1, 2, device_id="d-tablet", customer_id="cu-1"),
+        link(2, 3, device_id="d-tablet", customer_id="cu-2"),
+        unlink(1, 4, device_id="d-tablet", customer_id="cu-2"),
+    ]
+    result = recompute(events)
+    assert result.identity["device_id:d-tablet"] == "customer_id:cu-1"
+    assert [m.rule for m in result.moves] == ["linked", "shared_identifier", "linked"]
+    assert total(decode_profile(result.profiles["customer_id:cu-1"]), "vw:web") == 2
+
+
+def test_erasing_a_customer_spares_an_identifier_unlinked_from_them():
+    events = [
+        view(1, 0, anonymous_id="a-1"),
+        link(1, 1, anonymous_id="a-1", customer_id="cu-1"),
+        unlink(1, 2, anonymous_id="a-1", customer_id="cu-1"),
+        view(2, 3, customer_id="cu-1"),
+        ErasureRequest(event_id="er1", event_time=at(4), source="web",
+                       ids=Identifiers(customer_id="cu-1")),
+    ]
+    result = recompute(events)
+    assert set(result.profiles) == {"anonymous_id:a-1"}  # someone else's history stays
+    assert "customer_id:cu-1" not in result.identity

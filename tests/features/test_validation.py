@@ -91,6 +91,17 @@ def test_identity_link_needs_two_identifiers():
     assert validate(orjson.dumps(link), key=KEY).kind == "identity_link"
 
 
+def test_identity_unlink_needs_the_customer_and_an_identifier_to_detach():
+    unlink = {**GOOD, "kind": "identity_unlink", "reason": "wrong_link"}
+    unlink.pop("page")
+    unlink["ids"] = {"anonymous_id": "a-1", "device_id": "d-1"}  # whose? no customer named
+    assert validate(orjson.dumps(unlink), key=KEY).reason.code == "inconsistent"
+    unlink["ids"] = {"customer_id": "cu-1"}
+    assert validate(orjson.dumps(unlink), key=KEY).reason.field == "ids"
+    unlink["ids"] = {"anonymous_id": "a-1", "customer_id": "cu-1"}
+    assert validate(orjson.dumps(unlink), key=KEY).kind == "identity_unlink"
+
+
 def test_raw_contacts_are_hashed_on_arrival_and_redacted_in_rejections():
     raw = with_(ids={"email": "Ann.Lee@Example.com", "phone": "+49 170 1234567"})
     event = validate(raw, key=KEY)
