@@ -205,7 +205,8 @@ class IdentityUnlink(Event, tag="identity_unlink"):
     """The identifiers in ``ids`` other than its ``customer_id`` are not that customer's.
 
     Undoes a wrong link (support staff, ``POST /v1/identity/unlinks``). The pairs stay
-    undone: a link between them seen before or after is ignored.
+    undone: a link between them seen before or after is ignored. Published on the
+    erasures' topic, keyed by the customer, so the two keep their order.
     """
 
     reason: UnlinkReason

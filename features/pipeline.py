@@ -238,22 +238,23 @@ class PersonIndex:
             targets = sorted(self.linked | set(identifiers_of(event.ids)) | {customer_fragment})
             self.linked.clear()
             return [(f, EraseBefore(at, event.event_id)) for f in targets]
+        unlinked = _unlinked(self)
         if isinstance(event, IdentityUnlink):
             edges = link_edges(event)
             for fragment, _customer in edges:
                 self.linked.discard(fragment)  # an erasure of the customer no longer reaches it
-                self.unlinked.add(fragment)
+                unlinked.add(fragment)
             return [(f, UnlinkFrom(c, at, event.event_id)) for f, c in edges]
         if not isinstance(event, IdentityLink):
             return []
         if at <= self.erased_before:
             # A link learnt after the erasure still names the person's identifiers: forget
-            # those too, whatever order the two arrived in.
+            # those too, whatever order the two arrived in (not those unlinked from them).
             erase = EraseBefore(self.erased_before, event.event_id)
-            return [(fragment, erase) for fragment, _customer in link_edges(event)]
+            return [(f, erase) for f, _customer in link_edges(event) if f not in unlinked]
         out: list[tuple[str, FragmentInput]] = [(customer_fragment, Observe(contribution(event)))]
         for fragment, customer in link_edges(event):
-            if fragment not in self.unlinked:
+            if fragment not in unlinked:
                 self.linked.add(fragment)
             out.append((fragment, LinkTo(customer, at, event.event_id)))  # it ignores unlinked
         return out
@@ -293,12 +294,12 @@ class FragmentLogic:
             )
         elif isinstance(item, LinkTo):
             if (item.at <= self.state.erased_before or item.customer in self.customers
-                    or item.customer in self.unlinked):  # fmt: skip
+                    or item.customer in _unlinked(self)):  # fmt: skip
                 return
             self.customers.add(item.customer)
             self._move(profile_for(self.fragment, self.customers), item, out)
         elif isinstance(item, UnlinkFrom):
-            self.unlinked.add(item.customer)
+            _unlinked(self).add(item.customer)
             if item.customer in self.customers:
                 self.customers.discard(item.customer)
                 self._move(profile_for(self.fragment, self.customers), item, out)
@@ -326,6 +327,19 @@ class FragmentLogic:
         self.customers.clear()
         self.profile = profile_for(self.fragment, self.customers)
         self.announced = False
+
+
+def _unlinked(step: PersonIndex | FragmentLogic) -> set[str]:
+    """Return the step's ``unlinked`` set, made empty when a recovery snapshot lacks it.
+
+    Snapshots taken before unlinks existed restore without the slot (dataclass pickling
+    sets only the fields it saved); the flow must resume from them, not fail on them.
+    """
+    try:
+        return step.unlinked
+    except AttributeError:
+        step.unlinked = set()
+        return step.unlinked
 
 
 def _copy(state: Aggregate) -> Aggregate:

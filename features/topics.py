@@ -53,7 +53,9 @@ _TOPIC_BY_KIND = {
     "points_expiry": PURCHASES,
     "engagement": ENGAGEMENT,
     "identity_link": IDENTITY,
-    "identity_unlink": IDENTITY,
+    # With the erasures, on purpose: both are keyed by the customer, so an unlink and a
+    # later erasure of that customer reach the flow in the order they were asked.
+    "identity_unlink": CONSENT,
     "consent": CONSENT,
     "erasure_request": CONSENT,
 }

@@ -467,7 +467,7 @@ def _routes(
     async def unlink(request: Request, credentials: Credentials) -> Response:
         """Undo wrong identity links: the identifiers go back to profiles of their own.
 
-        Publishes one ``identity_unlink`` event per identifier to ``events.identity``; the
+        Publishes one ``identity_unlink`` event per identifier to ``events.consent``; the
         feature flow moves each identifier, with its history, out of the customer's profile
         and never links them again. 202: published, applied within the flow's lag.
         """

@@ -288,9 +288,22 @@ class KafkaSink:
         """
         producer = self._open()
         outcomes: list[Any] = []
+
+        def settled(error: Any, _message: Any) -> None:
+            outcomes.append(error)
+
         for key, partition in doomed.items():
-            producer.produce(self.topic, None, key, partition=partition,
-                             on_delivery=lambda error, _m: outcomes.append(error))  # fmt: skip
+            deadline = time.monotonic() + self.timeout
+            while True:  # a pass may tombstone more records than the local queue holds
+                try:
+                    producer.produce(self.topic, None, key, partition=partition,
+                                     on_delivery=settled)  # fmt: skip
+                    break
+                except BufferError:
+                    if time.monotonic() > deadline:
+                        message = f"decision log: the producer queue stayed full {self.timeout:g} s"
+                        raise TimeoutError(message) from None
+                    producer.poll(0.1)
         self._settle(producer, lambda: len(outcomes) >= len(doomed), "tombstones")
         refused = [error for error in outcomes if error is not None]
         if refused:

@@ -24,12 +24,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from features.arbitration import Exploration
 from features.attribution import decode_example
 from features.channel import ChannelOutcome, decide_channel
 from features.decisions import DecisionContext, person_erasure
 from features.eventlog import erase_lines
-from features.events import ID_FIELDS, ErasureRequest, Identifiers, IdentityUnlink, encode_event
+from features.events import (
+    ID_FIELDS,
+    ErasureRequest,
+    Identifiers,
+    IdentityUnlink,
+    decode_event,
+    encode_event,
+)
 from features.identity import fragment_id, identifiers_of, is_customer
 from features.journeys import decode_record as decode_journey_record
 from features.policy import (
@@ -45,7 +54,7 @@ from features.policy import (
 from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
 from features.store import ContactRecord, OnlineStore, StoreError
-from features.topics import CONSENT, DECISION_ERASURES, IDENTITY, routing_key
+from features.topics import CONSENT, DECISION_ERASURES, routing_key, topic_for
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog
 from serving.eligibility import OfferContext, message_offer_rule
@@ -535,47 +544,61 @@ class Engine:
         }
 
     def unlink(self, request: UnlinkRequest) -> dict[str, Any]:
-        """Publish one ``identity_unlink`` event per identifier to ``events.identity``.
+        """Publish one ``identity_unlink`` event per identifier (to ``events.consent``).
 
         The feature flow applies them (:mod:`features.identity`, rule 7): each identifier
         goes back to its own profile with its history, and is never linked to the customer
-        again. The answer says which events were published, not that they are applied.
+        again. They share the topic and key of the customer's erasures, so an unlink asked
+        before an erasure is applied before it. The answer says which events were
+        published, not that they are applied.
 
         Raises
         ------
         RequestError
-            If an identifier is not ``field:value`` with a known weak identifier field.
+            If an identifier is not ``field:value`` with a known weak identifier field and
+            a value the event contract accepts (a hashed email is ``em:`` and 40 hex).
         UnavailableError
-            If the event buffer is full (nothing is published then).
+            If the event buffer refused some of them (those are named; asking again is
+            harmless: an unlink is idempotent).
 
         """
-        events = []
+        events: list[IdentityUnlink] = []
         for n, raw in enumerate(request.identifiers):
+            where = f"identifiers[{n}]"
             try:
                 identifier = parse_identifier(raw, "")
             except RequestError as error:
-                where = f"identifiers.{n}"
                 message = f"{where}: {raw!r}: {str(error).removeprefix('id: ')}"
                 raise RequestError(message, field=where) from None
             name, _, value = identifier.partition(":")
             if name == "customer_id":
-                message = (f"identifiers.{n}: {identifier!r} is a customer id; customers are "
-                           "never linked to each other, so there is nothing to unlink")  # fmt: skip
-                raise RequestError(message, field=f"identifiers.{n}")
-            events.append(IdentityUnlink(
+                message = (f"{where}: {identifier!r} is a customer id; customers are never "
+                           "linked to each other, so there is nothing to unlink")  # fmt: skip
+                raise RequestError(message, field=where)
+            event = IdentityUnlink(
                 event_id=f"unlink-{self.new_id()}", event_time=self.clock(),
                 source="contact_center", reason=request.reason,
                 ids=Identifiers(customer_id=request.customer_id, **{name: value}),
-            ))  # fmt: skip
-        records = [(routing_key(e).encode(), encode_event(e)) for e in events]
-        if self.decisions.pending + len(records) > self.decisions.capacity:
-            message = "decision log buffer full: the unlink events were not published"
+            )  # fmt: skip
+            try:  # what the flow will read: refuse here what it would dead-letter
+                decode_event(encode_event(event))
+            except msgspec.ValidationError as error:
+                message = f"{where}: {identifier!r} is not a valid {name}: {error}"
+                raise RequestError(message, field=where) from None
+            events.append(event)
+        topic = topic_for("identity_unlink")
+        refused = [
+            e for e in events
+            if not self.decisions.publish(topic, routing_key(e).encode(), encode_event(e))
+        ]  # fmt: skip
+        if refused:
+            names = [identifiers_of(e.ids)[1] for e in refused]
+            message = (f"event buffer full: the unlinks of {names} were not published "
+                       f"({len(events) - len(refused)} of {len(events)} were)")  # fmt: skip
             raise UnavailableError(message)
-        for key, value in records:
-            self.decisions.publish(IDENTITY, key, value)
         return {
             "customer_id": request.customer_id,
-            "topic": IDENTITY,
+            "topic": topic,
             "events": [
                 {"event_id": e.event_id, "identifier": identifiers_of(e.ids)[1]} for e in events
             ],

@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "omnioffer-decision-eraser"
 
-# What a pass raises when the broker fails.
-PASS_ERRORS = KAFKA_ERRORS
+# What a failed pass raises: the broker, or the index file (locked, full, damaged).
+PASS_ERRORS = (*KAFKA_ERRORS, sqlite3.Error)
 
 
 class ErasureJob(msgspec.Struct, frozen=True, array_like=False):
@@ -169,8 +170,9 @@ class DecisionEraser:
         from confluent_kafka import TopicPartition
 
         consumer, partitions = self._consumer()
-        index = OwnerIndex(self.index_path, self.topic)
+        index = None
         try:
+            index = OwnerIndex(self.index_path, self.topic)
             jobs, ends = self._pending(consumer, partitions) if partitions else ([], {})
             # After the jobs: each job was written once its person's decisions were on
             # the broker, so the index now holds them. Every pass reads on, jobs or not,
@@ -185,7 +187,8 @@ class DecisionEraser:
                 consumer.commit(offsets=offsets, asynchronous=False)  # type: ignore[attr-defined]
             return [Erased(job, len(owned)) for job, owned in zip(jobs, found, strict=True)]
         finally:
-            index.close()
+            if index is not None:
+                index.close()
             consumer.close()  # type: ignore[attr-defined]
 
     def _erase(self, index: OwnerIndex, jobs: list[ErasureJob],
@@ -194,9 +197,9 @@ class DecisionEraser:
         sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
         try:
             sink.tombstone(doomed)
-            index.forget(doomed)  # only once the broker has every tombstone
-            # Before the commit. A pass cut short after this does the jobs again, finding
-            # nothing left to erase: the first result is the one kept.
+            # Results before forgetting and before the commit: a pass cut short after the
+            # tombstones does the jobs again from an index that still has their records
+            # (tombstoning twice is harmless), and the first result recorded is kept.
             recorded = self._recorded()
             now = datetime.now(UTC)
             for job, owned in zip(jobs, found, strict=True):
@@ -204,6 +207,7 @@ class DecisionEraser:
                 if key not in recorded:
                     done = ErasureDone(job.erasure_id, job.requested_at, now, len(owned))
                     sink.deliver(self.done_topic, key, _encoder.encode(done))
+            index.forget(doomed)
         finally:
             sink.close()
 

@@ -282,6 +282,31 @@ def test_unlinking_one_of_two_customers_links_a_shared_device_to_the_other():
     assert total(decode_profile(result.profiles["customer_id:cu-1"]), "vw:web") == 2
 
 
+def test_a_late_link_after_an_erasure_spares_an_identifier_unlinked_before():
+    erasure = ErasureRequest(event_id="er1", event_time=at(4), source="web",
+                             ids=Identifiers(customer_id="cu-1"))
+    events = [
+        view(1, 0, anonymous_id="a-1"),
+        unlink(1, 2, anonymous_id="a-1", customer_id="cu-1"),
+        erasure,
+        link(1, 1, anonymous_id="a-1", customer_id="cu-1"),  # learnt after the erasure
+    ]
+    result = recompute(events)
+    assert set(result.profiles) == {"anonymous_id:a-1"}
+
+
+def test_a_snapshot_from_before_unlinks_resumes():
+    from features.pipeline import FragmentLogic, LinkTo, PersonIndex
+
+    fragment, person = FragmentLogic("anonymous_id:a-1"), PersonIndex()
+    del fragment.unlinked, person.unlinked  # as restored from an older snapshot
+    out: list = []
+    fragment.on_input(LinkTo("cu-1", 1, "l1"), out)
+    assert fragment.profile == "customer_id:cu-1"
+    assert person.on_event("customer_id:cu-1", link(1, 1, anonymous_id="a-1", customer_id="cu-1"))
+    assert person.linked == {"anonymous_id:a-1"}
+
+
 def test_erasing_a_customer_spares_an_identifier_unlinked_from_them():
     events = [
         view(1, 0, anonymous_id="a-1"),
