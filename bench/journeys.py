@@ -8,9 +8,11 @@ One run, hour by hour over ``days`` simulated days:
    per key) resolves identities and keeps profiles, and hands each journey fact with the
    profile's features to the journeys' state machine (:mod:`features.journey_state`, what
    the journey flow's shards run), which advances to the end of the hour;
-3. every message the journeys decide is delivered to its customer, who reacts in later
-   hours (opens, comes back to the cart, buys, or unsubscribes:
-   :mod:`simulator.journey_response`).
+3. the journey flow's own send step (:class:`flows.journey_flow.OutboundSender`) checks
+   each message against the contact log in an online store (SQLite here), writes the
+   contact and passes the message on; the journeys read that log back as the flow does;
+4. every message sent is delivered to its customer, who reacts in later hours (opens,
+   comes back to the cart, buys, or unsubscribes: :mod:`simulator.journey_response`).
 
 The control group (``control_share`` of entries, stable per customer and journey) runs the
 same timers and receives nothing, so ``cart_recovery`` compares carts still abandoned at
@@ -24,6 +26,7 @@ saving included).
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +44,8 @@ from features.journeys import JourneyBook, JourneyRecord, Outbound, load_journey
 from features.pipeline import Replay
 from features.policy import load_policies
 from features.scoring import HeuristicScorer
+from features.store import open_store
+from flows.journey_flow import OutboundSender
 from simulator.stepping import Delivery, SteppedRun
 from simulator.world import SimulationConfig
 
@@ -78,9 +83,15 @@ def run_journey_bench(
     shipped = load_journeys(offer_ids=catalog.offers, categories=catalog.categories)
     book = with_control_share(shipped, control_share)
     scorer = HeuristicScorer()
+    folder = tempfile.TemporaryDirectory(prefix="omnioffer-bench-journeys-")
+    store = open_store("sqlite", sqlite_path=f"{folder.name}/contacts.sqlite3")
     ctx = JourneyContext(
-        book=book, channels=catalog.channels, policies=lambda: policies, scorer=lambda: scorer
-    )
+        book=book, channels=catalog.channels, policies=lambda: policies, scorer=lambda: scorer,
+        history=store.contacts_of,
+    )  # fmt: skip
+    outbound: list[int] = []  # messages written to messages.outbound, per batch
+    sender = OutboundSender(lambda: store, lambda: lambda lines: outbound.append(len(lines)),
+                            lambda: policies)  # fmt: skip
     run = SteppedRun(SimulationConfig(customers=customers, days=days, seed=seed), catalog)
     replay = Replay(journeys=True)
     state = JourneyState()
@@ -95,7 +106,7 @@ def run_journey_bench(
             events += 1
         for profile_id, (fact, features) in replay.take_journey_inputs():
             observe(state, profile_id, fact, features)
-        for record in advance(state, ctx, boundary):
+        for record in sender(advance(state, ctx, boundary)):
             records.append(record)
             if isinstance(record, Outbound) and record.profile_id.startswith(CUSTOMER):
                 run.deliver(_delivery(record))
@@ -113,7 +124,10 @@ def run_journey_bench(
             "python": platform.python_version(),
         }
     )
+    document["messages_written"] = sum(outbound)
     run.close()
+    store.close()
+    folder.cleanup()
     return JourneyBenchResult(document, records)
 
 
