@@ -85,6 +85,9 @@ class StreamBench:
     freshness_seconds: float = 30.0
     bootstrap: str | None = None
     redis_url: str | None = None
+    # Run the flow with Bytewax recovery (snapshots in a throwaway folder every this many
+    # seconds), as production should; ``None`` runs it without.
+    snapshot_interval_s: float | None = None
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -237,7 +240,7 @@ class FlowProcess:
 
     def __init__(
         self, bootstrap: str, redis_url: str, namespace: str, hash_key: bytes, workers: int,
-        log_path: Path,
+        log_path: Path, recovery: tuple[Path, float] | None = None,
     ) -> None:  # fmt: skip
         self.metrics_port = free_port()
         self.command = [
@@ -246,6 +249,9 @@ class FlowProcess:
             "--store", "redis", "--redis-url", redis_url,
             "--tail", "--workers", str(workers), "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
+        if recovery is not None:  # (folder, snapshot interval in seconds)
+            self.command += ["--recovery-dir", str(recovery[0]),
+                             "--snapshot-interval", str(recovery[1])]  # fmt: skip
         self.env = {
             **os.environ,
             "OMNIOFFER_REDIS_NAMESPACE": namespace,
@@ -568,11 +574,12 @@ def run_stream_bench(bench: StreamBench, catalog: Catalog, progress: Progress) -
         client = redis.Redis.from_url(redis_url, socket_timeout=2.0)
         stack.callback(client.close)
         keys_before = client.dbsize()
-        flow = stack.enter_context(
-            FlowProcess(
-                bootstrap, redis_url, namespace, bench.hash_key, bench.workers, tmp / "flow.log"
-            )
-        )
+        recovery = None
+        if bench.snapshot_interval_s is not None:
+            recovery = (tmp / "recovery", bench.snapshot_interval_s)
+        process = FlowProcess(bootstrap, redis_url, namespace, bench.hash_key, bench.workers,
+                              tmp / "flow.log", recovery)  # fmt: skip
+        flow = stack.enter_context(process)
         sentinels = [probe_profile(anonymous_id) for anonymous_id, _ in ends.values()]
         throughput = measure_throughput(
             flow, client, keys_before, store, sentinels, base_count, progress
@@ -605,7 +612,8 @@ def run_stream_bench(bench: StreamBench, catalog: Catalog, progress: Progress) -
             "elapsed_s": round(throughput["elapsed_s"], 2),
             "startup_s": round(throughput["startup_s"], 2),
             "events_per_s": round(throughput["events_per_s"]),
-            "recovery": False,
+            "recovery": bench.snapshot_interval_s is not None,
+            "snapshot_interval_s": bench.snapshot_interval_s,
         },
         "baseline": {"elapsed_s": round(base_s, 2)},
         "partitions_per_topic": len(ends) // len(EVENT_TOPICS),
@@ -634,6 +642,8 @@ def result_table(result: dict[str, Any]) -> Table:
         ("world", f"{result['customers']:,} customers × {result['days']} days"),
         ("events processed by the flow", f"{result['events']:,}"),
         ("workers", str(result["workers"])),
+        ("recovery (snapshot interval)", f"every {result['flow']['snapshot_interval_s']:g} s"
+         if result["flow"].get("recovery") else "off"),
         ("flow events/s per worker", f"{result['events_per_s_per_worker']:,}"),
         ("  flow time (first write → sentinels)", f"{result['flow']['elapsed_s']:.1f} s"),
         ("  flow startup (spawn → first write)", f"{result['flow']['startup_s']:.1f} s"),

@@ -69,6 +69,10 @@ def bench_stream(
     workers: Annotated[int, typer.Option(min=1, help="Flow worker threads.")] = 1,
     rate: Annotated[int, typer.Option(min=1, help="Events/s in the freshness phase.")] = 5000,
     freshness_seconds: Annotated[float, typer.Option(min=1.0)] = 30.0,
+    recovery: Annotated[
+        bool, typer.Option(help="Run the flow with Bytewax recovery (snapshots every "
+                           "OMNIOFFER_SNAPSHOT_INTERVAL_S seconds, 10 by default).")
+    ] = False,
 ) -> None:
     """Measure the feature flow on Kafka + Redis: throughput vs a bare consumer, freshness."""
     from bench.stream import BenchError, StreamBench, result_table, run_stream_bench
@@ -84,6 +88,7 @@ def bench_stream(
         freshness_seconds=freshness_seconds,
         bootstrap=bootstrap,
         redis_url=redis_url,
+        snapshot_interval_s=settings.snapshot_interval_s if recovery else None,
     )
     try:
         with progress_bar() as progress:
