@@ -66,7 +66,11 @@ def served_probabilities(scores: np.ndarray, worths: np.ndarray, ids: Sequence[s
 
 @dataclass(frozen=True)
 class PolicyValue:
-    """A policy's mean sampled reward and mean true reward probability per decision."""
+    """A policy's mean sampled reward and mean true reward probability per decision.
+
+    For ``served``, a stochastic policy, ``expected`` averages the true probabilities over
+    its action probabilities, so it carries no noise of the one action drawn per round.
+    """
 
     reward: float
     expected: float
@@ -125,7 +129,13 @@ def run_closed_loop(
             offer_id, channel = r.actions[choose(policy, r, loop, rng)]
             outcome = loop.respond(r.customer_id, offer_id, channel, r.at)
             rewards += outcome.reward
-            expected += outcome.expected
+            if policy == "served" and r.served is not None:
+                # Stochastic: its expected reward is over its probabilities, not the draw.
+                weighted = zip(r.served.tolist(), r.actions, strict=True)
+                expected += sum(p * loop.expected(r.customer_id, o, c, r.at)
+                                for p, (o, c) in weighted if p)  # fmt: skip
+            else:
+                expected += outcome.expected
         out[policy] = PolicyValue(rewards / len(rounds), expected / len(rounds), len(rounds))
     return out
 

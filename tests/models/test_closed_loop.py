@@ -97,3 +97,16 @@ def test_off_policy_estimates_of_the_served_policy_use_its_probabilities(world):
     assert report["_diagnostics"]["matches"] == pytest.approx(served[0] * len(rounds), abs=1e-3)
     with pytest.raises(ValueError, match="policy must be 'model' or 'served'"):
         target_policy(rounds, "greedy")
+
+
+def test_the_served_policys_expected_value_is_over_its_probabilities(world, catalog):
+    rounds = rounds_for(world, [0.1, 0.2, 0.3], epsilon=0.5)
+    values = run_closed_loop(rounds, lambda: ClosedLoop(world, catalog, 3), seed=1,
+                             policies=["served"])  # fmt: skip
+    loop = ClosedLoop(world, catalog, 3)
+    exact = np.mean([
+        sum(p * loop.expected(r.customer_id, o, c, r.at)
+            for p, (o, c) in zip(r.served, r.actions, strict=True))
+        for r in rounds
+    ])  # fmt: skip
+    assert values["served"].expected == pytest.approx(exact)
