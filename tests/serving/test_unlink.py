@@ -82,3 +82,30 @@ def test_a_bad_unlink_request_names_the_field(filled_store, make_client, custome
         answer = client.post("/v1/identity/unlinks", json=body)
         assert answer.status_code == 422, (body, answer.text)
         assert answer.json()["field"] == field, (body, answer.json())
+
+
+def test_an_unlink_the_event_buffer_cannot_take_whole_answers_503_naming_what_is_left(
+    filled_store, make_client, customers, tmp_path
+):
+    from serving.decision_log import DecisionLog
+
+    class Stalled(DecisionLog):
+        """A buffer with room for one record, whose writer never drains it."""
+
+        def _run(self) -> None:
+            self._stop.wait()
+
+    class Nowhere:
+        def send(self, records): ...
+        def erase(self, erasures): return [0] * len(erasures)
+        def close(self): ...
+
+    log = Stalled(Nowhere(), max_queue=1)
+    client = make_client(filled_store, settings=Settings(data_dir=tmp_path / "data"),
+                         decision_log=log)  # fmt: skip
+    body = {"customer_id": customers[0], "identifiers": ["device_id:d-1", "anonymous_id:a-9"]}
+
+    answer = client.post("/v1/identity/unlinks", json=body)
+
+    assert answer.status_code == 503
+    assert "['anonymous_id:a-9'] were not published (1 of 2 were)" in answer.json()["error"]
