@@ -179,6 +179,10 @@ STORE = ""
 Keyed = tuple[str, object]
 
 
+# Requests about a customer that go through their person index (a tuple: route runs per event).
+_PERSON_REQUESTS = (ErasureRequest, IdentityUnlink)
+
+
 # --- step 0: routing --------------------------------------------------------------------------
 def route(event: Event, produced_ms: int = 0) -> list[Keyed]:
     """Key an event for the next step: person index (links, erasures) or its fragment.
@@ -194,7 +198,7 @@ def route(event: Event, produced_ms: int = 0) -> list[Keyed]:
         at = int(event.event_time.timestamp())
         direct = [(f, LinkTo(c, at, event.event_id)) for f, c in link_edges(event)]
         return [(customer_profile(event.ids.customer_id), event), *direct]
-    if isinstance(event, ErasureRequest | IdentityUnlink) and event.ids.customer_id is not None:
+    if isinstance(event, _PERSON_REQUESTS) and event.ids.customer_id is not None:
         return [(customer_profile(event.ids.customer_id), event)]
     fragment = fragment_of(event.ids)
     if fragment is None:
