@@ -32,6 +32,13 @@ the profile before acting on it.
 Against an unreachable server every call fails within about ``(retries + 1) *
 socket_timeout`` (loopback refusals are immediate) with
 :class:`~features.store.StoreUnavailableError`, so serving can degrade instead of wait.
+
+Redis Cluster (``cluster=True``, setting ``OMNIOFFER_REDIS_CLUSTER``): the URL names any
+one node and the client finds the rest. The layout above already keeps every script and
+multi-key command inside one slot; the reads that span slots (identity keys, several
+profiles) go through redis-py's cluster pipeline, which groups them by node. The cluster
+client connects on first use, so a store opened while the cluster is down fails its
+calls (and serving degrades) rather than its construction.
 """
 
 from __future__ import annotations
@@ -41,9 +48,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
 
 from features.closing import Closing
@@ -138,6 +149,8 @@ class RedisStore(Closing):
     contact_retention_days
         Contact records this much older than the newest one of the same profile are
         trimmed on write; ``None`` keeps them all.
+    cluster
+        ``url`` is a node of a Redis Cluster (see the module notes).
 
     """
 
@@ -151,6 +164,7 @@ class RedisStore(Closing):
         retries: int = 1,
         profile_ttl_s: float | None = None,
         contact_retention_days: float | None = DEFAULT_CONTACT_RETENTION_DAYS,
+        cluster: bool = False,
     ) -> None:
         if not namespace or "{" in namespace or "}" in namespace:
             # A brace in the prefix would become the hash tag and break slot sharing.
@@ -164,20 +178,60 @@ class RedisStore(Closing):
         self.profile_ttl_s = profile_ttl_s
         self._ttl_ms = None if profile_ttl_s is None else max(1, round(profile_ttl_s * 1000))
         self._retention = retention_us(contact_retention_days)
+        self.cluster = cluster
+        self._url = url
         # redis-py 8 retries 3 times with backoff by default: seconds against a dead
         # server. Spell the policy out instead.
-        self._client: redis.Redis = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)),
-            decode_responses=False,
-        )
-        # register_script only computes the SHA; EVALSHA loads on NOSCRIPT (see _scripted).
-        self._add_contacts = self._client.register_script(_ADD_CONTACTS)
-        self._read_contacts = self._client.register_script(_READ_CONTACTS)
-        self._delete_if = self._client.register_script(_DELETE_IF)
-        self._hot = _HotConnections(self._client.connection_pool, retries)
+        self._options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "retry": Retry(NoBackoff(), retries, supported_errors=(redis.ConnectionError,)),
+            "decode_responses": False,
+        }
+        self._connect_lock = threading.Lock()
+        self._made: Any = None
+        self._hot: _HotConnections | None = None
+        if not cluster:  # connects lazily by itself
+            self._made = redis.Redis.from_url(url, **self._options)
+            self._hot = _HotConnections(self._made.connection_pool, retries)
+        # Only the SHAs: EVALSHA loads a script on NOSCRIPT (write and erase redo those).
+        self._add_contacts = Script(self._made, _ADD_CONTACTS.encode())
+        self._read_contacts = Script(self._made, _READ_CONTACTS.encode())
+        self._delete_if = Script(self._made, _DELETE_IF.encode())
+
+    @property
+    def _client(self) -> Any:
+        """The redis-py client: ``Redis``, or ``RedisCluster`` made on first use."""
+        client = self._made
+        if client is None:
+            with self._connect_lock:
+                if self._made is None:
+                    try:
+                        self._made = RedisCluster.from_url(self._url, **self._options)
+                    except (RedisClusterException, redis.RedisError) as exc:
+                        # Not made: the next call tries again, which is how a store opened
+                        # while the cluster is down starts working once it is up.
+                        where = f"redis cluster at {self._where()}"
+                        if _unreachable(exc):
+                            msg = f"{where}: unreachable: {exc}"
+                            raise StoreUnavailableError(msg) from exc
+                        msg = f"{where}: {exc}"
+                        raise StoreError(msg) from exc
+                client = self._made
+        return client
+
+    def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        return script(keys=keys, args=args, client=self._client)
+
+    def _multi_get(self, keys: list[str]) -> list[bytes | None]:
+        """``MGET`` on one server; on a cluster, one ``GET`` per key grouped by node."""
+        if not self.cluster:
+            values: list[bytes | None] = self._client.mget(keys)
+            return values
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return list(pipe.execute())
 
     # --- keys -------------------------------------------------------------------------
 
@@ -241,7 +295,7 @@ class RedisStore(Closing):
 
         scripted: dict[int, tuple[list[str], list[Any]]] = {}
         for keys, args in self._contact_calls(batch.contacts):
-            pipe.evalsha(self._add_contacts.sha, len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", self._add_contacts.sha, len(keys), *keys, *args)
             scripted[len(pipe) - 1] = (keys, args)
 
         with _mapped_errors("write"):
@@ -250,7 +304,7 @@ class RedisStore(Closing):
                 if isinstance(reply, redis.exceptions.NoScriptError) and index in scripted:
                     # Script cache empty (server restarted): load and redo just these.
                     keys, args = scripted[index]
-                    replies[index] = self._add_contacts(keys=keys, args=args)
+                    replies[index] = self._script(self._add_contacts, keys, args)
             _raise_first_error(replies, "write")
             stale = [
                 (old.decode(), identifier)
@@ -269,7 +323,7 @@ class RedisStore(Closing):
         check_aware(since, "since")
         [(keys, args)] = self._contact_calls([record], guard=(epoch_us(since), seen))
         with _mapped_errors("add_contact_if_unchanged"):
-            written = self._add_contacts(keys=keys, args=args)
+            written = self._script(self._add_contacts, keys, args)
         return written is not None
 
     def _contact_calls(
@@ -304,14 +358,14 @@ class RedisStore(Closing):
             wipe.delete(self.profile_key(profile_id))
             for identifier in identifiers:
                 key = self.identity_key(identifier)
-                wipe.evalsha(self._delete_if.sha, 1, key, profile_id)
+                wipe.execute_command("EVALSHA", self._delete_if.sha, 1, key, profile_id)
             parts = ("ids", "merges", "contacts", "crec")
-            wipe.delete(*(self._key(profile_id, part) for part in parts))
+            wipe.execute_command("DEL", *(self._key(profile_id, part) for part in parts))
             replies = wipe.execute(raise_on_error=False)
             for index, reply in enumerate(replies[1:-1], start=1):
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     key = self.identity_key(identifiers[index - 1])
-                    replies[index] = self._delete_if(keys=[key], args=[profile_id])
+                    replies[index] = self._script(self._delete_if, [key], [profile_id])
             _raise_first_error(replies, "erase")
         return ErasureReport(
             profiles=int(replies[0]),
@@ -329,24 +383,18 @@ class RedisStore(Closing):
         return value
 
     def read_profiles(self, profile_ids: Sequence[str]) -> list[bytes | None]:
-        """Return one value (or ``None``) per id, in the order given; one MGET.
-
-        On Redis Cluster the keys span slots: use ``mget_nonatomic`` there.
-        """
+        """Return one value (or ``None``) per id, in the order given; one MGET."""
         if not profile_ids:
             return []
         with _mapped_errors("read_profiles"):
-            values: list[bytes | None] = self._client.mget(
-                [self.profile_key(pid) for pid in profile_ids]
-            )
-        return values
+            return self._multi_get([self.profile_key(pid) for pid in profile_ids])
 
     def resolve(self, identifiers: Sequence[str]) -> str | None:
         """Return the profile of the first mapped identifier, in the order given; one MGET."""
         if not identifiers:
             return None
         with _mapped_errors("resolve"):
-            owners = self._client.mget([self.identity_key(i) for i in identifiers])
+            owners = self._multi_get([self.identity_key(i) for i in identifiers])
         return next((owner.decode() for owner in owners if owner is not None), None)
 
     def redemptions(self, offer_ids: Sequence[str]) -> dict[str, int]:
@@ -368,7 +416,7 @@ class RedisStore(Closing):
             indexed = sorted_ids(self._client.smembers(self._key(profile_id, "ids")))
             if not indexed:
                 return []
-            owners = self._client.mget([self.identity_key(i) for i in indexed])
+            owners = self._multi_get([self.identity_key(i) for i in indexed])
         wanted = profile_id.encode()
         return [i for i, owner in zip(indexed, owners, strict=True) if owner == wanted]
 
@@ -385,7 +433,7 @@ class RedisStore(Closing):
             check_aware(since, "since")
             low = epoch_us(since)
         with _mapped_errors("contacts_of"):
-            raw = self._read_contacts(keys=self._contact_keys(profile_id), args=[low])
+            raw = self._script(self._read_contacts, self._contact_keys(profile_id), [low])
         return _decoded_contacts(raw)
 
     def read_resolved(
@@ -406,16 +454,18 @@ class RedisStore(Closing):
         keys = [*(self.identity_key(i) for i in identifiers), self.profile_key(first)]
         raw_contacts: Any = None
         with _mapped_errors("read_resolved"):
-            if contacts_since is None:
-                [values] = self._hot.call(("MGET", *keys))
+            if self.cluster:
+                values, raw_contacts = self._cluster_read(keys, first, contacts_since)
+            elif contacts_since is None:
+                [values] = self._hot_call(("MGET", *keys))
             else:
-                low = epoch_us(contacts_since)
-                values, raw_contacts = self._hot.call(
+                low, contact_keys = epoch_us(contacts_since), self._contact_keys(first)
+                values, raw_contacts = self._hot_call(
                     ("MGET", *keys),
-                    ("EVALSHA", self._read_contacts.sha, 2, *self._contact_keys(first), low),
+                    ("EVALSHA", self._read_contacts.sha, 2, *contact_keys, low),
                 )
                 if isinstance(raw_contacts, redis.exceptions.NoScriptError):
-                    raw_contacts = self._read_contacts(self._contact_keys(first), [low])
+                    raw_contacts = self._script(self._read_contacts, contact_keys, [low])
             _raise_first_error([values, raw_contacts], "read_resolved")
         *owners, value = values
         owner = next((o.decode() for o in owners if o is not None), None)
@@ -429,27 +479,61 @@ class RedisStore(Closing):
         contacts = [] if raw_contacts is None else _decoded_contacts(raw_contacts)
         return ProfileRead(owner, value, contacts)
 
+    def _hot_call(self, *commands: tuple[Any, ...]) -> list[Any]:
+        assert self._hot is not None  # made with the single-server client
+        return self._hot.call(*commands)
+
+    def _cluster_read(
+        self, keys: list[str], first: str, contacts_since: datetime | None
+    ) -> tuple[list[Any], Any]:
+        """read_resolved's round trip on a cluster: a pipeline the client splits by node."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        contact_keys = self._contact_keys(first)
+        if contacts_since is not None:
+            low = epoch_us(contacts_since)
+            pipe.execute_command("EVALSHA", self._read_contacts.sha, 2, *contact_keys, low)
+        replies = pipe.execute(raise_on_error=False)
+        if contacts_since is None:
+            return replies, None
+        *values, raw_contacts = replies
+        if isinstance(raw_contacts, redis.exceptions.NoScriptError):
+            raw_contacts = self._script(self._read_contacts, contact_keys, [low])
+        return values, raw_contacts
+
     def _contact_keys(self, profile_id: str) -> list[str]:
         return [self._key(profile_id, "contacts"), self._key(profile_id, "crec")]
 
     # --- lifecycle --------------------------------------------------------------------
 
     def ping(self) -> bool:
-        """Return whether the server answers within the timeouts."""
+        """Return whether the server (every node of a cluster) answers within the timeouts."""
         try:
             return bool(self._client.ping())
-        except redis.RedisError:
+        except (redis.RedisError, RedisClusterException, StoreError):
             return False
 
     def close(self) -> None:
-        """Close the connection pool; idempotent."""
-        self._hot.close()
-        self._client.close()
+        """Close the connections; idempotent."""
+        if self._hot is not None:
+            self._hot.close()
+        with self._connect_lock:
+            client = self._made
+            if self.cluster:
+                self._made = None  # a later call connects again
+        if client is not None:
+            client.close()
+
+    def _where(self) -> str:
+        if self.cluster:
+            parsed = urlsplit(self._url)
+            return f"{parsed.hostname}:{parsed.port or 6379} (cluster)"
+        kwargs = self._client.connection_pool.connection_kwargs
+        return f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
 
     def __repr__(self) -> str:
-        kwargs = self._client.connection_pool.connection_kwargs
-        where = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
-        return f"RedisStore({where}, namespace={self.namespace!r})"
+        return f"RedisStore({self._where()}, namespace={self.namespace!r})"
 
 
 class _HotConnections:
@@ -529,14 +613,26 @@ def _raise_first_error(replies: list[Any], operation: str) -> None:
             raise StoreError(msg) from reply
 
 
+def _unreachable(error: BaseException) -> bool:
+    """Whether a redis-py error means the server (or cluster) cannot be reached now."""
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError, ClusterDownError)):
+        return True
+    if isinstance(error, SlotNotCoveredError):  # a node of the cluster is down
+        return True
+    # The cluster client raises "cannot be connected" from the last connection error.
+    return isinstance(error, RedisClusterException) and isinstance(
+        error.__cause__, (redis.ConnectionError, redis.TimeoutError)
+    )
+
+
 @contextmanager
 def _mapped_errors(operation: str) -> Iterator[None]:
     """Turn redis-py errors into the store's: unreachable vs. failed."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        msg = f"redis store {operation}: server unavailable: {exc}"
-        raise StoreUnavailableError(msg) from exc
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
+        if _unreachable(exc):
+            msg = f"redis store {operation}: server unavailable: {exc}"
+            raise StoreUnavailableError(msg) from exc
         msg = f"redis store {operation} failed: {exc}"
         raise StoreError(msg) from exc

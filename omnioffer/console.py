@@ -24,6 +24,9 @@ StoreOption = Annotated[StoreKind | None, typer.Option(help="Online store.")]
 EventsOption = Annotated[Path | None, typer.Option(help="File event log folder.")]
 BootstrapOption = Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")]
 RedisOption = Annotated[str | None, typer.Option(help="Redis URL.")]
+RedisClusterOption = Annotated[
+    bool | None, typer.Option(help="The Redis URL names a Redis Cluster node.")
+]
 WorkersOption = Annotated[int, typer.Option(min=1, help="Worker threads in this process.")]
 RecoveryOption = Annotated[Path | None, typer.Option(help="Enable recovery here.")]
 SnapshotOption = Annotated[float | None, typer.Option(help="Snapshot every N s.")]

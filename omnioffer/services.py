@@ -35,6 +35,7 @@ from features.topics import TOPIC_CONFIGS
 
 __all__ = [
     "KafkaBroker",
+    "RedisClusterServers",
     "RedisServer",
     "ServiceError",
     "create_topics",
@@ -242,6 +243,8 @@ class RedisServer(_LocalServer):
         Port to listen on; a free one is picked when ``None``.
     start_timeout
         Seconds to wait for the first successful PING.
+    cluster_node
+        Start with cluster mode on (a node for :class:`RedisClusterServers`).
 
     """
 
@@ -252,9 +255,14 @@ class RedisServer(_LocalServer):
         binary: str | None = None,
         port: int | None = None,
         start_timeout: float = START_TIMEOUT_S,
+        *,
+        cluster_node: bool = False,
     ) -> None:
         resolved = binary or shutil.which("redis-server") or "/usr/bin/redis-server"
         super().__init__(resolved, port, start_timeout)
+        self.cluster_node = cluster_node
+        # The cluster bus defaults to port + 10000, which a kernel-picked port can overflow.
+        self.bus_port = free_port(self.host) if cluster_node else None
 
     @property
     def url(self) -> str:
@@ -273,6 +281,9 @@ class RedisServer(_LocalServer):
             "--save", "",
             "--appendonly", "no",
             "--dir", str(temp_dir),
+            *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+               "--cluster-port", str(self.bus_port), "--cluster-node-timeout", "5000"]
+              if self.cluster_node else []),
         ]  # fmt: skip
 
     def _probe(self) -> str | None:
@@ -285,6 +296,114 @@ class RedisServer(_LocalServer):
         finally:
             client.close()
         return None
+
+
+class RedisClusterServers:
+    """A throwaway Redis Cluster on loopback: ``masters`` nodes sharing the 16,384 slots.
+
+    No replicas: enough to exercise slot routing (keys of one request on different nodes),
+    not failover. ``url`` names the first node; a cluster client finds the others::
+
+        with RedisClusterServers() as cluster:
+            store = RedisStore(cluster.url, cluster=True)
+    """
+
+    SLOTS = 16384
+
+    def __init__(
+        self,
+        masters: int = 3,
+        binary: str | None = None,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        if masters < 1:
+            msg = f"a cluster needs at least one master; got {masters}"
+            raise ValueError(msg)
+        self.start_timeout = start_timeout
+        self.nodes = [
+            RedisServer(binary, start_timeout=start_timeout, cluster_node=True)
+            for _ in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The first node's URL."""
+        return self.nodes[0].url
+
+    def clients(self, **kwargs: Any) -> list[redis.Redis]:
+        """Return a plain client per node (for probes that must see each node's keys)."""
+        return [node.client(**kwargs) for node in self.nodes]
+
+    def keys(self, pattern: str = "*") -> dict[str, int]:
+        """Return every key matching ``pattern`` with the index of the node holding it."""
+        found: dict[str, int] = {}
+        for index, client in enumerate(self.clients()):
+            try:
+                found |= {k.decode(): index for k in client.scan_iter(match=pattern, count=1000)}
+            finally:
+                client.close()
+        return found
+
+    def start(self) -> Self:
+        """Start the nodes, give each an equal slot range, join them, wait for ``ok``.
+
+        Raises
+        ------
+        ServiceError
+            If a node does not start, or the cluster is not ``ok`` within ``start_timeout``.
+
+        """
+        try:
+            for node in self.nodes:
+                node.start()
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _form(self) -> None:
+        clients = self.clients(socket_timeout=2.0, retry=_NO_RETRY)
+        try:
+            bounds = [i * self.SLOTS // len(clients) for i in range(len(clients) + 1)]
+            for client, low, high in zip(clients, bounds, bounds[1:], strict=False):
+                client.execute_command("CLUSTER ADDSLOTSRANGE", low, high - 1)
+            first = self.nodes[0]
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", node.host, node.port, node.bus_port)
+            deadline = time.monotonic() + self.start_timeout
+            while (problem := self._not_ok(clients)) is not None:
+                if time.monotonic() > deadline:
+                    msg = f"redis cluster from {first.host}:{first.port} not formed: {problem}"
+                    raise ServiceError(msg)
+                time.sleep(_POLL_INTERVAL_S)
+        finally:
+            for client in clients:
+                client.close()
+
+    def _not_ok(self, clients: list[redis.Redis]) -> str | None:
+        for node, client in zip(self.nodes, clients, strict=True):
+            info = client.cluster("INFO")
+            state, known = info.get("cluster_state"), int(info.get("cluster_known_nodes", 0))
+            if state != "ok" or known != len(self.nodes):
+                return f"node {node.port}: state {state}, {known} of {len(self.nodes)} known"
+        return None
+
+    def stop(self) -> None:
+        """Stop every node; idempotent."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class KafkaBroker(_LocalServer):

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis online store.")
     redis_namespace: str = Field("omni", description="Prefix of every Redis key.")
+    redis_cluster: bool = Field(False, description="redis_url names a Redis Cluster node.")
     max_event_bytes: int = Field(64 * 1024, gt=0, description="Larger events dead-letter.")
     seed: int = Field(7, description="Seed for simulation and training.")
     events_dir: Path | None = Field(None, description="File event log; default under data_dir.")
@@ -168,7 +169,7 @@ class Settings(BaseSettings):
         """
         options: dict[str, Any] = {}
         if self.store == "redis":
-            options["namespace"] = self.redis_namespace
+            options.update(namespace=self.redis_namespace, cluster=self.redis_cluster)
             if patient:
                 options.update(socket_timeout=5.0, connect_timeout=5.0)
         return functools.partial(

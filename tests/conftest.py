@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from features.events import Event
-from omnioffer.services import KafkaBroker, RedisServer
+from omnioffer.services import KafkaBroker, RedisClusterServers, RedisServer
 
 # ---------------------------------------------------------------------------
 # Real local services (one per test session).
@@ -22,6 +22,13 @@ def redis_server() -> Iterator[RedisServer]:
     """Yield a running throwaway Redis server."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """Yield a running throwaway Redis Cluster of three masters."""
+    with RedisClusterServers() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from rich.table import Table
 
 from features.catalog import CatalogError
 from omnioffer.console import (
+    RedisClusterOption,
+    RedisOption,
     Source,
     StoreKind,
     console,
@@ -51,7 +53,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     store: Annotated[StoreKind | None, typer.Option(help="Online store.")] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
+    redis_url: RedisOption = None,
+    redis_cluster: RedisClusterOption = None,
     policies: Annotated[Path | None, typer.Option(help="Policies file (levers, caps).")] = None,
     exploration: Annotated[
         Literal["epsilon_greedy", "thompson"] | None,
@@ -85,6 +88,7 @@ def serve(
         serve_port=port,
         store=store,
         redis_url=redis_url,
+        redis_cluster=redis_cluster,
         policies_path=policies,
         exploration=exploration,
         explore_epsilon=epsilon,

@@ -1,8 +1,8 @@
-"""The online-store contract, run against every implementation (SQLite and Redis).
+"""The online-store contract, run against every implementation (SQLite, Redis, Redis Cluster).
 
 Each test gets a fresh store: a new SQLite file, or a new key namespace on the session
-Redis server. Redis-specific checks (one GET, key layout, no key left after erasure,
-outages) sit at the end.
+Redis server or the session's three-node Redis Cluster. Redis-specific checks (one GET,
+key layout, no key left after erasure, outages, a cluster's nodes) sit at the end.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from features.store import (
 )
 from features.store_redis import RedisStore
 from features.store_sqlite import SqliteStore
-from omnioffer.services import RedisServer
+from omnioffer.services import RedisClusterServers, RedisServer
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 CET = timezone(timedelta(hours=1))
@@ -54,7 +54,7 @@ class Backend:
 
     kind: str
     tmp_path: Path
-    server: RedisServer | None
+    server: RedisServer | RedisClusterServers | None
     made: list[OnlineStore] = field(default_factory=list)
 
     def make(self, **options: Any) -> OnlineStore:
@@ -64,37 +64,46 @@ class Backend:
         else:
             assert self.server is not None
             namespace = f"t{uuid.uuid4().hex[:12]}"
-            store = RedisStore(self.server.url, namespace=namespace, socket_timeout=2.0, **options)
+            cluster = isinstance(self.server, RedisClusterServers)
+            store = RedisStore(
+                self.server.url, namespace=namespace, socket_timeout=2.0, cluster=cluster, **options
+            )
         self.made.append(store)
         return store
 
+    def clients(self) -> list[redis.Redis]:
+        """A plain client per Redis node (one, unless a cluster)."""
+        if isinstance(self.server, RedisClusterServers):
+            return self.server.clients()
+        assert self.server is not None
+        return [self.server.client()]
+
     def raw(self, store: OnlineStore) -> dict[str, Any]:
-        """Everything the store holds, as plain sorted data (TTLs aside)."""
+        """Everything the store holds, as plain sorted data (TTLs aside), from every node."""
         if isinstance(store, SqliteStore):
             with sqlite3.connect(store.path) as db:
                 tables = [name for (name,) in db.execute(_TABLES)]
                 return {t: sorted(db.execute(f"SELECT * FROM {t}")) for t in tables}
-        assert isinstance(store, RedisStore) and self.server is not None
-        client = self.server.client()
-        try:
-            return {
-                key: _dump_key(client, key)
-                for key in sorted(client.scan_iter(match=f"{store.namespace}:*", count=1000))
-            }
-        finally:
-            client.close()
+        assert isinstance(store, RedisStore)
+        found: dict[bytes, Any] = {}
+        for client in self.clients():
+            try:
+                for key in client.scan_iter(match=f"{store.namespace}:*", count=1000):
+                    found[key] = _dump_key(client, key)
+            finally:
+                client.close()
+        return dict(sorted(found.items()))
 
     def cleanup(self) -> None:
         for store in self.made:
             store.close()
         if self.server is not None and self.made:
-            client = self.server.client()
-            for store in self.made:
-                assert isinstance(store, RedisStore)
-                keys = list(client.scan_iter(match=f"{store.namespace}:*", count=1000))
-                if keys:
-                    client.delete(*keys)
-            client.close()
+            for client in self.clients():
+                for store in self.made:
+                    assert isinstance(store, RedisStore)
+                    for key in client.scan_iter(match=f"{store.namespace}:*", count=1000):
+                        client.delete(key)  # one by one: a cluster node refuses cross-slot DEL
+                client.close()
 
 
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
@@ -113,9 +122,19 @@ def _dump_key(client: redis.Redis, key: bytes) -> Any:
     raise AssertionError(f"unexpected type {kind!r} of {key!r}")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
+_SERVERS = {"sqlite": None, "redis": "redis_server", "redis_cluster": "redis_cluster"}
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis_cluster", marks=pytest.mark.integration),
+    ]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    fixture = _SERVERS[request.param]
+    server = request.getfixturevalue(fixture) if fixture else None
     made = Backend(request.param, tmp_path, server)
     yield made
     made.cleanup()
@@ -796,3 +815,93 @@ def test_redis_serving_read_stays_in_sync_after_a_timeout(redis_server: RedisSer
         assert store.read_resolved([B]) == ProfileRead(B, b"b")
         assert store.read_resolved([A]) == ProfileRead(A, b"a")
         probe.close()
+
+
+# --- Redis Cluster specifics --------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_cluster_reads_span_nodes(redis_cluster: RedisClusterServers) -> None:
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    visitor, device = "anonymous_id:a-1", "device_id:d-7"
+    with RedisStore(redis_cluster.url, namespace=namespace, cluster=True) as store:
+        store.write(StoreBatch(
+            profiles=[ProfileWrite(A, b"a"), ProfileWrite(B, b"b")],
+            identity=[link(A, A), link(visitor, A), link(device, A), link(B, B)],
+            contacts=[contact("d-1", A)],
+        ))  # fmt: skip
+        holders = redis_cluster.keys(f"{namespace}:*")
+        request_keys = [store.identity_key(i) for i in (visitor, device, A)]
+        request_keys.append(store.profile_key(A))
+        # The keys of one request sit on more than one node, so the reads below cross nodes.
+        assert len({holders[key] for key in request_keys}) >= 2
+        assert store.read_resolved([visitor, device], T0) == ProfileRead(
+            A, b"a", [contact("d-1", A)]
+        )
+        assert store.read_resolved([device, B]) == ProfileRead(A, b"a")
+        assert store.resolve(["anonymous_id:nobody", device]) == A
+        assert store.read_profiles([B, A, C]) == [b"b", b"a", None]
+        assert store.identifiers_of(A) == sorted([A, visitor, device])
+        assert store.erase(A) == ErasureReport(profiles=1, identifiers=3, merges=0, contacts=1)
+        left = redis_cluster.keys(f"{namespace}:*")
+        assert sorted(left) == sorted(
+            [store.identity_key(B), store.profile_key(B), f"{namespace}:{{{B}}}:ids"]
+        )
+        store.erase(B)
+
+
+@pytest.mark.integration
+def test_cluster_survives_a_script_cache_flush(redis_cluster: RedisClusterServers) -> None:
+    with RedisStore(
+        redis_cluster.url, namespace=f"t{uuid.uuid4().hex[:12]}", cluster=True
+    ) as store:
+
+        def flush() -> None:
+            for client in redis_cluster.clients():
+                client.script_flush()
+                client.close()
+
+        store.write(StoreBatch(identity=[link("device_id:d", A)], contacts=[contact("d-1", A)]))
+        flush()
+        store.write(StoreBatch(contacts=[contact("d-2", A)]))
+        flush()
+        assert [c.decision_id for c in store.contacts_of(A)] == ["d-1", "d-2"]
+        flush()
+        assert [c.decision_id for c in store.read_resolved([A], T0).contacts] == ["d-1", "d-2"]
+        flush()
+        assert store.erase(A) == ErasureReport(profiles=0, identifiers=1, merges=0, contacts=2)
+
+
+@pytest.mark.integration
+def test_cluster_down_fails_calls_not_the_store_and_recovers() -> None:
+    cluster = RedisClusterServers()  # not started: the store must still open
+    store = RedisStore(cluster.url, namespace="outage", cluster=True)
+    try:
+        with pytest.raises(StoreUnavailableError, match="unreachable"):
+            store.read_resolved([A])
+        assert store.ping() is False
+        cluster.start()
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"v")], identity=[link(A, A)]))
+        assert store.read_resolved([A]) == ProfileRead(A, b"v")
+        cluster.stop()
+        with pytest.raises(StoreUnavailableError):
+            store.read_resolved([A], T0)
+        with pytest.raises(StoreUnavailableError):
+            store.write(StoreBatch(profiles=[ProfileWrite(A, b"w")]))
+        assert store.ping() is False
+        cluster.start()  # the same ports, empty, formed again
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"back")], identity=[link(A, A)]))
+        assert store.read_resolved([A], T0) == ProfileRead(A, b"back", [])
+        assert store.ping() is True
+    finally:
+        store.close()
+        cluster.stop()
+
+
+@pytest.mark.integration
+def test_cluster_mode_against_a_plain_server_says_so(redis_server: RedisServer) -> None:
+    with RedisStore(redis_server.url, namespace="plain", cluster=True) as store:
+        with pytest.raises(StoreError, match=r"[Cc]luster mode is not enabled") as caught:
+            store.read_profile(A)
+        assert not isinstance(caught.value, StoreUnavailableError)
+        assert store.ping() is False

@@ -21,7 +21,7 @@ from features.profile import decode_profile
 from features.store import open_store
 from features.topics import DEADLETTER, EVENT_TOPICS, routing_key
 from features.validation import Rejection, validate
-from omnioffer.services import create_topics, free_port
+from omnioffer.services import KafkaBroker, create_topics, free_port
 from tests.conftest import TEST_HASH_KEY
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def produce(bootstrap, messages):
 
 def start_flow(
     bootstrap, redis_url, recovery_dir, namespace, metrics_port=None, *, flow="features",
-    env=None,
+    env=None, cluster=False,
 ):  # fmt: skip
     env = {
         **os.environ,
@@ -66,6 +66,8 @@ def start_flow(
     ]
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
+    if cluster:
+        command.append("--redis-cluster")
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
 
@@ -100,6 +102,22 @@ def wait_until(predicate, proc, deadline_s=120.0):
     raise AssertionError("the flow did not get there in time")
 
 
+def converged_to(store, expected):
+    """A predicate: the store holds exactly the recomputed profiles and identity map."""
+    expected_profiles = {p: decode_profile(v) for p, v in expected.profiles.items()}
+
+    def converged():
+        raws = store.read_profiles(list(expected_profiles))
+        pairs = zip(expected_profiles, raws, strict=True)
+        got = {p: decode_profile(r) for p, r in pairs if r is not None}
+        if got != expected_profiles:
+            return False
+        # Identity records travel beside the profiles, and may land a batch later.
+        return all(store.resolve([i]) == p for i, p in expected.identity.items())
+
+    return converged
+
+
 def test_kill_and_recover_gives_the_same_store_as_an_uninterrupted_run(
     private_kafka_broker, private_redis_server, small_world, small_world_events, tmp_path
 ):
@@ -116,15 +134,7 @@ def test_kill_and_recover_gives_the_same_store_as_an_uninterrupted_run(
     def written():
         return sum(store.read_profile(p) is not None for p in list(expected_profiles)[:50])
 
-    def converged():
-        raws = store.read_profiles(list(expected_profiles))
-        pairs = zip(expected_profiles, raws, strict=True)
-        got = {p: decode_profile(r) for p, r in pairs if r is not None}
-        if got != expected_profiles:
-            return False
-        # Identity records travel beside the profiles, and may land a batch later.
-        return all(store.resolve([i]) == p for i, p in expected.identity.items())
-
+    converged = converged_to(store, expected)
     produce(bootstrap, messages[:half])
     flow = start_flow(bootstrap, private_redis_server.url, tmp_path / "recovery", namespace)
     try:
@@ -166,3 +176,25 @@ def test_kill_and_recover_gives_the_same_store_as_an_uninterrupted_run(
     consumer.close()
     assert len(seen) == len(rejected)
     assert all(r["reason"]["code"] and r["reason"]["message"] for r in seen.values())
+
+
+def test_the_flow_fills_a_redis_cluster_as_it_fills_one_server(
+    redis_cluster, small_world, small_world_events, tmp_path
+):
+    namespace = "flowcluster"
+    store = open_store("redis", redis_url=redis_cluster.url, namespace=namespace,
+                       socket_timeout=2.0, cluster=True)  # fmt: skip
+    with KafkaBroker() as broker:  # its own topics: the module's broker has the world once
+        create_topics(broker.bootstrap, [*EVENT_TOPICS, DEADLETTER], partitions=3)
+        produce(broker.bootstrap, world_messages(small_world))
+        flow = start_flow(
+            broker.bootstrap, redis_cluster.url, tmp_path / "recovery", namespace, cluster=True
+        )
+        try:
+            wait_until(converged_to(store, recompute(small_world_events)), flow)
+        finally:
+            flow.send_signal(signal.SIGTERM)
+            flow.wait(10)
+            store.close()
+    nodes = set(redis_cluster.keys(f"{namespace}:*").values())
+    assert nodes == {0, 1, 2}  # spread over the three nodes
