@@ -131,6 +131,20 @@ class Exploration(Protocol):
         """
         ...
 
+    def first_slot(
+        self,
+        order: Sequence[int],
+        probabilities: np.ndarray,
+        worth: np.ndarray,
+        rng: random.Random,
+    ) -> np.ndarray:
+        """Return each candidate's probability of the first position, by candidate index.
+
+        What an off-policy evaluation of this exploration needs: the policy's probability
+        of whichever action was logged first.
+        """
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class EpsilonGreedy:
@@ -157,6 +171,18 @@ class EpsilonGreedy:
     ) -> Slate:
         first = first_slot_propensities(len(order), self.epsilon)
         return Slate(explore(order, k, self.epsilon, rng), dict(zip(order, first, strict=True)))
+
+    def first_slot(
+        self,
+        order: Sequence[int],
+        probabilities: np.ndarray,
+        worth: np.ndarray,
+        rng: random.Random,
+    ) -> np.ndarray:
+        """Exact: the best ``1 - ε + ε/n``, every other ``ε/n``; ``rng`` is not used."""
+        first = np.zeros(len(probabilities))
+        first[np.asarray(order, dtype=np.intp)] = first_slot_propensities(len(order), self.epsilon)
+        return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +235,52 @@ class Thompson:
         m = len(order)
         if m == 0 or k <= 0:
             return Slate([], {i: 0.0 for i in order})
+        scores = self._drawn_scores(order, probabilities, worth, rng)
+        deciding = np.argsort(-scores[0], kind="stable")[: min(k, m)]
+        first = np.bincount(scores.argmax(axis=1), minlength=m) / self.draws
+        picks: list[Pick] = []
+        taken = np.zeros(m, dtype=bool)
+        for position, column in enumerate(deciding.tolist()):
+            if position == 0:
+                propensity = float(first[column])
+            else:
+                remaining = np.where(taken, -np.inf, scores)  # a taken one never wins
+                propensity = float(np.mean(remaining.argmax(axis=1) == column))
+            best_left = int(np.flatnonzero(~taken)[0])
+            picks.append(Pick(int(order[column]), propensity, column != best_left))
+            taken[column] = True
+        return Slate(picks, dict(zip(order, first.tolist(), strict=True)))
+
+    def first_slot(
+        self,
+        order: Sequence[int],
+        probabilities: np.ndarray,
+        worth: np.ndarray,
+        rng: random.Random,
+    ) -> np.ndarray:
+        """Return the share of ``draws`` draws that put each candidate first (0: never first).
+
+        >>> t = Thompson(strength=50, draws=2000)
+        >>> first = t.first_slot([0, 1], np.array([0.05, 0.04]), np.ones(2), random.Random(3))
+        >>> bool(first[0] > first[1] > 0.2), float(first.sum())
+        (True, 1.0)
+        """
+        shares = np.zeros(len(probabilities))
+        if len(order):
+            scores = self._drawn_scores(order, probabilities, worth, rng)
+            first = np.bincount(scores.argmax(axis=1), minlength=len(order)) / self.draws
+            shares[np.asarray(order, dtype=np.intp)] = first
+        return shares
+
+    def _drawn_scores(
+        self,
+        order: Sequence[int],
+        probabilities: np.ndarray,
+        worth: np.ndarray,
+        rng: random.Random,
+    ) -> np.ndarray:
+        """``draws`` × ``len(order)`` arbitration scores of sampled probabilities."""
+        m = len(order)
         # Columns in the ranking's order: ties among draws go to the better-ranked.
         columns = np.asarray(order, dtype=np.intp)
         p = np.nan_to_num(np.asarray(probabilities, dtype=np.float64)[columns], nan=self._floor)
@@ -225,18 +297,4 @@ class Thompson:
             np.exp(drawn, out=drawn)
         drawn += 1.0
         scores = np.asarray(worth, dtype=np.float32)[columns] / drawn
-        scores = np.nan_to_num(scores, nan=np.finfo(np.float32).min)  # below any taken: -inf
-        deciding = np.argsort(-scores[0], kind="stable")[: min(k, m)]
-        first = np.bincount(scores.argmax(axis=1), minlength=m) / self.draws
-        picks: list[Pick] = []
-        taken = np.zeros(m, dtype=bool)
-        for position, column in enumerate(deciding.tolist()):
-            if position == 0:
-                propensity = float(first[column])
-            else:
-                remaining = np.where(taken, -np.inf, scores)  # a taken one never wins
-                propensity = float(np.mean(remaining.argmax(axis=1) == column))
-            best_left = int(np.flatnonzero(~taken)[0])
-            picks.append(Pick(int(columns[column]), propensity, column != best_left))
-            taken[column] = True
-        return Slate(picks, dict(zip(order, first.tolist(), strict=True)))
+        return np.nan_to_num(scores, nan=np.finfo(np.float32).min)  # below any taken: -inf

@@ -12,13 +12,18 @@ respond); the models see only their point-in-time features.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simulator import ClosedLoop, World
+
+if TYPE_CHECKING:
+    from features.arbitration import Exploration
 
 POLICIES = ("model", "logging", "random", "oracle", "served")
 
@@ -44,24 +49,27 @@ class Round:
 
 
 def served_probabilities(scores: np.ndarray, worths: np.ndarray, ids: Sequence[str],
-                         epsilon: float) -> np.ndarray:  # fmt: skip
-    """Return each action's probability of being shown first by serving's ε-greedy policy.
+                         exploration: Exploration, rng: random.Random | None = None,
+                         ) -> np.ndarray:  # fmt: skip
+    """Return each action's probability of being shown first by serving's policy.
 
     Serving ranks offers by probability × value × lever (``worths``), ties by id, and
-    explores with ``epsilon`` (:mod:`features.arbitration`): the first position takes the
-    best action with probability ``1 - ε + ε/n``, every other one ``ε/n``.
+    explores (:mod:`features.arbitration`): with ε-greedy the first position takes the best
+    action with probability ``1 - ε + ε/n``, every other one ``ε/n``; with Thompson
+    sampling the probabilities are shares of Monte Carlo draws from ``rng``.
 
-    >>> served_probabilities(np.array([0.2, 0.1]), np.array([1.0, 3.0]), ["a", "b"], 0.2)
+    >>> from features.arbitration import EpsilonGreedy
+    >>> served_probabilities(np.array([0.2, 0.1]), np.array([1.0, 3.0]), ["a", "b"],
+    ...                      EpsilonGreedy(0.2))
     array([0.1, 0.9])
     """
-    from features.arbitration import first_slot_propensities, rank_scores
+    from features.arbitration import rank_scores
 
     tie = np.empty(len(ids), dtype=np.int64)
     tie[np.argsort(np.asarray(ids, dtype=object), kind="stable")] = np.arange(len(ids))
-    order = rank_scores(np.asarray(scores, dtype=np.float64) * worths, tie)
-    probabilities = np.empty(len(order))
-    probabilities[order] = first_slot_propensities(len(order), epsilon)
-    return probabilities
+    probabilities = np.asarray(scores, dtype=np.float64)
+    order = rank_scores(probabilities * worths, tie)
+    return exploration.first_slot(order, probabilities, worths, rng or random.Random(0))
 
 
 @dataclass(frozen=True)

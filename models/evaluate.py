@@ -6,12 +6,14 @@ orchestration (simulating worlds, writing files) is in :mod:`models.workflow`.
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from features.arbitration import EpsilonGreedy, Exploration
 from models import metrics
 from models.bundle import Bundle, heldout_predictions
 from models.closed_loop import (
@@ -108,7 +110,8 @@ def build_rounds(
     keep: Callable[[int], bool] = lambda i: True,
     *,
     worth_of: Callable[[str], float] | None = None,
-    epsilon: float = 0.0,
+    exploration: Exploration | None = None,
+    seed: int = 0,
 ) -> list[Round]:
     """Return the closed-loop rounds of a (fresh) world's logged decisions.
 
@@ -116,7 +119,8 @@ def build_rounds(
     ``customer_of`` maps an identifier value to the simulator's customer (environment only).
     With ``worth_of`` (an offer's value × lever, :meth:`features.policy.Policies.offer_worth`)
     each round also gets the served policy's probabilities (``Round.served``): serving's
-    ranking by probability × value × lever with ε-greedy exploration at ``epsilon``.
+    ranking by probability × value × lever with ``exploration`` (greedy when ``None``;
+    Thompson's draws come from one generator seeded with ``seed``).
     """
     booster = bundle.nbo.booster()
     chosen_rows, spans, meta = [], [], []
@@ -146,12 +150,14 @@ def build_rounds(
         return []
     scores = bundle.nbo.predict(np.vstack(chosen_rows), booster)
     rounds = []
+    policy = exploration or EpsilonGreedy(0.0)
+    rng = random.Random(seed)
     for (c, at, acts, props, logged, reward), (a, b) in zip(meta, spans, strict=True):
         served = None
         if worth_of is not None:
             ids = [offer_id for offer_id, _channel in acts]
             worths = np.array([worth_of(offer_id) for offer_id in ids])
-            served = served_probabilities(scores[a:b], worths, ids, epsilon)
+            served = served_probabilities(scores[a:b], worths, ids, policy, rng)
         rounds.append(Round(c, at, acts, props, scores[a:b], logged, reward, served))
     return rounds
 
@@ -183,7 +189,8 @@ def ope_report(rounds: Sequence[Round], n_bootstrap: int, seed: int, policy: str
     """Estimate a target policy's value from the logged rounds with IPS, SNIPS and DR.
 
     ``policy`` is the model's argmax (``model``) or the policy serving runs with it
-    (``served``: probability × value × lever, ε-greedy; see :func:`build_rounds`).
+    (``served``: probability × value × lever, with its exploration; see
+    :func:`build_rounds`).
     """
     reward = np.array([r.reward for r in rounds])
     pscore = np.array([r.propensities[r.logged] for r in rounds])

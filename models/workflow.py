@@ -33,6 +33,8 @@ from omnioffer.settings import Settings
 
 Progress = Callable[[str, int, int], None]
 GROUND_TRUTH = "ground_truth.jsonl"
+# Monte Carlo draws per decision for Thompson's first-position probabilities in evaluation.
+THOMPSON_EVALUATION_DRAWS = 2000
 
 
 def _quiet(stage: str, done: int, total: int) -> None:
@@ -220,8 +222,10 @@ def run_evaluation(
     ids = customer_index(world)
     keep_rows = [begin <= x.decision.decided_at < end for x in fresh.examples]
     served = served_policy(settings, catalog)
-    rounds = build_rounds(fresh, bundle, ids.get, keep=lambda i: keep_rows[i],
-                          worth_of=served.pop("worth_of"), epsilon=served["epsilon"])  # fmt: skip
+    rounds = build_rounds(
+        fresh, bundle, ids.get, keep=lambda i: keep_rows[i], worth_of=served.pop("worth_of"),
+        exploration=served.pop("exploration_policy"), seed=settings.seed,
+    )  # fmt: skip
     if not rounds:
         message = "the fresh world has no decision to evaluate; use more customers or days"
         raise ValueError(message)
@@ -279,11 +283,14 @@ def run_evaluation(
 
 
 def served_policy(settings: Settings, catalog: Catalog) -> dict[str, Any]:
-    """Describe the policy serving runs with a model, and give its offers' worths.
+    """Describe the policy serving runs with a model, and give what evaluating it needs.
 
-    ``worth_of`` (removed before the description is written out) maps an offer id to its
-    value × lever under the policies file in force (the settings' or the shipped one).
-    Thompson sampling has no closed-form propensities: it is evaluated as ε-greedy.
+    Two entries are removed before the description is written out: ``worth_of`` maps an
+    offer id to its value × lever under the policies file in force (the settings' or the
+    shipped one), and ``exploration`` is the settings' exploration. Thompson sampling has
+    no closed-form propensities: its first-position probabilities are shares of
+    :data:`THOMPSON_EVALUATION_DRAWS` draws per decision (serving logs shares of
+    ``thompson_draws``, 100 by default; more draws estimate the same probabilities closer).
     """
     from features.policy import DEFAULT_POLICIES_PATH, load_policies
 
@@ -293,15 +300,18 @@ def served_policy(settings: Settings, catalog: Catalog) -> dict[str, Any]:
               for offer in catalog.offers.values()}  # fmt: skip
     described: dict[str, Any] = {
         "ranks_by": "probability × value × lever (first position)",
-        "exploration": "epsilon_greedy",
-        "epsilon": settings.explore_epsilon,
+        "exploration": settings.exploration,
         "policies": str(path),
-        "worth_of": worths.__getitem__,
     }
-    if settings.exploration != "epsilon_greedy":
-        described["note"] = (f"serving explores with {settings.exploration}; evaluated here "
-                             "as epsilon-greedy at explore_epsilon")  # fmt: skip
-    return described
+    if settings.exploration == "thompson":
+        draws = max(settings.thompson_draws, THOMPSON_EVALUATION_DRAWS)
+        described |= {"thompson_strength": settings.thompson_strength, "draws": draws}
+        exploration = settings.exploration_policy(draws=draws)
+    else:
+        described["epsilon"] = settings.explore_epsilon
+        exploration = settings.exploration_policy()
+    described["policy"] = exploration.name
+    return described | {"worth_of": worths.__getitem__, "exploration_policy": exploration}
 
 
 def _targets(closed: dict[str, Any], ope: dict[str, Any], report: dict[str, Any],

@@ -21,6 +21,7 @@ from features.contacts import DEV_CONTACT_HASH_KEY
 from features.store import OnlineStore, open_store
 
 if TYPE_CHECKING:
+    from features.arbitration import Exploration
     from features.attribution import AttributionWindows
     from flows.features_flow import FlowConfig
     from flows.journey_flow import JourneySetup
@@ -179,6 +180,14 @@ class Settings(BaseSettings):
     def open_store(self) -> OnlineStore:
         """Open the configured online store."""
         return self.store_opener()()
+
+    def exploration_policy(self, *, draws: int | None = None) -> Exploration:
+        """Return the exploration serving runs (``draws`` overrides Thompson's draws)."""
+        from features.arbitration import EpsilonGreedy, Thompson
+
+        if self.exploration == "thompson":
+            return Thompson(self.thompson_strength, draws or self.thompson_draws)
+        return EpsilonGreedy(self.explore_epsilon)
 
     def flow_config(self, **overrides: Any) -> FlowConfig:
         """Return the feature flow's configuration from these settings."""

@@ -30,7 +30,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from features.arbitration import EpsilonGreedy, Exploration, Thompson
 from features.catalog import DEFAULT_CATALOG_DIR, Catalog
 from features.eventlog import topic_path
 from features.kafka_log import KAFKA_ERRORS
@@ -231,13 +230,6 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def exploration_of(settings: Settings) -> Exploration:
-    """Return the exploration the settings name."""
-    if settings.exploration == "thompson":
-        return Thompson(settings.thompson_strength, settings.thompson_draws)
-    return EpsilonGreedy(settings.explore_epsilon)
-
-
 def _sink(settings: Settings, metrics: ServingMetrics) -> Sink:
     if settings.decision_log == "kafka":
         return KafkaSink(
@@ -325,7 +317,7 @@ def create_app(
         scorers=holder,
         decisions=decisions,
         metrics=metrics,
-        exploration=exploration_of(settings),
+        exploration=settings.exploration_policy(),
         clock=clock or utc_now,
         examples_path=settings.examples_path,
         journey_logs=[

@@ -153,7 +153,7 @@ def evaluate(
     console.print(table)
     served = document["served_policy"]
     ope = Table("estimator", "model's argmax", "95 % interval",
-                f"served (× value × lever, ε={served['epsilon']:g})", "95 % interval",
+                f"served (× value × lever, {served['policy']})", "95 % interval",
                 title="off-policy estimates of conversion per decision")  # fmt: skip
     for name, e in document["ope"].items():
         s = document["ope_served"][name]

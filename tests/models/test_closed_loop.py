@@ -1,11 +1,13 @@
 """Closed loop: policies act on simulated customers with common random numbers."""
 
 import dataclasses
+import random
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from features.arbitration import EpsilonGreedy, Thompson
 from models.closed_loop import (
     Round,
     choose,
@@ -27,7 +29,7 @@ def world(catalog):
 
 def rounds_for(world, scores, worths=(1.0, 1.0, 1.0), epsilon=0.1):
     ids = [offer_id for offer_id, _ in ACTIONS]
-    served = served_probabilities(np.array(scores), np.array(worths), ids, epsilon)
+    served = served_probabilities(np.array(scores), np.array(worths), ids, EpsilonGreedy(epsilon))
     return [
         Round(c.customer_id, AT, ACTIONS, np.array([0.5, 0.25, 0.25]), np.array(scores), 0, 0.0,
               served)
@@ -38,11 +40,13 @@ def rounds_for(world, scores, worths=(1.0, 1.0, 1.0), epsilon=0.1):
 def test_the_served_policy_ranks_by_value_and_lever_and_explores_with_epsilon():
     ids = ["of-b", "of-a", "of-c"]
     # 0.30 × 1 < 0.20 × 2: value × lever can outrank a higher probability.
-    served = served_probabilities(np.array([0.3, 0.2, 0.1]), np.array([1.0, 2.0, 1.0]), ids, 0.3)
+    served = served_probabilities(
+        np.array([0.3, 0.2, 0.1]), np.array([1.0, 2.0, 1.0]), ids, EpsilonGreedy(0.3)
+    )
     assert served.tolist() == pytest.approx([0.1, 0.8, 0.1])
     assert served.sum() == pytest.approx(1.0)
     # Equal arbitration scores: the lower id goes first, as serving breaks ties.
-    tied = served_probabilities(np.array([0.2, 0.2, 0.1]), np.ones(3), ids, 0.0)
+    tied = served_probabilities(np.array([0.2, 0.2, 0.1]), np.ones(3), ids, EpsilonGreedy(0.0))
     assert tied.tolist() == [0.0, 1.0, 0.0]
 
 
@@ -110,3 +114,41 @@ def test_the_served_policys_expected_value_is_over_its_probabilities(world, cata
         for r in rounds
     ])  # fmt: skip
     assert values["served"].expected == pytest.approx(exact)
+
+
+def test_thompson_first_position_probabilities_are_how_often_serving_shows_each_first():
+    ids = ["of-a", "of-b", "of-c"]
+    scores, worths = np.array([0.05, 0.04, 0.02]), np.array([1.0, 1.0, 2.0])
+    served = served_probabilities(
+        scores, worths, ids, Thompson(strength=50, draws=20_000), random.Random(1)
+    )
+    assert served.sum() == pytest.approx(1.0)
+    # Serving's own choice, one draw per decision, 4,000 decisions (seeded).
+    thompson, rng = Thompson(strength=50, draws=1), random.Random(2)
+    order = [0, 1, 2]  # 0.05 > 0.04 = 0.02 x 2, ties by id
+    shown = (
+        np.bincount(
+            [thompson.choose(order, scores, worths, 1, rng).picks[0].index for _ in range(4000)],
+            minlength=3,
+        )
+        / 4000
+    )
+    assert shown.tolist() == pytest.approx(served.tolist(), abs=0.03)
+    # Not epsilon-greedy's answer: every candidate has a real chance of the first place.
+    greedy = served_probabilities(scores, worths, ids, EpsilonGreedy(0.05))
+    assert min(served) > 0.1 and abs(served - greedy).max() > 0.2
+
+
+def test_thompson_rounds_are_evaluated_with_thompsons_probabilities(world):
+    from models.evaluate import target_policy
+
+    thompson = Thompson(strength=50, draws=2000)
+    ids = [offer_id for offer_id, _ in ACTIONS]
+    served = served_probabilities(
+        np.array([0.1, 0.2, 0.3]), np.ones(3), ids, thompson, random.Random(5)
+    )
+    rounds = [dataclasses.replace(r, served=served) for r in rounds_for(world, [0.1, 0.2, 0.3])]
+    action_prob, q_policy = target_policy(rounds, "served")
+    assert action_prob.tolist() == [served[0]] * len(rounds)
+    assert 0 < served[0] < served[1] < served[2] < 1
+    assert q_policy.tolist() == pytest.approx([float(served @ [0.1, 0.2, 0.3])] * len(rounds))

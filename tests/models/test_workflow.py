@@ -82,3 +82,35 @@ def test_train_command_registers_a_version(small_world, env):
     assert "v0001 promoted" in result.output
     missing = CliRunner().invoke(app, ["train", "--events", str(env / "nothing")])
     assert missing.exit_code == 2 and "no decisions.jsonl" in missing.output
+
+
+def test_the_served_policy_description_names_its_exploration(catalog):
+    from features.arbitration import EpsilonGreedy, Thompson
+    from models.workflow import THOMPSON_EVALUATION_DRAWS, served_policy
+
+    greedy = served_policy(Settings(explore_epsilon=0.1), catalog)
+    assert greedy["exploration_policy"] == EpsilonGreedy(0.1)
+    assert greedy["epsilon"] == 0.1 and greedy["policy"] == "egreedy-0.1"
+    thompson = served_policy(Settings(exploration="thompson", thompson_strength=30), catalog)
+    assert thompson["exploration_policy"] == Thompson(30, THOMPSON_EVALUATION_DRAWS)
+    assert thompson["exploration"] == "thompson" and "epsilon" not in thompson
+    assert thompson["draws"] == THOMPSON_EVALUATION_DRAWS
+    offer = next(iter(catalog.offers))
+    assert thompson["worth_of"](offer) == greedy["worth_of"](offer) > 0
+
+
+def test_evaluate_evaluates_thompson_sampling_when_serving_runs_it(small_world, env, monkeypatch):
+    monkeypatch.setenv("OMNIOFFER_EXPLORATION", "thompson")
+    out = env / "evaluate.json"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--json", str(out), "--events", str(small_world), "--eval-customers", "120",
+        "--eval-days", "6", "--warmup-days", "2", "--bootstrap", "50", "--no-measure",
+        "--no-promote",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads(out.read_bytes())
+    assert doc["served_policy"]["exploration"] == "thompson"
+    assert doc["served_policy"]["policy"] == "thompson-100"
+    served_truth = doc["closed_loop_expected"]["served"]
+    assert doc["ope_served_true_value"] == served_truth
+    assert all(0 <= v["value"] <= 1 for v in doc["ope_served"].values())
