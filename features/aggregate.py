@@ -46,6 +46,7 @@ from features.events import (
     PointsExpiry,
     ProductView,
     Purchase,
+    Refund,
     RemoveFromCart,
     Search,
 )
@@ -137,6 +138,9 @@ def contribution(event: Event) -> Contribution:
         case Purchase() as purchase:
             registers.append(("tz_offset_min", _offset_minutes(when)))
             counters, registers, cart = _purchase(purchase, ts, counters, registers)
+        case Refund(channel=channel, amount=amount):
+            # Beside the purchases, not netted from them: the order still happened.
+            counters += [(f"ref:{channel}", 1), (f"ref_amt:{channel}", cents(amount))]
         case PointsExpiry(points=points, expires_at=expires_at, points_balance=balance):
             expiry = (int(expires_at.timestamp()), points)
             if balance is not None:

@@ -34,6 +34,7 @@ EngagementAction = Literal[
 ]
 LinkReason = Literal["login", "signup", "card_scan", "app_install", "contact_given"]
 UnlinkReason = Literal["wrong_link", "shared_identifier", "customer_request"]
+RefundReason = Literal["returned", "cancelled", "price_adjustment", "other"]
 Tier = Literal["basic", "silver", "gold"]
 Page = Literal["home", "category", "product", "search", "cart", "checkout", "account", "offers"]
 
@@ -170,6 +171,22 @@ class Purchase(Event, tag="purchase"):
     offers_redeemed: Annotated[list[Id], msgspec.Meta(max_length=50)] = []
 
 
+class Refund(Event, tag="refund"):
+    """Money given back on an order: a return, a cancellation, a price adjustment.
+
+    ``offers_voided`` are the offers whose redemption by this order no longer stands (the
+    order system knows which promotions it reversed; a full refund voids them all): they
+    stop counting against their budgets. A refund may arrive before its purchase (another
+    topic partition, a replay); the void holds either way.
+    """
+
+    order_id: Id
+    channel: SalesChannel
+    amount: Money
+    reason: RefundReason = "returned"
+    offers_voided: Annotated[list[Id], msgspec.Meta(max_length=50)] = []
+
+
 class PointsExpiry(Event, tag="points_expiry"):
     """Notice from the loyalty ledger that points will expire at ``expires_at``."""
 
@@ -231,6 +248,7 @@ AnyEvent = (
     | RemoveFromCart
     | CheckoutStart
     | Purchase
+    | Refund
     | PointsExpiry
     | Engagement
     | IdentityLink

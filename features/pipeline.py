@@ -30,6 +30,7 @@ from features.events import (
     IdentityLink,
     IdentityUnlink,
     Purchase,
+    Refund,
 )
 from features.identity import (
     CUSTOMER,
@@ -152,10 +153,14 @@ class MoveOut:
 
 @dataclass(frozen=True, slots=True)
 class RedemptionOut:
-    """An order redeemed an offer: spend against the offer's budget (no person named)."""
+    """An order redeemed an offer (spend against its budget), or a refund voided that.
+
+    No person is named: budgets count orders per offer, whoever placed them.
+    """
 
     offer_id: str
     order_id: str
+    void: bool = False
 
 
 StoreItem = ProfileOut | IdentityOut | MoveOut | RedemptionOut
@@ -210,14 +215,18 @@ def route(event: Event, produced_ms: int = 0) -> list[Keyed]:
 
 
 def redemptions_of(event: Event) -> list[RedemptionOut]:
-    """Return the offer redemptions an event reports (a purchase's ``offers_redeemed``).
+    """Return the offer redemptions an event reports, or voids (a refund's ``offers_voided``).
 
     They go straight to the store, beside the profile path: budgets count orders per
     offer, whoever placed them.
     """
-    if type(event) is not Purchase or not event.offers_redeemed:
+    if type(event) is Purchase and event.offers_redeemed:
+        offers, void = event.offers_redeemed, False
+    elif type(event) is Refund and event.offers_voided:
+        offers, void = event.offers_voided, True
+    else:
         return []
-    return [RedemptionOut(offer, event.order_id) for offer in dict.fromkeys(event.offers_redeemed)]
+    return [RedemptionOut(offer, event.order_id, void) for offer in dict.fromkeys(offers)]
 
 
 def needs_person_index(key: str, item: object) -> bool:

@@ -221,6 +221,8 @@ def _rfm(
             f[f"frequency_90d_{channel}"] = d90.get(f"pur:{channel}", 0)
             f[f"frequency_30d_{channel}"] = d30.get(f"pur:{channel}", 0)
             f[f"monetary_90d_{channel}"] = d90.get(f"rev:{channel}", 0) / 100
+    f["refunds_90d"] = sum(d90.get(f"ref:{c}", 0) for c in SALES_CHANNELS)
+    f["refunded_90d"] = sum(d90.get(f"ref_amt:{c}", 0) for c in SALES_CHANNELS) / 100
     purchases = f["frequency_90d_all"]
     f["avg_basket_90d"] = f["monetary_90d_all"] / purchases if purchases else 0.0
     f["online_share_90d"] = (

@@ -117,12 +117,15 @@ class ContactRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
 class Redemption(msgspec.Struct, frozen=True):
     """Order ``order_id`` redeemed offer ``offer_id``: counted once, however often written.
 
-    Offer budgets are spent by redemptions (:meth:`OnlineStore.redemptions`). No person is
-    named: the counts are business data and stay when a customer is erased.
+    With ``void``, a refund undid that redemption: the pair stops counting, for good, in
+    whichever order the two arrive. Offer budgets are spent by the redemptions that stand
+    (:meth:`OnlineStore.redemptions`). No person is named: the counts are business data
+    and stay when a customer is erased.
     """
 
     offer_id: str
     order_id: str
+    void: bool = False
 
 
 class StoreBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -262,7 +265,7 @@ class OnlineStore(Protocol):
         ...
 
     def redemptions(self, offer_ids: Sequence[str]) -> dict[str, int]:
-        """Return, per offer, how many distinct orders redeemed it (0: none); one round trip.
+        """Return, per offer, how many distinct orders redeemed it, voids aside; one round trip.
 
         Serving reads these for the offers that have a budget (spend = count x cost).
         """

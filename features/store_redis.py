@@ -12,7 +12,8 @@ share one Redis Cluster slot and a Lua script may touch several of them::
     ns:{P}:contacts   ZSET    decision_id, scored by sent_at in µs since the epoch
     ns:{P}:crec       HASH    decision_id -> ContactRecord JSON
     ns:id:{X}         STRING  the profile id X maps to (its own slot, found by MGET)
-    ns:offer:{O}:redeemed  SET  order ids that redeemed offer O (budget spend; SCARD)
+    ns:offer:{O}:redeemed  SET  order ids whose redemption of offer O stands (spend; SCARD)
+    ns:offer:{O}:voided    SET  order ids a refund voided for offer O (kept out of the above)
 
 The contact log is a sorted set of ids plus a hash of records, rather than a sorted set
 of encoded records, so that a record is keyed by its decision id: rewriting it replaces
@@ -118,6 +119,22 @@ for i, id in ipairs(ids) do out[i] = redis.call('HGET', KEYS[2], id) end
 return out
 """
 
+# Redemptions or voids of ONE offer. KEYS: its redeemed and voided sets (one hash tag).
+# ARGV[1]: '1' for voids; then order ids. A void wins whichever comes first: a script, so
+# a redemption's check of the voided set and its add cannot be split by a void between.
+_REDEEM = """
+local void = ARGV[1] == '1'
+for i = 2, #ARGV do
+  if void then
+    redis.call('SADD', KEYS[2], ARGV[i])
+    redis.call('SREM', KEYS[1], ARGV[i])
+  elseif redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    redis.call('SADD', KEYS[1], ARGV[i])
+  end
+end
+return #ARGV - 1
+"""
+
 # Delete an identity key only if it still maps to the profile being erased, so an
 # erasure never drops an identifier that has since moved to another profile.
 _DELETE_IF = """
@@ -198,6 +215,7 @@ class RedisStore(Closing):
         self._add_contacts = Script(self._made, _ADD_CONTACTS.encode())
         self._read_contacts = Script(self._made, _READ_CONTACTS.encode())
         self._delete_if = Script(self._made, _DELETE_IF.encode())
+        self._redeem = Script(self._made, _REDEEM.encode())
 
     @property
     def _client(self) -> Any:
@@ -243,9 +261,9 @@ class RedisStore(Closing):
         """Return the key of an identifier's mapping (``ns:id:{X}``)."""
         return f"{self.namespace}:id:{{{identifier}}}"
 
-    def redeemed_key(self, offer_id: str) -> str:
-        """Return the key of the set of orders that redeemed ``offer_id``."""
-        return f"{self.namespace}:offer:{{{offer_id}}}:redeemed"
+    def redeemed_key(self, offer_id: str, part: str = "redeemed") -> str:
+        """Return the key of the set of orders that redeemed ``offer_id`` (or ``voided``)."""
+        return f"{self.namespace}:offer:{{{offer_id}}}:{part}"
 
     def _key(self, profile_id: str, part: str) -> str:
         return f"{self.namespace}:{{{profile_id}}}:{part}"
@@ -287,24 +305,27 @@ class RedisStore(Closing):
         for profile_id, records in merges.items():
             pipe.hset(self._key(profile_id, "merges"), mapping=records)
 
-        redeemed: dict[str, set[str]] = {}
-        for redemption in batch.redemptions:
-            redeemed.setdefault(redemption.offer_id, set()).add(redemption.order_id)
-        for offer_id, orders in redeemed.items():
-            pipe.sadd(self.redeemed_key(offer_id), *sorted(orders))
+        scripted: dict[int, tuple[Script, list[str], list[Any]]] = {}
 
-        scripted: dict[int, tuple[list[str], list[Any]]] = {}
+        def script(call: Script, keys: list[str], args: list[Any]) -> None:
+            pipe.execute_command("EVALSHA", call.sha, len(keys), *keys, *args)
+            scripted[len(pipe) - 1] = (call, keys, args)
+
+        redeemed: dict[tuple[str, bool], set[str]] = {}
+        for r in batch.redemptions:
+            redeemed.setdefault((r.offer_id, r.void), set()).add(r.order_id)
+        for (offer_id, void), orders in sorted(redeemed.items()):
+            keys = [self.redeemed_key(offer_id), self.redeemed_key(offer_id, "voided")]
+            script(self._redeem, keys, ["1" if void else "0", *sorted(orders)])
         for keys, args in self._contact_calls(batch.contacts):
-            pipe.execute_command("EVALSHA", self._add_contacts.sha, len(keys), *keys, *args)
-            scripted[len(pipe) - 1] = (keys, args)
+            script(self._add_contacts, keys, args)
 
         with _mapped_errors("write"):
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
             for index, reply in enumerate(replies):
                 if isinstance(reply, redis.exceptions.NoScriptError) and index in scripted:
                     # Script cache empty (server restarted): load and redo just these.
-                    keys, args = scripted[index]
-                    replies[index] = self._script(self._add_contacts, keys, args)
+                    replies[index] = self._script(*scripted[index])
             _raise_first_error(replies, "write")
             stale = [
                 (old.decode(), identifier)

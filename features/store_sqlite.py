@@ -8,7 +8,8 @@ Same contract as :class:`features.store.OnlineStore`. Tables::
     contacts(profile_id, decision_id, sent_at_us, record)
                                                       PK (profile_id, decision_id)
     redemptions(offer_id, order_id)                  PK (offer_id, order_id)
-    redemption_counts(offer_id PK, orders)           kept with redemptions, read by serving
+    redemption_voids(offer_id, order_id)             PK (offer_id, order_id): refunded
+    redemption_counts(offer_id PK, orders)           redemptions not voided, read by serving
 
 The index on ``identities.profile_id`` is the per-profile index that makes erasure
 direct. ``record`` holds the JSON of the merge/contact record, ``*_us`` its time in
@@ -43,6 +44,7 @@ from features.store import (
     ErasureReport,
     MergeRecord,
     ProfileRead,
+    Redemption,
     StoreBatch,
     StoreError,
     StoreUnavailableError,
@@ -79,6 +81,11 @@ CREATE TABLE IF NOT EXISTS merges (
     PRIMARY KEY (profile_id, merge_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS redemptions (
+    offer_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    PRIMARY KEY (offer_id, order_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS redemption_voids (
     offer_id TEXT NOT NULL,
     order_id TEXT NOT NULL,
     PRIMARY KEY (offer_id, order_id)
@@ -207,18 +214,32 @@ class SqliteStore(Closing):
             )
             self._trim_contacts(db, {c.profile_id for c in batch.contacts})
             for redemption in batch.redemptions:
-                # The count moves only when the order is new: a replay leaves it as it is,
-                # and serving reads one row per offer instead of counting orders.
-                added = db.execute(
-                    "INSERT OR IGNORE INTO redemptions VALUES (?, ?)",
-                    (redemption.offer_id, redemption.order_id),
-                ).rowcount
-                if added:
-                    db.execute(
-                        "INSERT INTO redemption_counts VALUES (?, 1) ON CONFLICT (offer_id)"
-                        " DO UPDATE SET orders = orders + 1",
-                        (redemption.offer_id,),
-                    )
+                self._count_redemption(db, redemption)
+
+    @staticmethod
+    def _count_redemption(db: sqlite3.Connection, redemption: Redemption) -> None:
+        # The count moves only when the pair is new to its table and the other table does
+        # not cancel it: a replay leaves it as it is, a void before its redemption holds,
+        # and serving reads one row per offer instead of counting orders.
+        pair = (redemption.offer_id, redemption.order_id)
+        table, other = ("redemption_voids", "redemptions") if redemption.void else (
+            "redemptions", "redemption_voids")  # fmt: skip
+        if not db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", pair).rowcount:
+            return
+        in_other = db.execute(
+            f"SELECT 1 FROM {other} WHERE offer_id = ? AND order_id = ?", pair
+        ).fetchone()
+        if redemption.void and in_other:
+            step = -1
+        elif not redemption.void and not in_other:
+            step = 1
+        else:
+            return
+        db.execute(
+            "INSERT INTO redemption_counts VALUES (?, ?) ON CONFLICT (offer_id)"
+            " DO UPDATE SET orders = orders + excluded.orders",
+            (redemption.offer_id, step),
+        )
 
     def _trim_contacts(self, db: sqlite3.Connection, profile_ids: set[str]) -> None:
         if self._retention_us is None:
@@ -307,7 +328,7 @@ class SqliteStore(Closing):
         return next((rows[i] for i in unique if i in rows), None)
 
     def redemptions(self, offer_ids: Sequence[str]) -> dict[str, int]:
-        """Return the number of orders that redeemed each offer (one row per offer)."""
+        """Return the number of orders that redeemed each offer, voids aside (one row each)."""
         for i, offer_id in enumerate(offer_ids):
             check_id(offer_id, f"offer_ids[{i}]")
         counts = dict.fromkeys(offer_ids, 0)

@@ -50,6 +50,7 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
 _TOPIC_BY_KIND = {
     **{kind: CLICKSTREAM for kind in CLICKSTREAM_KINDS},
     "purchase": PURCHASES,
+    "refund": PURCHASES,
     "points_expiry": PURCHASES,
     "engagement": ENGAGEMENT,
     "identity_link": IDENTITY,

@@ -15,8 +15,8 @@ from typing import Any
 from features.events import Event
 from features.pipeline import Recomputed, recompute
 from features.profile import decode_profile, profile_features
-from features.store import IdentityWrite, OnlineStore, ProfileWrite, Redemption, StoreBatch
-from flows.sinks import merge_record
+from features.store import IdentityWrite, OnlineStore, ProfileWrite, StoreBatch
+from flows.sinks import merge_record, redemption_record
 
 
 def write_to_store(result: Recomputed, store: OnlineStore, *, chunk: int = 500) -> int:
@@ -32,7 +32,7 @@ def write_to_store(result: Recomputed, store: OnlineStore, *, chunk: int = 500) 
     merges = [merge_record(move) for move in result.moves]
     for start in range(0, len(merges), chunk):
         store.write(StoreBatch(merges=merges[start : start + chunk]))
-    redeemed = [Redemption(r.offer_id, r.order_id) for r in result.redemptions]
+    redeemed = [redemption_record(r) for r in result.redemptions]
     for start in range(0, len(redeemed), chunk):
         store.write(StoreBatch(redemptions=redeemed[start : start + chunk]))
     return len(profiles)

@@ -57,7 +57,7 @@ def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int
         deleted_profiles=[p for p, v in profiles.items() if v is None and p not in erased],
         identity=[IdentityWrite(i, p) for i, p in identity.items()],
         merges=merges,
-        redemptions=[Redemption(r.offer_id, r.order_id) for r in redemptions],
+        redemptions=[redemption_record(r) for r in redemptions],
     )
     return batch, sorted(p for p in erased if profiles.get(p) is None), produced
 
@@ -73,6 +73,11 @@ def merge_record(move: MoveOut) -> MergeRecord:
         rule=move.rule,
         cause_event_id=move.cause_event_id,
     )
+
+
+def redemption_record(item: RedemptionOut) -> Redemption:
+    """Turn a redemption (or its void) of the pipeline into the store's record."""
+    return Redemption(item.offer_id, item.order_id, item.void)
 
 
 class _StorePartition(StatelessSinkPartition[tuple[str, list[StoreItem]]]):

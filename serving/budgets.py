@@ -1,16 +1,17 @@
 """Offer budget spend: redemptions counted by the feature flow, refreshed off the request path.
 
 An offer with a ``budget`` (catalog) is spent by its redemptions: each order that redeemed
-it costs the offer's ``cost``. The feature flow records redemptions in the online store
+it costs the offer's ``cost``, until a refund voids that redemption. The feature flow
+records redemptions and voids in the online store
 (:meth:`features.store.OnlineStore.redemptions`: distinct orders, so replays do not count
-twice); :class:`BudgetSpend` reads their counts every ``refresh_s`` seconds in a thread of
-its own, and requests add that to the policies' ``budget_spent`` (spend the flow never saw:
-before go-live, or booked elsewhere). An offer whose spend plus one more redemption would
-pass its budget stops being eligible (``serving.eligibility``, rule ``budget``) within one
-refresh. A store that cannot be read keeps the last spend known, counted in the metrics.
+twice, and a void holds whichever of the two arrives first); :class:`BudgetSpend` reads
+their counts every ``refresh_s`` seconds in a thread of its own, and requests add that to
+the policies' ``budget_spent`` (spend the flow never saw: before go-live, or booked
+elsewhere). An offer whose spend plus one more redemption would pass its budget stops
+being eligible (``serving.eligibility``, rule ``budget``) within one refresh. A store that
+cannot be read keeps the last spend known, counted in the metrics.
 
-What it does not do: redemptions only add up (a refund or a cancelled order does not give
-the budget back); an order id must be unique across channels and stores; a budget can be
+What it does not do: an order id must be unique across channels and stores; a budget can be
 passed by what redeems within the flow's lag plus one refresh; and a server that starts
 while the store is down serves with the policies' spend alone until its first read (it
 fails open, like the rest of serving; ``omnioffer_serve_budget_refreshes_total``).

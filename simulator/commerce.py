@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from features.aggregate import DAY, HOUR
 from features.catalog import Product
-from features.events import Identifiers, Item, PointsExpiry, Purchase
+from features.events import Identifiers, Item, PointsExpiry, Purchase, Refund
 from simulator.policy import offer_allowed
 from simulator.state import CustomerState
 from simulator.truth import OfferFacts
@@ -94,7 +95,7 @@ def purchase(
             event_time=st.at(ts),
             source=channel,  # type: ignore[arg-type]
             ids=ids,
-            order_id=st.next_id("or"),
+            order_id=(order_id := st.next_id("or")),
             channel=channel,  # type: ignore[arg-type]
             payment_channel=channel,  # type: ignore[arg-type]
             items=items,
@@ -108,6 +109,49 @@ def purchase(
             offers_redeemed=offers,
         ),
         ts,
+    )
+    rate = st.sim.config.refund_rate
+    if rate and rng.random() < rate:  # no draw at 0: the default worlds stay as they were
+        refund(st, ts, channel, ids, order_id, items, total, offers)
+
+
+def refund(
+    st: CustomerState,
+    ts: int,
+    channel: str,
+    ids: Identifiers,
+    order_id: str,
+    items: list[Item],
+    total: float,
+    offers: list[str],
+) -> None:
+    """Emit a later refund of an order: a cancellation or a return.
+
+    Online orders are cancelled within a day in 30 % of their refunds; the rest are returns
+    within two weeks, of the whole order (75 %) or of one line. A refund of the whole order
+    voids every offer it redeemed; a line's refund voids none.
+    """
+    rng = st.rng
+    if channel != "store" and rng.random() < 0.3:
+        at, reason, amount = ts + st.between(1, 24) * HOUR, "cancelled", total
+    else:
+        at, reason = ts + st.between(1, 14) * DAY + st.between(0, DAY - 1), "returned"
+        line = items[int(rng.random() * len(items))]
+        amount = total if rng.random() < 0.75 else round(line.price * line.quantity, 2)
+    whole = amount == total
+    st.emit(
+        Refund(
+            event_id=st.next_id("ev"),
+            event_time=st.at(at),
+            source=channel,  # type: ignore[arg-type]
+            ids=ids,
+            order_id=order_id,
+            channel=channel,  # type: ignore[arg-type]
+            amount=amount,
+            reason=reason,  # type: ignore[arg-type]
+            offers_voided=offers if whole else [],
+        ),
+        at,
     )
 
 

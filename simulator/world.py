@@ -56,6 +56,9 @@ class SimulationConfig:
     malformed_rate: float = 0.002
     anonymous_only_share: float = 0.15
     shared_device_share: float = 0.02
+    # Share of orders refunded later (returns, cancellations). 0 by default, so the default
+    # worlds (and every figure measured on them) stay as they were before refunds existed.
+    refund_rate: float = 0.0
     contact_hash_key: bytes = field(default=DEFAULT_CONTACT_HASH_KEY, repr=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +76,7 @@ class SimulationConfig:
             "malformed_rate",
             "anonymous_only_share",
             "shared_device_share",
+            "refund_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

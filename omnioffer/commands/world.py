@@ -61,21 +61,28 @@ def simulate(
     to: Annotated[Literal["files", "kafka"], typer.Option(help="Files or Kafka.")] = "files",
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
     rate: Annotated[int, typer.Option(min=0, help="Events per second to Kafka; 0 = max.")] = 0,
+    refund_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of orders refunded later.")
+    ] = 0.0,
 ) -> None:
     """Generate a seeded synthetic omnichannel world into files or Kafka."""
     settings = settings_with(seed=seed, kafka_bootstrap=bootstrap)
-    stats = run_simulation(settings, customers, days, out or settings.event_log_dir, to, rate)
+    stats = run_simulation(
+        settings, customers, days, out or settings.event_log_dir, to, rate, refund_rate=refund_rate
+    )
     print_simulation(stats, out or settings.event_log_dir, to)
 
 
 def run_simulation(
-    settings: Settings, customers: int, days: int, out: Path, to: str, rate: int
-):
+    settings: Settings, customers: int, days: int, out: Path, to: str, rate: int,
+    *, refund_rate: float = 0.0,
+):  # fmt: skip
     from simulator import FileSink, KafkaSink, SimulationConfig, simulate
 
     config = SimulationConfig(
-        customers=customers, days=days, seed=settings.seed, contact_hash_key=settings.hash_key
-    )
+        customers=customers, days=days, seed=settings.seed, contact_hash_key=settings.hash_key,
+        refund_rate=refund_rate,
+    )  # fmt: skip
     sink = (
         KafkaSink(settings.kafka_bootstrap, rate=rate) if to == "kafka" else FileSink(out)
     )

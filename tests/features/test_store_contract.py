@@ -371,7 +371,7 @@ def test_erase_leaves_no_trace(backend: Backend, store: OnlineStore) -> None:
     else:
         # Every row of every table, and the database file itself after the checkpoint.
         tables = {"contacts", "identities", "merges", "profiles", "redemptions"}
-        assert set(raw) == {*tables, "redemption_counts"}
+        assert set(raw) == {*tables, "redemption_counts", "redemption_voids"}
         text = repr(raw) + Path(store.path).read_bytes().decode("latin-1")
         wal = Path(f"{store.path}-wal")
         if wal.exists():
@@ -549,6 +549,44 @@ def test_redemptions_count_each_order_once_per_offer(store: OnlineStore) -> None
     assert store.redemptions(["of-b", "of-a", "of-c"]) == {"of-b": 1, "of-a": 2, "of-c": 0}
     with pytest.raises(ValueError, match=r"offer_ids\[1\]"):
         store.redemptions(["of-a", ""])
+
+
+def test_a_void_takes_a_redemption_out_of_the_count_in_either_order(store: OnlineStore) -> None:
+    void = Redemption("of-a", "o-1", void=True)
+    # Redemption first, then its void: the count goes back down.
+    store.write(StoreBatch(redemptions=[Redemption("of-a", "o-1"), Redemption("of-a", "o-2")]))
+    assert store.redemptions(["of-a"]) == {"of-a": 2}
+    store.write(StoreBatch(redemptions=[void]))
+    store.write(StoreBatch(redemptions=[void]))  # a replayed refund: once
+    assert store.redemptions(["of-a"]) == {"of-a": 1}
+    # The redemption replayed after its void stays voided.
+    store.write(StoreBatch(redemptions=[Redemption("of-a", "o-1")]))
+    assert store.redemptions(["of-a"]) == {"of-a": 1}
+    # A void that arrives first (another partition) holds when the redemption comes.
+    store.write(StoreBatch(redemptions=[Redemption("of-b", "o-9", void=True)]))
+    assert store.redemptions(["of-b"]) == {"of-b": 0}
+    store.write(StoreBatch(redemptions=[Redemption("of-b", "o-9"), Redemption("of-b", "o-8")]))
+    assert store.redemptions(["of-b"]) == {"of-b": 1}
+    # Both in one batch, either order; a void of one offer leaves the order's others.
+    store.write(StoreBatch(redemptions=[Redemption("of-c", "o-5", void=True),
+                                        Redemption("of-c", "o-5"), Redemption("of-d", "o-5")]))
+    assert store.redemptions(["of-a", "of-b", "of-c", "of-d"]) == {
+        "of-a": 1, "of-b": 1, "of-c": 0, "of-d": 1}  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(st.permutations(
+    [Redemption("of-a", f"o-{i}") for i in range(4)]
+    + [Redemption("of-a", f"o-{i}", void=True) for i in (1, 3, 5)]
+))  # fmt: skip
+def test_redemption_counts_do_not_depend_on_arrival_order(
+    backend: Backend, records: list[Redemption]
+) -> None:
+    store = backend.make()
+    for record in records:
+        store.write(StoreBatch(redemptions=[record, record]))
+    assert store.redemptions(["of-a"]) == {"of-a": 2}  # o-0 and o-2 stand
 
 
 def test_erasure_keeps_redemptions(store: OnlineStore) -> None:
@@ -769,6 +807,10 @@ def test_redis_survives_a_script_cache_flush(redis_server: RedisServer) -> None:
         assert [c.decision_id for c in store.read_resolved([A], T0).contacts] == ["d-1", "d-2"]
         probe.script_flush()
         assert store.erase(A) == ErasureReport(profiles=0, identifiers=1, merges=0, contacts=2)
+        probe.script_flush()
+        store.write(StoreBatch(redemptions=[Redemption("of-a", "o-1"), Redemption("of-a", "o-2"),
+                                            Redemption("of-a", "o-2", void=True)]))  # fmt: skip
+        assert store.redemptions(["of-a"]) == {"of-a": 1}
         probe.close()
 
 

@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from features.events import KINDS, PageView, Purchase
+from features.events import KINDS, PageView, Purchase, Refund
 from features.validation import Rejection, validate
 
 KEY = b"test-key"
@@ -143,3 +143,18 @@ def test_dead_letter_copies_lose_contacts_in_any_field():
     raw = with_(page=1, query="call ann.lee@example.com or +49 170 1234567")
     result = validate(raw, key=KEY)
     assert b"ann.lee@example.com" not in result.raw and b"1234567" not in result.raw
+
+
+def test_a_refund_names_its_order_and_what_it_voids():
+    refund = {**GOOD, "kind": "refund", "source": "store", "order_id": "o-1", "channel": "store",
+              "amount": 4.5, "offers_voided": ["of-a"]}  # fmt: skip
+    refund.pop("page")
+    accepted = validate(orjson.dumps(refund), key=KEY)
+    assert isinstance(accepted, Refund) and accepted.reason == "returned"
+    for bad, field in [({"amount": -1.0}, "amount"), ({"order_id": ...}, "order_id"),
+                       ({"offers_voided": [""]}, "offers_voided[0]"),
+                       ({"reason": "gift"}, "reason")]:  # fmt: skip
+        body = {**refund, **bad}
+        body = {k: v for k, v in body.items() if v is not ...}
+        rejected = validate(orjson.dumps(body), key=KEY)
+        assert isinstance(rejected, Rejection) and rejected.reason.field == field, bad

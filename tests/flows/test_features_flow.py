@@ -63,21 +63,29 @@ def test_stream_equals_batch_recomputation(small_world, small_world_events, tmp_
         assert store_content(store, expected[0], expected[1]) == expected
 
 
-def test_redemptions_are_counted_per_order(tmp_path):
+def test_redemptions_are_counted_per_order_and_refunds_void_them(tmp_path):
     from datetime import UTC, datetime
 
     from features.eventlog import EventLogWriter
-    from features.events import Identifiers, Item, Purchase, encode_event
+    from features.events import Identifiers, Item, Purchase, Refund, encode_event
+    from features.profile import decode_profile, profile_features
     from features.topics import topic_for
+
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
 
     def purchase(event_id, order_id, customer, offers):
         return Purchase(
-            event_id=event_id, event_time=datetime(2026, 3, 2, 9, tzinfo=UTC), source="store",
+            event_id=event_id, event_time=at, source="store",
             ids=Identifiers(customer_id=customer), order_id=order_id, channel="store",
             payment_channel="store", store_id="st-1", total=4.5,
             items=[Item(product_id="p-1", category="coffee_tea", price=4.5)],
             offers_redeemed=offers,
         )  # fmt: skip
+
+    def refund(event_id, order_id, customer, offers):
+        return Refund(event_id=event_id, event_time=at, source="store",
+                      ids=Identifiers(customer_id=customer), order_id=order_id,
+                      channel="store", amount=4.5, offers_voided=offers)  # fmt: skip
 
     events = [
         purchase("e-1", "o-1", "cu-1", ["of-spring-produce", "of-xsell-baby"]),
@@ -86,6 +94,9 @@ def test_redemptions_are_counted_per_order(tmp_path):
         purchase("e-4", "o-2", "cu-2", ["of-spring-produce"]),  # the order sent again
         purchase("e-5", "o-5", "cu-3", ["of-xsell-baby", "of-xsell-baby"]),  # listed twice
         purchase("e-3", "o-3", "cu-1", []),
+        refund("r-1", "o-1", "cu-1", ["of-xsell-baby"]),  # one of the order's two offers
+        refund("r-9", "o-9", "cu-4", ["of-spring-produce"]),  # before its purchase
+        purchase("e-9", "o-9", "cu-4", ["of-spring-produce"]),
     ]
     log_dir = tmp_path / "events"
     with EventLogWriter(log_dir) as writer:
@@ -95,7 +106,11 @@ def test_redemptions_are_counted_per_order(tmp_path):
     run_main(build_flow(config_for(log_dir, db), deadletter_path=tmp_path / "dl.jsonl"))
     with open_store("sqlite", sqlite_path=db) as store:
         counts = store.redemptions(["of-spring-produce", "of-xsell-baby", "of-pts-web-pay"])
-    assert counts == {"of-spring-produce": 2, "of-xsell-baby": 2, "of-pts-web-pay": 0}
+        cu1 = decode_profile(store.read_profile("customer_id:cu-1"))
+    assert counts == {"of-spring-produce": 2, "of-xsell-baby": 1, "of-pts-web-pay": 0}
+    features = profile_features(cu1, int(at.timestamp()) + 60)
+    assert (features["refunds_90d"], features["refunded_90d"]) == (1, 4.5)
+    assert features["frequency_90d_all"] == 2  # the refunded order still happened
 
 
 def test_an_erased_customer_leaves_no_profile_identity_or_merge_record(tmp_path):

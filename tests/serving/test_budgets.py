@@ -35,7 +35,7 @@ def _candidates(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     return {c.offer_id for c in built[0].candidates}
 
 
-def test_an_offer_stops_being_a_candidate_once_redemptions_spend_its_budget(
+def test_an_offer_stops_being_a_candidate_once_redemptions_spend_its_budget_and_refunds_restore_it(
     filled_store: OnlineStore,
     make_client: AppFactory,
     tmp_path: Path,
@@ -59,6 +59,14 @@ def test_an_offer_stops_being_a_candidate_once_redemptions_spend_its_budget(
     metrics = client.get("/metrics").text
     assert f'omnioffer_serve_offer_budget_spent{{offer="{BUDGETED.id}"}} 4999.5' in metrics
     assert 'omnioffer_serve_budget_refreshes_total{result="ok"} 2.0' in metrics
+
+    # A refund voids one of those redemptions: the budget has room again.
+    void = Redemption(BUDGETED.id, "test-order-3332", void=True)
+    filled_store.write(StoreBatch(redemptions=[void]))
+    assert engine.budgets.refresh()
+    assert BUDGETED.id in _candidates(engine, monkeypatch)
+    metrics = client.get("/metrics").text
+    assert f'omnioffer_serve_offer_budget_spent{{offer="{BUDGETED.id}"}} 4998.0' in metrics
 
 
 def test_the_background_refresh_picks_up_new_redemptions(
