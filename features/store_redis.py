@@ -55,6 +55,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.crc import key_slot
 from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
 
@@ -207,10 +208,9 @@ class RedisStore(Closing):
         }
         self._connect_lock = threading.Lock()
         self._made: Any = None
-        self._hot: _HotConnections | None = None
+        self._hot = _HotConnections(retries)
         if not cluster:  # connects lazily by itself
             self._made = redis.Redis.from_url(url, **self._options)
-            self._hot = _HotConnections(self._made.connection_pool, retries)
         # Only the SHAs: EVALSHA loads a script on NOSCRIPT (write and erase redo those).
         self._add_contacts = Script(self._made, _ADD_CONTACTS.encode())
         self._read_contacts = Script(self._made, _READ_CONTACTS.encode())
@@ -501,21 +501,29 @@ class RedisStore(Closing):
         return ProfileRead(owner, value, contacts)
 
     def _hot_call(self, *commands: tuple[Any, ...]) -> list[Any]:
-        assert self._hot is not None  # made with the single-server client
-        return self._hot.call(*commands)
+        return self._hot.call(self._client.connection_pool, *commands)
 
     def _cluster_read(
         self, keys: list[str], first: str, contacts_since: datetime | None
     ) -> tuple[list[Any], Any]:
-        """read_resolved's round trip on a cluster: a pipeline the client splits by node."""
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
+        """read_resolved's round trip on a cluster: one write per node, then the replies.
+
+        Straight to a connection of each node's pool, as on one server; when the slot map
+        is out of date (a ``MOVED`` or ``ASK`` reply, a node gone) the call is made again
+        through redis-py's cluster pipeline, which follows the redirection and refreshes
+        the map.
+        """
         contact_keys = self._contact_keys(first)
+        commands: list[tuple[Any, ...]] = [("GET", key) for key in keys]
         if contacts_since is not None:
             low = epoch_us(contacts_since)
-            pipe.execute_command("EVALSHA", self._read_contacts.sha, 2, *contact_keys, low)
-        replies = pipe.execute(raise_on_error=False)
+            commands.append(("EVALSHA", self._read_contacts.sha, 2, *contact_keys, low))
+        replies = self._hot.call_cluster(self._client, commands)
+        if replies is None:
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = pipe.execute(raise_on_error=False)
         if contacts_since is None:
             return replies, None
         *values, raw_contacts = replies
@@ -537,8 +545,7 @@ class RedisStore(Closing):
 
     def close(self) -> None:
         """Close the connections; idempotent."""
-        if self._hot is not None:
-            self._hot.close()
+        self._hot.close()
         with self._connect_lock:
             client = self._made
             if self.cluster:
@@ -558,28 +565,30 @@ class RedisStore(Closing):
 
 
 class _HotConnections:
-    """A connection per thread for serving's per-request read, through redis-py's Connection.
+    """A connection per thread and server for serving's per-request read.
 
     redis-py 8's per-command path (pool checkout and release, the retry wrapper, the
     observability hooks) costs about 80 µs of CPU, twice what sending an ``MGET`` and
     parsing its reply does; serving pays it on every request, so that read goes straight
-    to a connection of the client's own pool settings (same timeouts, same parser). The
-    retry policy is the client's: one retry after a connection error (a restarted server
-    leaves a dead socket), none after a timeout.
+    to a connection made by the client's own pool (same timeouts, same parser), one pool
+    per node on a cluster. The retry policy is the client's: one retry after a connection
+    error (a restarted server leaves a dead socket), none after a timeout.
     """
 
-    def __init__(self, pool: redis.ConnectionPool, retries: int) -> None:
-        self._pool = pool
+    # Replies that say the slot map is out of date: the cluster client knows what to do.
+    _STALE_MAP = (redis.exceptions.AskError, redis.exceptions.TryAgainError, ClusterDownError)
+
+    def __init__(self, retries: int) -> None:
         self._retries = retries
         self._local = threading.local()
         self._made: list[Any] = []
         self._lock = threading.Lock()
 
-    def call(self, *commands: tuple[Any, ...]) -> list[Any]:
+    def call(self, pool: redis.ConnectionPool, *commands: tuple[Any, ...]) -> list[Any]:
         """Send the commands in one write and return their replies (an error reply as is)."""
         failures = 0
         while True:
-            connection = self._connection()
+            connection = self._connection(pool)
             try:
                 connection.send_packed_command(connection.pack_commands(commands))
                 return [self._reply(connection) for _ in commands]
@@ -592,6 +601,44 @@ class _HotConnections:
                 connection.disconnect()  # (redis-py drops it on a timeout already)
                 raise
 
+    def call_cluster(self, client: Any, commands: list[tuple[Any, ...]]) -> list[Any] | None:
+        """Send each command to the node of its first key, all nodes before any reply.
+
+        Returns the replies in the commands' order, or ``None`` when the cluster client
+        should make the call instead: a reply says the slot map is stale, or a node's
+        connection failed. A timeout raises (the caller's answer is then degraded).
+        """
+        nodes = client.nodes_manager
+        by_pool: dict[int, tuple[Any, list[int]]] = {}
+        for index, command in enumerate(commands):
+            key = command[1] if command[0] != "EVALSHA" else command[3]
+            node = nodes.get_node_from_slot(key_slot(key.encode()))
+            pool = client.get_redis_connection(node).connection_pool
+            by_pool.setdefault(id(pool), (pool, []))[1].append(index)
+        replies: list[Any] = [None] * len(commands)
+        used: list[Any] = []
+        try:
+            for pool, indices in by_pool.values():
+                connection = self._connection(pool)
+                used.append(connection)
+                connection.send_packed_command(
+                    connection.pack_commands([commands[i] for i in indices])
+                )
+            for connection, (_pool, indices) in zip(used, by_pool.values(), strict=True):
+                for index in indices:
+                    replies[index] = self._reply(connection)
+        except redis.ConnectionError:
+            for connection in used:
+                connection.disconnect()
+            return None
+        except BaseException:
+            for connection in used:
+                connection.disconnect()
+            raise
+        if any(isinstance(reply, self._STALE_MAP) for reply in replies):
+            return None
+        return replies
+
     @staticmethod
     def _reply(connection: Any) -> Any:
         try:
@@ -599,10 +646,15 @@ class _HotConnections:
         except redis.ResponseError as error:  # read whole: the next reply is in sync
             return error
 
-    def _connection(self) -> Any:
-        connection = getattr(self._local, "connection", None)
+    def _connection(self, pool: redis.ConnectionPool) -> Any:
+        connections = getattr(self._local, "connections", None)
+        if connections is None:
+            connections = self._local.connections = {}
+        # The pool is kept beside its connection so that its id is never reused by another.
+        _pool, connection = connections.get(id(pool), (pool, None))
         if connection is None:
-            connection = self._local.connection = self._pool.make_connection()
+            connection = pool.make_connection()
+            connections[id(pool)] = (pool, connection)
             with self._lock:
                 self._made.append(connection)
         return connection

@@ -568,8 +568,15 @@ def test_a_void_takes_a_redemption_out_of_the_count_in_either_order(store: Onlin
     store.write(StoreBatch(redemptions=[Redemption("of-b", "o-9"), Redemption("of-b", "o-8")]))
     assert store.redemptions(["of-b"]) == {"of-b": 1}
     # Both in one batch, either order; a void of one offer leaves the order's others.
-    store.write(StoreBatch(redemptions=[Redemption("of-c", "o-5", void=True),
-                                        Redemption("of-c", "o-5"), Redemption("of-d", "o-5")]))
+    store.write(
+        StoreBatch(
+            redemptions=[
+                Redemption("of-c", "o-5", void=True),
+                Redemption("of-c", "o-5"),
+                Redemption("of-d", "o-5"),
+            ]
+        )
+    )
     assert store.redemptions(["of-a", "of-b", "of-c", "of-d"]) == {
         "of-a": 1, "of-b": 1, "of-c": 0, "of-d": 1}  # fmt: skip
 
@@ -947,3 +954,50 @@ def test_cluster_mode_against_a_plain_server_says_so(redis_server: RedisServer) 
             store.read_profile(A)
         assert not isinstance(caught.value, StoreUnavailableError)
         assert store.ping() is False
+
+
+def _move_slot(cluster: RedisClusterServers, slot: int, holder: int, to: int) -> None:
+    """Reshard one slot and its keys from node ``holder`` to node ``to``, step by step."""
+    clients = cluster.clients()
+    try:
+        ids = [client.execute_command("CLUSTER MYID").decode() for client in clients]
+        target, source = clients[to], clients[holder]
+        target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[holder])
+        source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to])
+        keys = source.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
+        node = cluster.nodes[to]
+        source.execute_command("MIGRATE", node.host, node.port, "", 0, 5000, "KEYS", *keys)
+        for client in clients:
+            client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to])
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.integration
+def test_cluster_reads_follow_a_resharded_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    with (
+        RedisClusterServers() as cluster,
+        RedisStore(cluster.url, namespace="reshard", cluster=True) as store,
+    ):
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"a")], identity=[link(A, A)],
+                               contacts=[contact("d-1", A)]))  # fmt: skip
+        client = store._client
+        pipelines: list[int] = []
+        real_pipeline = client.pipeline
+        monkeypatch.setattr(
+            client, "pipeline", lambda **kw: pipelines.append(1) or real_pipeline(**kw)
+        )
+        assert store.read_resolved([A], T0) == ProfileRead(A, b"a", [contact("d-1", A)])
+        assert pipelines == []  # straight to the nodes
+        slot = key_slot(store.profile_key(A).encode())
+        holder = cluster.keys(f"reshard:{{{A}}}:p")[store.profile_key(A)]
+        _move_slot(cluster, slot, holder, to=(holder + 1) % 3)
+        assert cluster.keys(f"reshard:{{{A}}}:*") and set(
+            cluster.keys(f"reshard:{{{A}}}:*").values()) == {(holder + 1) % 3}  # fmt: skip
+        # The store's slot map is stale: MOVED, then the cluster client's path answers.
+        assert store.read_resolved([A], T0) == ProfileRead(A, b"a", [contact("d-1", A)])
+        assert pipelines == [1]
+        # It learnt the new owner: straight to the nodes again.
+        assert store.read_resolved([A], T0) == ProfileRead(A, b"a", [contact("d-1", A)])
+        assert pipelines == [1]
