@@ -401,7 +401,9 @@ def check_log(
     if rule is None and message.kind == "marketing":
         rule = check_duplicate(history, message.campaign, message.offer_id, at, window)
     elif rule is None:
-        rule = check_other_channel(history, channel, message.campaign, at, window)
+        rule = check_other_channel(
+            history, channel, message.campaign, at, window, message.message_id
+        )
     if rule:
         return rule
     return check_caps(history, channel, at, message.kind, policy.caps)
@@ -447,15 +449,31 @@ def check_other_channel(
     campaign: str | None,
     at: datetime,
     window: timedelta,
+    message_id: str | None = None,
 ) -> str | None:
     """Suppress a transactional message already sent in another channel within ``window``.
 
     The same message in two channels is a duplicate whatever its kind; in its own channel
-    a transactional message may repeat (order updates share a campaign).
+    a transactional message may repeat (order updates share a campaign). Two sends with
+    sender ids are the same message only if the ids are (:func:`check_same_message`), so
+    the update of another order may go out in another channel; without an id on either
+    side, the campaign tells.
+
+    >>> t0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    >>> sent = ContactRecord(profile_id="p", decision_id="d1", channel="email", sent_at=t0,
+    ...                      kind="transactional", campaign="order_shipped",
+    ...                      message_key=message_key("order-7/shipped"))
+    >>> hour, day = timedelta(hours=1), timedelta(hours=24)
+    >>> check_other_channel([sent], "push", "order_shipped", t0 + hour, day)
+    'duplicate_message'
+    >>> check_other_channel([sent], "push", "order_shipped", t0 + hour, day, "order-8/shipped")
     """
+    key = message_key(message_id)
     if campaign is None:
         return None
     for record in history:
+        if key is not None and record.message_key is not None:
+            continue  # both have ids: different ids, different messages
         if (record.kind == "transactional" and record.campaign == campaign
                 and record.channel != channel and abs(record.sent_at - at) < window):  # fmt: skip
             return "duplicate_message"

@@ -30,6 +30,7 @@ from features.policy import (
     fits_cap,
     in_quiet_hours,
     load_policies,
+    message_key,
     parse_policies,
     send_time,
 )
@@ -378,3 +379,18 @@ def test_a_transactional_message_never_goes_out_in_a_second_channel():
     outside = T0 - timedelta(hours=CONTACT.duplicate_window_hours + 1)
     assert rule("sms", [contact(outside, "email", kind="transactional",
                                 campaign="order_shipped")]) is None  # fmt: skip
+
+
+def test_the_update_of_another_order_may_go_out_in_another_channel():
+    shipped = contact(T0, "email", kind="transactional", campaign="order_shipped",
+                      message_key=message_key("order-7/shipped"))  # fmt: skip
+    later = T0 + timedelta(hours=1)
+
+    def rule(channel, message_id):
+        message = Message("order_shipped", None, "transactional", message_id=message_id)
+        return check_log([shipped], channel, message, later, CONTACT)
+
+    assert rule("push", "order-8/shipped") is None  # another order: another message
+    assert rule("push", "order-7/shipped") == "duplicate_message"  # the same one again
+    assert rule("email", "order-7/shipped") == "duplicate_message"  # a retry, same channel
+    assert rule("push", None) == "duplicate_message"  # no id: the campaign tells
