@@ -279,10 +279,13 @@ class RedisStore(Closing):
         ``ns:{B}:ids`` live in three slots, which a cluster refuses in one script or
         MULTI. B's index gets X *before* the mapping is set, so a crash in between can
         only leave an extra index entry (harmless, readers verify), never a mapping
-        that erasure cannot find.
+        that erasure cannot find. One connection keeps that order within a pipeline; a
+        cluster's pipeline writes to every node before it reads a reply, so there the
+        index entries go first, in a round trip of their own.
         """
         check_batch(batch)
         pipe = self._client.pipeline(transaction=False)
+        index = self._client.pipeline(transaction=False) if self.cluster else pipe
         for profile in batch.profiles:
             pipe.set(self.profile_key(profile.profile_id), profile.value, px=self._ttl_ms)
         for profile_id in batch.deleted_profiles:
@@ -295,7 +298,7 @@ class RedisStore(Closing):
             if profile_id is None:
                 pipe.getdel(key)
             else:
-                pipe.sadd(self._key(profile_id, "ids"), identifier)
+                index.sadd(self._key(profile_id, "ids"), identifier)
                 pipe.set(key, profile_id, get=True)
             moves[len(pipe) - 1] = (identifier, profile_id)
 
@@ -321,6 +324,8 @@ class RedisStore(Closing):
             script(self._add_contacts, keys, args)
 
         with _mapped_errors("write"):
+            if index is not pipe and len(index):
+                _raise_first_error(index.execute(raise_on_error=False), "write")
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
             for index, reply in enumerate(replies):
                 if isinstance(reply, redis.exceptions.NoScriptError) and index in scripted:
@@ -488,6 +493,7 @@ class RedisStore(Closing):
                 if isinstance(raw_contacts, redis.exceptions.NoScriptError):
                     raw_contacts = self._script(self._read_contacts, contact_keys, [low])
             _raise_first_error([values, raw_contacts], "read_resolved")
+            _raise_first_error(values, "read_resolved")  # a key's own (a cluster's node)
         *owners, value = values
         owner = next((o.decode() for o in owners if o is not None), None)
         if owner is not None and owner != first:
@@ -537,9 +543,18 @@ class RedisStore(Closing):
     # --- lifecycle --------------------------------------------------------------------
 
     def ping(self) -> bool:
-        """Return whether the server (every node of a cluster) answers within the timeouts."""
+        """Return whether the server answers within the timeouts.
+
+        On a cluster: whether every primary answers and the cluster says its state is
+        ``ok`` (every slot served), as seen from the node asked.
+        """
         try:
-            return bool(self._client.ping())
+            client = self._client
+            if not self.cluster:
+                return bool(client.ping())
+            if not client.ping(target_nodes=RedisCluster.PRIMARIES):
+                return False
+            return bool(client.cluster_info().get("cluster_state") == "ok")
         except (redis.RedisError, RedisClusterException, StoreError):
             return False
 
@@ -682,6 +697,9 @@ def _decoded_contacts(raw: list[bytes | None]) -> list[ContactRecord]:
 def _raise_first_error(replies: list[Any], operation: str) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
+            if _unreachable(reply):
+                msg = f"redis store {operation}: server unavailable: {reply}"
+                raise StoreUnavailableError(msg) from reply
             msg = f"redis store {operation} failed: {reply}"
             raise StoreError(msg) from reply
 

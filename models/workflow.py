@@ -251,7 +251,7 @@ def run_evaluation(
                         ope_served["dr"]["ci_low"] <= served_truth <= ope_served["dr"]["ci_high"])},
         "heldout": _metrics_only(report),
         "ope_diagnostics": ope["_diagnostics"],
-        # The policy serving runs with this model: probability × value × lever, ε-greedy.
+        # The policy serving runs with this model: probability × value × lever, explored.
         "served_policy": served,
         "ope_served": {k: ope_served[k] for k in ("ips", "snips", "dr")},
         "ope_served_true_value": served_truth,
@@ -287,7 +287,7 @@ def served_policy(settings: Settings, catalog: Catalog) -> dict[str, Any]:
 
     Two entries are removed before the description is written out: ``worth_of`` maps an
     offer id to its value × lever under the policies file in force (the settings' or the
-    shipped one), and ``exploration`` is the settings' exploration. Thompson sampling has
+    shipped one), and ``exploration_policy`` is the settings' exploration. Thompson sampling has
     no closed-form propensities: its first-position probabilities are shares of
     :data:`THOMPSON_EVALUATION_DRAWS` draws per decision (serving logs shares of
     ``thompson_draws``, 100 by default; more draws estimate the same probabilities closer).

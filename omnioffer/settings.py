@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         from features.arbitration import EpsilonGreedy, Thompson
 
         if self.exploration == "thompson":
-            return Thompson(self.thompson_strength, draws or self.thompson_draws)
+            return Thompson(self.thompson_strength, self.thompson_draws if draws is None else draws)
         return EpsilonGreedy(self.explore_epsilon)
 
     def flow_config(self, **overrides: Any) -> FlowConfig:

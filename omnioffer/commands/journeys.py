@@ -59,7 +59,7 @@ def flow_journeys(
             store=store,
             kafka_bootstrap=bootstrap,
             redis_url=redis_url,
-        redis_cluster=redis_cluster,
+            redis_cluster=redis_cluster,
             recovery_dir=recovery_dir,
             snapshot_interval_s=snapshot_interval,
             tail=tail,

@@ -1001,3 +1001,46 @@ def test_cluster_reads_follow_a_resharded_slot(monkeypatch: pytest.MonkeyPatch) 
         # It learnt the new owner: straight to the nodes again.
         assert store.read_resolved([A], T0) == ProfileRead(A, b"a", [contact("d-1", A)])
         assert pipelines == [1]
+
+
+@pytest.mark.integration
+def test_cluster_node_trouble_is_an_outage_the_caller_can_degrade_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with (
+        RedisClusterServers() as cluster,
+        RedisStore(cluster.url, namespace="trouble", cluster=True) as store,
+    ):
+        others = [f"customer_id:cu-{n}" for n in range(12)]
+        store.write(StoreBatch(
+            profiles=[ProfileWrite(p, p.encode()) for p in [A, *others]],
+            identity=[link(p, p) for p in [A, *others]],
+        ))  # fmt: skip
+        holders = cluster.keys("trouble:*")
+        hung = holders[store.profile_key(A)]
+        elsewhere = next(p for p in others if holders[store.profile_key(p)] != hung)
+        probe = cluster.clients()[hung]
+        probe.client_pause(400)  # a node that does not answer (longer than the 0.1 s timeout)
+        with pytest.raises(StoreUnavailableError, match="read_resolved"):
+            store.read_resolved([A, elsewhere])
+        with pytest.raises(StoreUnavailableError, match="read_resolved"):
+            store.read_resolved([A], T0)
+        time.sleep(0.5)  # the node answers again, the late replies went to dropped sockets
+        # The same through redis-py's cluster pipeline (the path after a MOVED), which
+        # hands a node's timeout back as a reply among the others.
+        with monkeypatch.context() as patch:
+            patch.setattr(store._hot, "call_cluster", lambda client, commands: None)
+            probe.client_pause(400)
+            with pytest.raises(StoreUnavailableError, match="read_resolved"):
+                store.read_resolved([A, elsewhere])
+            time.sleep(0.5)
+            assert store.read_resolved([A]) == ProfileRead(A, A.encode())
+        assert store.read_resolved([A]) == ProfileRead(A, A.encode())
+        assert store.read_resolved([elsewhere]) == ProfileRead(elsewhere, elsewhere.encode())
+        assert store.ping() is True
+        probe.close()
+        cluster.nodes[hung].stop()  # one primary of three gone: not ready
+        assert store.ping() is False
+        with pytest.raises(StoreUnavailableError):
+            store.read_resolved([A])
+        assert store.read_resolved([elsewhere]) == ProfileRead(elsewhere, elsewhere.encode())
