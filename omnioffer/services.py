@@ -301,8 +301,9 @@ class RedisServer(_LocalServer):
 class RedisClusterServers:
     """A throwaway Redis Cluster on loopback: ``masters`` nodes sharing the 16,384 slots.
 
-    No replicas: enough to exercise slot routing (keys of one request on different nodes),
-    not failover. ``url`` names the first node; a cluster client finds the others::
+    With ``replicas``, each master gets that many replicas, so a test can fail a master
+    over to one (:meth:`failover`). ``url`` names the first node; a cluster client finds
+    the others::
 
         with RedisClusterServers() as cluster:
             store = RedisStore(cluster.url, cluster=True)
@@ -315,15 +316,20 @@ class RedisClusterServers:
         masters: int = 3,
         binary: str | None = None,
         start_timeout: float = START_TIMEOUT_S,
+        *,
+        replicas: int = 0,
     ) -> None:
-        if masters < 1:
-            msg = f"a cluster needs at least one master; got {masters}"
+        if masters < 1 or replicas < 0:
+            msg = f"a cluster needs masters >= 1 and replicas >= 0; got {masters}, {replicas}"
             raise ValueError(msg)
         self.start_timeout = start_timeout
+        self.masters = masters
         self.nodes = [
             RedisServer(binary, start_timeout=start_timeout, cluster_node=True)
-            for _ in range(masters)
+            for _ in range(masters * (1 + replicas))
         ]
+        # Node i >= masters replicates master (i - masters) % masters at the start.
+        self.master_of = {i: (i - masters) % masters for i in range(masters, len(self.nodes))}
 
     @property
     def url(self) -> str:
@@ -334,18 +340,60 @@ class RedisClusterServers:
         """Return a plain client per node (for probes that must see each node's keys)."""
         return [node.client(**kwargs) for node in self.nodes]
 
-    def keys(self, pattern: str = "*") -> dict[str, int]:
-        """Return every key matching ``pattern`` with the index of the node holding it."""
-        found: dict[str, int] = {}
+    def primaries(self) -> list[int]:
+        """Return the indexes of the nodes that are primaries now."""
+        found = []
         for index, client in enumerate(self.clients()):
             try:
-                found |= {k.decode(): index for k in client.scan_iter(match=pattern, count=1000)}
+                if client.info("replication").get("role") == "master":
+                    found.append(index)
+            except redis.ConnectionError:
+                pass  # a stopped node is nobody's primary
             finally:
                 client.close()
         return found
 
+    def keys(self, pattern: str = "*") -> dict[str, int]:
+        """Return every key matching ``pattern`` with the index of the primary holding it."""
+        found: dict[str, int] = {}
+        clients = self.clients()
+        try:
+            for index in self.primaries():
+                scan = clients[index].scan_iter(match=pattern, count=1000)
+                found |= {k.decode(): index for k in scan}
+        finally:
+            for client in clients:
+                client.close()
+        return found
+
+    def failover(self, primary: int) -> int:
+        """Promote a replica of primary ``primary`` (``CLUSTER FAILOVER``); return its index.
+
+        Waits until the replica serves as a primary, the old primary follows it, and the
+        cluster is ``ok`` again.
+        """
+        clients = self.clients(socket_timeout=2.0, retry=_NO_RETRY)
+        try:
+            port = self.nodes[primary].port
+            replica = next(
+                i for i, client in enumerate(clients)
+                if client.info("replication").get("master_port") == port
+            )  # fmt: skip
+            clients[replica].execute_command("CLUSTER FAILOVER")
+
+            def promoted() -> bool:
+                # The old primary pauses its clients until it learns it is a replica now.
+                roles = [clients[i].info("replication").get("role") for i in (replica, primary)]
+                return roles == ["master", "slave"] and self._not_ok(clients) is None
+
+            self._wait(clients, promoted, "failed over")
+            return replica
+        finally:
+            for client in clients:
+                client.close()
+
     def start(self) -> Self:
-        """Start the nodes, give each an equal slot range, join them, wait for ``ok``.
+        """Start the nodes, give each master an equal slot range, join them, wait for ``ok``.
 
         Raises
         ------
@@ -365,21 +413,36 @@ class RedisClusterServers:
     def _form(self) -> None:
         clients = self.clients(socket_timeout=2.0, retry=_NO_RETRY)
         try:
-            bounds = [i * self.SLOTS // len(clients) for i in range(len(clients) + 1)]
-            for client, low, high in zip(clients, bounds, bounds[1:], strict=False):
+            masters = clients[: self.masters]
+            bounds = [i * self.SLOTS // len(masters) for i in range(len(masters) + 1)]
+            for client, low, high in zip(masters, bounds, bounds[1:], strict=False):
                 client.execute_command("CLUSTER ADDSLOTSRANGE", low, high - 1)
-            first = self.nodes[0]
             for node in self.nodes[1:]:
                 clients[0].execute_command("CLUSTER MEET", node.host, node.port, node.bus_port)
-            deadline = time.monotonic() + self.start_timeout
-            while (problem := self._not_ok(clients)) is not None:
-                if time.monotonic() > deadline:
-                    msg = f"redis cluster from {first.host}:{first.port} not formed: {problem}"
-                    raise ServiceError(msg)
-                time.sleep(_POLL_INTERVAL_S)
+            self._wait(clients, lambda: self._not_ok(clients) is None, "formed")
+            ids = [client.execute_command("CLUSTER MYID").decode() for client in clients]
+            for replica, master in self.master_of.items():
+                clients[replica].execute_command("CLUSTER REPLICATE", ids[master])
+
+            def replicated() -> bool:
+                links = [clients[r].info("replication").get("master_link_status")
+                         for r in self.master_of]  # fmt: skip
+                return all(link == "up" for link in links) and self._not_ok(clients) is None
+
+            self._wait(clients, replicated, "replicated")
         finally:
             for client in clients:
                 client.close()
+
+    def _wait(self, clients: list[redis.Redis], done: Any, what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while not done():
+            if time.monotonic() > deadline:
+                first = self.nodes[0]
+                problem = self._not_ok(clients) or "replicas not in sync"
+                msg = f"redis cluster from {first.host}:{first.port} not {what}: {problem}"
+                raise ServiceError(msg)
+            time.sleep(_POLL_INTERVAL_S)
 
     def _not_ok(self, clients: list[redis.Redis]) -> str | None:
         for node, client in zip(self.nodes, clients, strict=True):

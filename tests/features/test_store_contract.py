@@ -1044,3 +1044,32 @@ def test_cluster_node_trouble_is_an_outage_the_caller_can_degrade_on(
         with pytest.raises(StoreUnavailableError):
             store.read_resolved([A])
         assert store.read_resolved([elsewhere]) == ProfileRead(elsewhere, elsewhere.encode())
+
+
+@pytest.mark.integration
+def test_cluster_reads_and_writes_go_on_through_a_failover() -> None:
+    visitor = "anonymous_id:a-1"
+    with (
+        RedisClusterServers(replicas=1) as cluster,
+        RedisStore(cluster.url, namespace="failover", cluster=True) as store,
+    ):
+        store.write(StoreBatch(
+            profiles=[ProfileWrite(A, b"a"), ProfileWrite(B, b"b")],
+            identity=[link(A, A), link(visitor, A), link(B, B)],
+            contacts=[contact("d-1", A)], redemptions=[Redemption("of-a", "o-1")],
+        ))  # fmt: skip
+        assert store.read_resolved([visitor], T0) == ProfileRead(A, b"a", [contact("d-1", A)])
+        holder = cluster.keys("failover:*")[store.profile_key(A)]
+        promoted = cluster.failover(holder)  # its replica takes over; the old one follows it
+        assert cluster.keys("failover:*")[store.profile_key(A)] == promoted != holder
+        # The store's slot map names the old primary: MOVED, then the new map.
+        assert store.read_resolved([visitor], T0) == ProfileRead(A, b"a", [contact("d-1", A)])
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"a2")], contacts=[contact("d-2", A)],
+                               redemptions=[Redemption("of-a", "o-2")]))  # fmt: skip
+        assert store.read_resolved([A], T0) == ProfileRead(
+            A, b"a2", [contact("d-1", A), contact("d-2", A)]
+        )
+        assert store.redemptions(["of-a"]) == {"of-a": 2}
+        assert store.ping() is True
+        assert store.erase(A) == ErasureReport(profiles=1, identifiers=2, merges=0, contacts=2)
+        assert store.read_resolved([B]) == ProfileRead(B, b"b")
