@@ -1073,3 +1073,31 @@ def test_cluster_reads_and_writes_go_on_through_a_failover() -> None:
         assert store.ping() is True
         assert store.erase(A) == ErasureReport(profiles=1, identifiers=2, merges=0, contacts=2)
         assert store.read_resolved([B]) == ProfileRead(B, b"b")
+
+
+@pytest.mark.integration
+def test_cluster_recovers_by_itself_when_a_primary_dies_and_its_replica_is_voted_in() -> None:
+    with (
+        RedisClusterServers(replicas=1) as cluster,
+        RedisStore(cluster.url, namespace="crash", cluster=True) as store,
+    ):
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"a")], identity=[link(A, A)]))
+        holder = cluster.keys("crash:*")[store.profile_key(A)]
+        probe = cluster.clients()[holder]
+        assert probe.execute_command("WAIT", 1, 5000) == 1  # the replica has the writes
+        probe.close()
+        cluster.nodes[holder].stop()  # dies; the others vote its replica in after 5 s
+        outages = 0
+        deadline = time.monotonic() + 120  # a bound for a cluster that never heals
+        while True:
+            try:
+                read = store.read_resolved([A])
+                break
+            except StoreUnavailableError:  # never anything else: serving degrades on it
+                outages += 1
+                assert time.monotonic() < deadline, "the cluster never failed over"
+                time.sleep(0.1)
+        assert outages > 0 and read == ProfileRead(A, b"a")
+        store.write(StoreBatch(profiles=[ProfileWrite(A, b"a2")]))
+        assert store.read_resolved([A]) == ProfileRead(A, b"a2")
+        assert store.ping() is True
