@@ -55,7 +55,7 @@ from features.catalog import DEFAULT_CATALOG_DIR, load_catalog
 from features.policy import DEFAULT_POLICIES_PATH
 from features.profile import decode_profile, profile_features
 from features.store import IdentityWrite, ProfileWrite, StoreBatch, open_store
-from omnioffer.services import RedisServer, free_port
+from omnioffer.services import RedisClusterServers, RedisServer, free_port
 
 FEAST_VENV = Path("/tmp/feast-venv")
 FEAST_VERSION = "0.67.0"
@@ -70,12 +70,18 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServeBench:
-    """What to run. ``redis_url`` ``None`` starts a throwaway redis-server."""
+    """What to run. ``redis_url`` ``None`` starts a throwaway redis-server.
+
+    With ``cluster``, the store is a Redis Cluster (three primaries started here when
+    ``redis_url`` is ``None``); Feast's read is then not measured (its bench repository
+    is for one server).
+    """
 
     profiles: int = 100_000
     rate: int = 500
     seconds: float = 20.0
     redis_url: str | None = None
+    cluster: bool = False
     seed: int = 7
     feast: bool = True
     registry_dir: Path | None = None
@@ -116,10 +122,13 @@ def customer(i: int) -> str:
     return f"bench-{i:06d}"
 
 
-def fill_redis(url: str, base: list[bytes], n: int, chunk: int = 2_000) -> float:
+def fill_redis(
+    url: str, base: list[bytes], n: int, chunk: int = 2_000, *, cluster: bool = False
+) -> float:
     """Write ``n`` profiles (replicas of ``base`` under new ids) and their identity maps."""
     started = time.perf_counter()
-    with open_store("redis", redis_url=url, namespace=NAMESPACE, socket_timeout=10.0) as store:
+    with open_store("redis", redis_url=url, namespace=NAMESPACE, socket_timeout=10.0,
+                    cluster=cluster) as store:  # fmt: skip
         records = [decode_profile(raw) for raw in base]
         for first in range(0, n, chunk):
             profiles, identity = [], []
@@ -615,13 +624,14 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="omnioffer-serve-")))
         url = bench.redis_url
         if url is None:
-            server = stack.enter_context(RedisServer())
+            server = stack.enter_context(RedisClusterServers() if bench.cluster else RedisServer())
             url = server.url
         redis_port = int(url.rsplit(":", 1)[1].split("/")[0])
         console.print(f"simulating {bench.world_customers:,} customers × {bench.world_days} days")
         base = world_profiles(bench, now)
-        console.print(f"writing {bench.profiles:,} profiles ({len(base):,} simulated) to Redis")
-        fill_s = fill_redis(url, base, bench.profiles)
+        where = "a Redis Cluster" if bench.cluster else "Redis"
+        console.print(f"writing {bench.profiles:,} profiles ({len(base):,} simulated) to {where}")
+        fill_s = fill_redis(url, base, bench.profiles, cluster=bench.cluster)
         bench_catalog(work / "catalog", bench.offers)
         bench_policies(work / "policies.yaml")
         pointer, model = model_note(bench.registry_dir)
@@ -632,6 +642,7 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
             "OMNIOFFER_POLICIES_PATH": str(work / "policies.yaml"),
             "OMNIOFFER_DATA_DIR": str(work / "data"), "OMNIOFFER_SERVE_PORT": str(port),
             "OMNIOFFER_DECISION_LOG": "files",
+            "OMNIOFFER_REDIS_CLUSTER": "1" if bench.cluster else "0",
         }  # fmt: skip
         if pointer is not None:
             env["OMNIOFFER_MODEL_POINTER"] = str(pointer.resolve())
@@ -650,8 +661,10 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         offers, channel = median_run(offers_runs), median_run(channel_runs)
         dropped = metric(port, 'omnioffer_serve_decision_log_total{outcome="dropped"}')
         feast: dict[str, Any] = {"error": "skipped (--no-feast)"}
+        if bench.cluster:
+            feast = {"error": "skipped: Feast's read is measured on one Redis server"}
         feast_server: dict[str, Any] = {"error": "skipped (no Feast repository)"}
-        if bench.feast:
+        if bench.feast and not bench.cluster:
             console.print("measuring Feast get_online_features on the same Redis")
             feast = run_feast(bench, redis_port, base, now, work, console)
             if "error" not in feast:
@@ -666,6 +679,7 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         "seconds": bench.seconds,
         "model": model,
         "model_served": served,
+        "redis": "cluster (3 primaries)" if bench.cluster else "one server",
         "fill_s": round(fill_s, 1),
         "offers": offers,
         "channel": channel,

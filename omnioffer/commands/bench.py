@@ -111,6 +111,9 @@ def bench_serve(
     redis_url: Annotated[
         str | None, typer.Option(help="Redis URL (default: start a redis-server).")
     ] = None,
+    redis_cluster: Annotated[
+        bool, typer.Option(help="A Redis Cluster (3 primaries started here); no Feast read.")
+    ] = False,
     profiles: Annotated[int, typer.Option(min=1, help="Profiles in Redis.")] = 100_000,
     rate: Annotated[int, typer.Option(min=1, help="Offered load, requests/s.")] = 500,
     seconds: Annotated[float, typer.Option(min=1.0, help="Seconds per endpoint.")] = 20.0,
@@ -125,7 +128,8 @@ def bench_serve(
 
     settings = settings_with()
     bench = ServeBench(
-        profiles=profiles, rate=rate, seconds=seconds, redis_url=redis_url, seed=settings.seed,
+        profiles=profiles, rate=rate, seconds=seconds, redis_url=redis_url,
+        cluster=redis_cluster, seed=settings.seed,
         feast=feast, registry_dir=settings.model_registry_dir, workers=workers,
         repeats=repeats,
     )  # fmt: skip
