@@ -545,18 +545,43 @@ class RedisStore(Closing):
     def ping(self) -> bool:
         """Return whether the server answers within the timeouts.
 
-        On a cluster: whether every primary answers and the cluster says its state is
-        ``ok`` (every slot served), as seen from the node asked.
+        On a cluster: whether the cluster says its state is ``ok`` (every slot served) and
+        every primary that serves slots now answers. The first node that answers tells
+        which those are, so a primary that died and was replaced is not asked, and one
+        that died a moment ago (before the cluster noticed) is.
         """
         try:
             client = self._client
             if not self.cluster:
                 return bool(client.ping())
-            if not client.ping(target_nodes=RedisCluster.PRIMARIES):
-                return False
-            return bool(client.cluster_info().get("cluster_state") == "ok")
+            return self._cluster_ready(client)
         except (redis.RedisError, RedisClusterException, StoreError):
             return False
+
+    def _cluster_ready(self, client: Any) -> bool:
+        for node in client.get_nodes():
+            try:
+                server = client.get_redis_connection(node)
+                if server.cluster("INFO").get("cluster_state") != "ok":
+                    return False
+                slots = server.execute_command("CLUSTER SLOTS")
+                break
+            except redis.ConnectionError:
+                continue  # ask another node
+        else:
+            return False
+        owners = {(row[2][0].decode(), int(row[2][1])) for row in slots}
+        for host, port in sorted(owners):
+            node = client.get_node(host=host, port=port)
+            if node is None:  # a node the client has not met yet: it answers for itself
+                with redis.Redis(host=host, port=port, **self._node_options()) as server:
+                    server.ping()
+            else:
+                client.get_redis_connection(node).ping()
+        return True
+
+    def _node_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self._options.items() if k != "decode_responses"}
 
     def close(self) -> None:
         """Close the connections; idempotent."""
