@@ -94,7 +94,28 @@ def find_tansu() -> str:
     raise ServiceError(msg)
 
 
-class _LocalServer:
+class _Started:
+    """A service run by ``with``: started on entry, stopped on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _LocalServer(_Started):
     """Run one server process on a fixed loopback port, in its own temp dir.
 
     The port is chosen once, at construction, so ``stop()`` followed by ``start()``
@@ -216,17 +237,6 @@ class _LocalServer:
         self.stop()
         return self.start()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"{type(self).__name__}({self.host}:{self.port}, {state})"
@@ -298,7 +308,7 @@ class RedisServer(_LocalServer):
         return None
 
 
-class RedisClusterServers:
+class RedisClusterServers(_Started):
     """A throwaway Redis Cluster on loopback: ``masters`` nodes sharing the 16,384 slots.
 
     With ``replicas``, each master gets that many replicas, so a test can fail a master
@@ -456,17 +466,6 @@ class RedisClusterServers:
         """Stop every node; idempotent."""
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class KafkaBroker(_LocalServer):

@@ -10,20 +10,10 @@ from features.catalog import Catalog
 from features.events import Event, Purchase, Refund
 from features.pipeline import recompute
 from features.topics import EVENT_TOPICS
-from features.validation import validate
 from simulator import FileSink, SimulationConfig, simulate
+from tests.simulator.conftest import Simulated
 
 CONFIG = SimulationConfig(customers=300, days=10, seed=5, refund_rate=0.1)
-
-
-def _events(directory: Path) -> list[Event]:
-    found: dict[str, Event] = {}
-    for topic in EVENT_TOPICS:
-        for line in (directory / f"{topic}.jsonl").read_bytes().splitlines():
-            event = validate(line, key=CONFIG.contact_hash_key)
-            if isinstance(event, Event):
-                found.setdefault(event.event_id, event)
-    return sorted(found.values(), key=lambda e: (e.event_time, e.event_id))
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +21,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> Path:
     directory = tmp_path_factory.mktemp("refund-world")
     simulate(CONFIG, catalog, FileSink(directory))
     return directory
+
+
+def _events(directory: Path) -> list[Event]:
+    return Simulated(directory, CONFIG, None).events()  # type: ignore[arg-type]
 
 
 def test_refunds_follow_their_orders_and_void_only_their_offers(world: Path) -> None:
