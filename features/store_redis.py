@@ -285,7 +285,7 @@ class RedisStore(Closing):
         """
         check_batch(batch)
         pipe = self._client.pipeline(transaction=False)
-        index = self._client.pipeline(transaction=False) if self.cluster else pipe
+        indexing = self._client.pipeline(transaction=False) if self.cluster else pipe
         for profile in batch.profiles:
             pipe.set(self.profile_key(profile.profile_id), profile.value, px=self._ttl_ms)
         for profile_id in batch.deleted_profiles:
@@ -298,7 +298,7 @@ class RedisStore(Closing):
             if profile_id is None:
                 pipe.getdel(key)
             else:
-                index.sadd(self._key(profile_id, "ids"), identifier)
+                indexing.sadd(self._key(profile_id, "ids"), identifier)
                 pipe.set(key, profile_id, get=True)
             moves[len(pipe) - 1] = (identifier, profile_id)
 
@@ -324,8 +324,8 @@ class RedisStore(Closing):
             script(self._add_contacts, keys, args)
 
         with _mapped_errors("write"):
-            if index is not pipe and len(index):
-                _raise_first_error(index.execute(raise_on_error=False), "write")
+            if indexing is not pipe and len(indexing):
+                _raise_first_error(indexing.execute(raise_on_error=False), "write")
             replies = pipe.execute(raise_on_error=False) if len(pipe) else []
             for index, reply in enumerate(replies):
                 if isinstance(reply, redis.exceptions.NoScriptError) and index in scripted:
