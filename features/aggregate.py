@@ -138,9 +138,11 @@ def contribution(event: Event) -> Contribution:
         case Purchase() as purchase:
             registers.append(("tz_offset_min", _offset_minutes(when)))
             counters, registers, cart = _purchase(purchase, ts, counters, registers)
-        case Refund(channel=channel, amount=amount):
+        case Refund(channel=channel, amount=amount, offers_voided=voided):
             # Beside the purchases, not netted from them: the order still happened.
             counters += [(f"ref:{channel}", 1), (f"ref_amt:{channel}", cents(amount))]
+            # A voided offer is no longer redeemed (until redeemed again, later).
+            registers += [(f"offer_redeemed:{offer}", None) for offer in voided]
         case PointsExpiry(points=points, expires_at=expires_at, points_balance=balance):
             expiry = (int(expires_at.timestamp()), points)
             if balance is not None:

@@ -10,6 +10,9 @@ A decision logged at :math:`t_d` earns an outcome of kind :math:`k` at :math:`t_
 Engagement events carry the ``decision_id`` they answer; purchases that redeem an offer are
 attributed to every open decision that chose that offer for one of the purchase's
 identifiers (multi-touch, so the result does not depend on how decisions are sharded).
+A refund that voids the offer (``offers_voided``) within :math:`W_{conversion} + W_{refund}`
+takes its order's redemption back: when every redemption a decision earned was voided, the
+example is ``refunded`` and its :attr:`Labels.kept_conversion` (the training label) false.
 
 Time is event time. Each input *source* (a topic partition) reports the largest event time
 it has delivered; the watermark is the smallest of them minus the allowed lateness, so a
@@ -44,9 +47,9 @@ from typing import Literal
 import msgspec
 
 from features.decisions import Decision
-from features.events import Engagement, Event, Purchase
+from features.events import Engagement, Event, Purchase, Refund
 
-OutcomeKind = Literal["opened", "clicked", "converted", "unsubscribed", "redeemed"]
+OutcomeKind = Literal["opened", "clicked", "converted", "unsubscribed", "redeemed", "voided"]
 CLICK_KINDS = frozenset({"opened", "clicked", "unsubscribed"})
 CONVERSION_KINDS = frozenset({"converted", "redeemed"})
 _NEVER = -(2**62)
@@ -57,16 +60,18 @@ class AttributionWindows:
     """How long after a decision each kind of outcome counts, and how late input may be.
 
     All values are seconds: ``click`` for opens, clicks and unsubscribes, ``conversion``
-    for conversions and redemptions, ``lateness`` for how far behind the newest event time
-    an input may still deliver.
+    for conversions and redemptions, ``refund`` for how much longer than that a refund
+    may still void a redemption (every example then waits that much longer), ``lateness``
+    for how far behind the newest event time an input may still deliver.
     """
 
     click: int = 24 * 3600
     conversion: int = 7 * 24 * 3600
     lateness: int = 6 * 3600
+    refund: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("click", "conversion", "lateness"):
+        for name in ("click", "conversion", "lateness", "refund"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 message = f"{name} must be a whole number of seconds >= 0; got {value!r}"
@@ -74,20 +79,23 @@ class AttributionWindows:
 
     def of(self, kind: str) -> int:
         """Return the window of an outcome kind."""
+        if kind == "voided":
+            return self.conversion + self.refund
         return self.conversion if kind in CONVERSION_KINDS else self.click
 
     @property
     def longest(self) -> int:
         """The longest window: a decision is final once it has passed."""
-        return max(self.click, self.conversion)
+        return max(self.click, self.conversion + self.refund)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """Something a customer did that may answer a decision.
 
-    ``decision_id`` is set for engagement events; purchase redemptions carry the
-    purchase's ``identifiers`` (``"customer_id:cu-1"`` …) and the ``offer_id`` instead.
+    ``decision_id`` is set for engagement events; purchase redemptions (and refunds that
+    void them) carry the event's ``identifiers`` (``"customer_id:cu-1"`` …), the
+    ``offer_id`` and the ``order_id`` instead.
     """
 
     at: int
@@ -96,6 +104,7 @@ class Outcome:
     decision_id: str | None = None
     offer_id: str | None = None
     identifiers: tuple[str, ...] = ()
+    order_id: str | None = None
 
 
 class Labels(msgspec.Struct, frozen=True):
@@ -106,11 +115,21 @@ class Labels(msgspec.Struct, frozen=True):
     converted: bool = False
     redeemed: bool = False
     unsubscribed: bool = False
+    refunded: bool = False
 
     @property
     def engaged(self) -> bool:
         """Opened or clicked within the click window (the channel model's label)."""
         return self.opened or self.clicked
+
+    @property
+    def kept_conversion(self) -> bool:
+        """Converted, and not every redemption it led to refunded (the offer model's label).
+
+        >>> Labels(converted=True, redeemed=True, refunded=True).kept_conversion
+        False
+        """
+        return self.converted and not self.refunded
 
 
 class LabelledExample(msgspec.Struct, frozen=True):
@@ -164,16 +183,28 @@ def outcomes_of(event: Event) -> list[Outcome]:
         kind: OutcomeKind = event.action  # type: ignore[assignment]
         return [Outcome(at, kind, event.event_id, event.decision_id, event.offer_id)]
     if isinstance(event, Purchase) and event.offers_redeemed:
-        ids = identifiers_of(event)
+        ids, order = identifiers_of(event), event.order_id
         return [
-            Outcome(at, "redeemed", event.event_id, offer_id=offer, identifiers=ids)
-            for offer in event.offers_redeemed
+            Outcome(at, "redeemed", event.event_id, offer_id=o, identifiers=ids, order_id=order)
+            for o in event.offers_redeemed
+        ]
+    if isinstance(event, Refund) and event.offers_voided:
+        ids, order = identifiers_of(event), event.order_id
+        return [
+            Outcome(at, "voided", event.event_id, offer_id=o, identifiers=ids, order_id=order)
+            for o in event.offers_voided
         ]
     return []
 
 
 @dataclass(slots=True)
 class _Open:
+    """An open decision and what it earned so far.
+
+    ``seen`` holds the outcome kinds, and for each order that redeemed the decision's offer
+    ``redeemed:<order_id>`` (and ``voided:<order_id>`` once a refund voided it).
+    """
+
     decision: Decision
     at: int
     seen: set[str] = field(default_factory=set)
@@ -292,6 +323,8 @@ class OutcomeJoin:
             self.stats.outside_window += 1
             return False
         state.seen.add(outcome.kind)
+        if outcome.order_id is not None:
+            state.seen.add(f"{outcome.kind}:{outcome.order_id}")
         return True
 
     def _keep_early(self, outcome: Outcome) -> None:
@@ -358,10 +391,23 @@ class OutcomeJoin:
             converted="converted" in seen,
             redeemed="redeemed" in seen,
             unsubscribed="unsubscribed" in seen,
+            refunded=_all_voided(seen),
         )
         self.stats.emitted += 1
         propensity = decision.chosen[0].propensity if decision.chosen else 1.0
         return LabelledExample(decision, labels, complete, propensity)
+
+
+def _all_voided(seen: set[str]) -> bool:
+    """Whether the decision's offer was redeemed by some order, and every such order voided.
+
+    >>> _all_voided({"redeemed", "redeemed:o-1", "voided", "voided:o-1"})
+    True
+    >>> _all_voided({"redeemed", "redeemed:o-1", "redeemed:o-2", "voided:o-1"})
+    False
+    """
+    orders = {mark[9:] for mark in seen if mark.startswith("redeemed:")}
+    return bool(orders) and all(f"voided:{order}" in seen for order in orders)
 
 
 def join_in_time_order(

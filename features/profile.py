@@ -271,6 +271,9 @@ def _cart(f: dict[str, Any], record: dict[str, Any], as_of: int) -> None:
     f["median_cart_to_purchase_h"] = sorted(delays)[len(delays) // 2] / HOUR if delays else None
 
 
+_OFFER_KINDS = frozenset({"offer_seen", "offer_clicked", "offer_dismissed", "offer_redeemed"})
+
+
 def _engagement(f: dict[str, Any], record: dict[str, Any], d90: Counters, as_of: int) -> None:
     for channel in MESSAGE_CHANNELS:
         delivered = d90.get(f"eng:{channel}:delivered", 0)
@@ -287,9 +290,10 @@ def _engagement(f: dict[str, Any], record: dict[str, Any], d90: Counters, as_of:
         f[f"hours_since_contact_{channel}"] = (as_of - last) / HOUR if last else None
         f[f"consent_{channel}"] = _register(record, f"consent:{channel}")
     offers: dict[str, dict[str, int]] = {}
-    for name, (ts, _event, _value) in record["registers"].items():
+    for name, (ts, _event, value) in record["registers"].items():
         kind, _, offer = name.partition(":")
-        if kind in {"offer_seen", "offer_clicked", "offer_dismissed", "offer_redeemed"}:
+        # ``None`` is a refund's void: the latest of a redemption and a void decides.
+        if kind in _OFFER_KINDS and value is not None:
             offers.setdefault(kind, {})[offer] = ts
     f["offers_seen"] = sorted(offers.get("offer_seen", {}))
     f["offers_redeemed"] = sorted(offers.get("offer_redeemed", {}))

@@ -109,7 +109,7 @@ class TrainingSet:
         return np.array([int(x.decision.decided_at.timestamp()) for x in self.examples])
 
     def nbo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``(X, y, t)``: the logged action's row, converted or not, decision time."""
+        """Return ``(X, y, t)``: the logged action's row, kept conversion or not, time."""
         rows, labels, times = [], [], []
         for example, view in zip(self.examples, self.views, strict=True):
             chosen = example.decision.chosen[0]
@@ -117,7 +117,7 @@ class TrainingSet:
                 continue
             ctx = context_of(example.decision)
             rows.append(nbo_vector(view, self.offers, chosen.offer_id, str(chosen.channel), ctx))
-            labels.append(example.labels.converted)
+            labels.append(example.labels.kept_conversion)
             times.append(int(example.decision.decided_at.timestamp()))
         return _arrays(rows, labels, times, len(NBO_FEATURES))
 

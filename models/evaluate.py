@@ -145,7 +145,7 @@ def build_rounds(
         pool = decision.candidates or decision.chosen
         props = np.array([c.propensity for c in pool if c.offer_id is not None])
         meta.append((customer, decision.decided_at, tuple(actions), props,
-                     actions.index(logged), float(example.labels.converted)))
+                     actions.index(logged), float(example.labels.kept_conversion)))
     if not chosen_rows:
         return []
     scores = bundle.nbo.predict(np.vstack(chosen_rows), booster)

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     click_window_hours: float = Field(24.0, gt=0, description="Opens/clicks count this long.")
     conversion_window_days: float = Field(7.0, gt=0, description="Conversions count this long.")
     outcome_lateness_hours: float = Field(6.0, ge=0, description="How late outcomes may arrive.")
+    refund_window_days: float = Field(
+        0.0, ge=0, description="How long past the conversion window a refund still voids a "
+        "redemption (examples wait that long).",
+    )  # fmt: skip
     journeys_path: Path | None = Field(None, description="Journey definitions; default: shipped.")
     journey_shards: int = Field(16, gt=0, description="Journey state shards (timer owners).")
     journey_lateness_s: int = Field(3600, ge=0, description="How late a journey fact may come.")
@@ -155,6 +159,7 @@ class Settings(BaseSettings):
             click=round(self.click_window_hours * 3600),
             conversion=round(self.conversion_window_days * 86400),
             lateness=round(self.outcome_lateness_hours * 3600),
+            refund=round(self.refund_window_days * 86400),
         )
 
     @property

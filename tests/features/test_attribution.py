@@ -14,7 +14,7 @@ from features.attribution import (
     outcomes_of,
 )
 from features.decisions import Choice, Decision
-from features.events import Engagement, Identifiers, Item, PageView, Purchase
+from features.events import Engagement, Identifiers, Item, PageView, Purchase, Refund
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 HOUR = 3600
@@ -132,6 +132,83 @@ def test_purchase_redemption_is_attributed_by_identifier_and_offer():
     assert labels == {"d-1": True, "d-2": False, "d-3": False}
 
 
+def _purchase(order, hours, offers=("of-a",), customer="c-1"):
+    return Purchase(
+        event_id=f"p-{order}", event_time=T0 + timedelta(hours=hours), source="web",
+        ids=Identifiers(customer_id=customer), order_id=order, channel="web",
+        payment_channel="web", items=[Item("p", "dairy", 2.0)], total=2.0,
+        offers_redeemed=list(offers),
+    )  # fmt: skip
+
+
+def _refund(order, hours, offers=("of-a",), customer="c-1"):
+    return Refund(
+        event_id=f"r-{order}", event_time=T0 + timedelta(hours=hours), source="web",
+        ids=Identifiers(customer_id=customer), order_id=order, channel="web", amount=2.0,
+        offers_voided=list(offers),
+    )  # fmt: skip
+
+
+def _converted(hours, n=1):
+    return Engagement(event_id=f"e-conv-{n}", event_time=T0 + timedelta(hours=hours),
+                      source="messaging", ids=Identifiers(customer_id="c-1"),
+                      action="converted", channel="email", decision_id=f"d-{n}",
+                      offer_id="of-a")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("events", "refunded"),
+    [
+        # the order that redeemed the offer refunded inside the window
+        ([_converted(1), _purchase("o-1", 2), _refund("o-1", 30)], True),
+        # the refund before the purchase in the input (topics are read independently)
+        ([_refund("o-1", 30), _converted(1), _purchase("o-1", 2)], True),
+        # another order refunded; a refund that voids nothing; a refund of another offer
+        ([_converted(1), _purchase("o-1", 2), _refund("o-2", 30)], False),
+        ([_converted(1), _purchase("o-1", 2), _refund("o-1", 30, offers=())], False),
+        ([_converted(1), _purchase("o-1", 2, ("of-a", "of-b")), _refund("o-1", 30, ("of-b",))],
+         False),
+        # two orders redeemed it, one refunded: the conversion is kept
+        ([_converted(1), _purchase("o-1", 2), _purchase("o-2", 3), _refund("o-1", 30)], False),
+        # refunded after the conversion window (7 days): too late to count
+        ([_converted(1), _purchase("o-1", 2), _refund("o-1", 7 * 24 + 1)], False),
+    ],
+)
+def test_a_refund_that_voids_the_redeemed_offer_takes_the_conversion_back(events, refunded):
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    join.on_decision(decision(1, offer="of-a", customer_id="c-1"))
+    for event in events:
+        for o in outcomes_of(event):
+            join.on_outcome(o)
+    [example] = join.flush()
+    assert example.labels.converted and example.labels.redeemed
+    assert example.labels.refunded is refunded
+    assert example.labels.kept_conversion is not refunded
+
+
+def test_a_refund_window_keeps_examples_open_for_later_refunds():
+    windows = AttributionWindows(click=24 * HOUR, conversion=7 * 24 * HOUR, lateness=2 * HOUR,
+                                 refund=7 * 24 * HOUR)  # fmt: skip
+    late = _refund("o-1", 10 * 24)
+    examples = join_in_time_order(
+        [decision()], [_converted(1), _purchase("o-1", 2), late], windows
+    )
+    assert [x.labels.refunded for x in examples] == [True]
+    # Without it the decision closes at 7 days (plus lateness), before the refund.
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    join.on_decision(decision())
+    for event in (_converted(1), _purchase("o-1", 2)):
+        for o in outcomes_of(event):
+            join.on_outcome(o)
+    [closed] = join.advance("all", ts(7 * 24 + 2))
+    assert not closed.labels.refunded and closed.complete
+    # With it the same input keeps the decision open until its refund window passes.
+    join = OutcomeJoin(windows, sources=("all",))
+    join.on_decision(decision())
+    assert join.advance("all", ts(7 * 24 + 2)) == []
+    assert len(join.advance("all", ts(14 * 24 + 2))) == 1
+
+
 def test_only_reactions_with_a_decision_are_outcomes():
     base = {"event_time": T0, "ids": Identifiers(customer_id="c")}
     delivered = Engagement(event_id="e1", source="messaging", action="delivered",
@@ -154,7 +231,8 @@ def test_batch_join_labels_and_round_trips_as_json():
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("click", -1), ("conversion", 1.5), ("lateness", "6h")]
+    ("field", "value"),
+    [("click", -1), ("conversion", 1.5), ("lateness", "6h"), ("refund", -3600)],
 )
 def test_bad_windows_are_named(field, value):
     with pytest.raises(ValueError, match=f"{field} must be a whole number of seconds"):

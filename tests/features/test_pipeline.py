@@ -17,6 +17,7 @@ from features.events import (
     PageView,
     ProductView,
     Purchase,
+    Refund,
 )
 from features.pipeline import recompute
 from features.profile import decode_profile, profile_features
@@ -206,6 +207,33 @@ def test_the_loyalty_tier_on_a_purchase_reaches_the_features():
     )
     record = profiles([purchase])["customer_id:cu-1"]
     assert profile_features(record, int(at(60).timestamp()))["tier"] == "gold"
+
+
+def test_a_refund_that_voids_an_offer_makes_it_unredeemed_until_redeemed_again():
+    def purchase(n, minutes, offers):
+        return Purchase(
+            event_id=f"pu{n}", event_time=at(minutes), source="web",
+            ids=Identifiers(customer_id="cu-1"), order_id=f"o{n}", channel="web",
+            payment_channel="web", total=3.0, offers_redeemed=offers,
+            items=[Item(product_id="p-1", category="dairy", price=3.0)],
+        )  # fmt: skip
+
+    def refund(n, minutes, offers):
+        return Refund(event_id=f"rf{n}", event_time=at(minutes), source="web",
+                      ids=Identifiers(customer_id="cu-1"), order_id=f"o{n}", channel="web",
+                      amount=3.0, offers_voided=offers)  # fmt: skip
+
+    def redeemed(events, minutes):
+        record = profiles(events)["customer_id:cu-1"]
+        return profile_features(record, int(at(minutes).timestamp()))["offers_redeemed"]
+
+    first = [purchase(1, 0, ["of-a", "of-b"]), refund(1, 60, ["of-a"])]
+    assert redeemed(first, 90) == ["of-b"]
+    assert redeemed(first[::-1], 90) == ["of-b"]  # the refund processed first
+    again = [*first, purchase(2, 120, ["of-a"])]
+    assert redeemed(again, 150) == redeemed(again[::-1], 150) == ["of-a", "of-b"]
+    # A refund without voided offers (one line returned) leaves the redemptions.
+    assert redeemed([purchase(3, 0, ["of-c"]), refund(3, 60, [])], 90) == ["of-c"]
 
 
 @given(

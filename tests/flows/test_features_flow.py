@@ -64,7 +64,7 @@ def test_stream_equals_batch_recomputation(small_world, small_world_events, tmp_
 
 
 def test_redemptions_are_counted_per_order_and_refunds_void_them(tmp_path):
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from features.eventlog import EventLogWriter
     from features.events import Identifiers, Item, Purchase, Refund, encode_event
@@ -83,7 +83,7 @@ def test_redemptions_are_counted_per_order_and_refunds_void_them(tmp_path):
         )  # fmt: skip
 
     def refund(event_id, order_id, customer, offers):
-        return Refund(event_id=event_id, event_time=at, source="store",
+        return Refund(event_id=event_id, event_time=at + timedelta(seconds=30), source="store",
                       ids=Identifiers(customer_id=customer), order_id=order_id,
                       channel="store", amount=4.5, offers_voided=offers)  # fmt: skip
 
@@ -111,6 +111,8 @@ def test_redemptions_are_counted_per_order_and_refunds_void_them(tmp_path):
     features = profile_features(cu1, int(at.timestamp()) + 60)
     assert (features["refunds_90d"], features["refunded_90d"]) == (1, 4.5)
     assert features["frequency_90d_all"] == 2  # the refunded order still happened
+    # The voided offer is no longer redeemed for the customer (serving may offer it again).
+    assert features["offers_redeemed"] == ["of-spring-produce"]
 
 
 def test_an_erased_customer_leaves_no_profile_identity_or_merge_record(tmp_path):

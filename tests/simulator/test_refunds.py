@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from features.attribution import AttributionWindows, join_in_time_order
 from features.catalog import Catalog
 from features.events import Event, Purchase, Refund
 from features.pipeline import recompute
 from features.topics import EVENT_TOPICS
+from models.dataset import load_decisions
 from simulator import FileSink, SimulationConfig, simulate
 from tests.simulator.conftest import Simulated
 
@@ -56,6 +58,30 @@ def test_budgets_count_the_redemptions_refunds_leave(world: Path) -> None:
     stands = {(r.offer_id, r.order_id) for r in result.redemptions if not r.void}
     voids = {(r.offer_id, r.order_id) for r in result.redemptions if r.void}
     assert (stands, voids) == (redeemed, voided)
+
+
+def test_refunds_inside_the_window_take_the_conversions_of_their_orders_back(
+    world: Path,
+) -> None:
+    events = _events(world)
+    windows = AttributionWindows()
+    examples = join_in_time_order(load_decisions(world), events, windows)
+    redeemed_at = {e.order_id: e.event_time for e in events if isinstance(e, Purchase)}
+    voids = [(o, r) for r in events if isinstance(r, Refund) for o in r.offers_voided]
+    refunded = [x for x in examples if x.labels.refunded]
+    assert refunded, "some redemptions of logged offers are refunded within a week"
+    for example in refunded:
+        decision = example.decision
+        offer, ids = decision.chosen[0].offer_id, decision.ids.present().items()
+        assert example.labels.redeemed and not example.labels.kept_conversion
+        assert any(
+            o == offer and set(r.ids.present().items()) & set(ids)
+            and decision.decided_at <= redeemed_at[r.order_id] < r.event_time
+            and (r.event_time - decision.decided_at).total_seconds() <= windows.conversion
+            for o, r in voids
+        )  # fmt: skip
+    kept = [x for x in examples if x.labels.kept_conversion]
+    assert kept and all(x.labels.converted and not x.labels.refunded for x in kept)
 
 
 def test_the_same_seed_gives_the_same_refunds(
