@@ -269,7 +269,8 @@ class Small:
                 entry[3] = max(entry[3], c.ts)
             if closed:
                 entry[4] = max(entry[4], c.ts)
-        if c.expiry is not None:
+        if c.expiry is not None and c.expiry[0] >= self.last_seen:
+            # One already past is what ``prune`` drops: a redelivered old notice stays out.
             self.expiries[c.event_id] = c.expiry
 
     def prune(self, horizon_start: int) -> None:
@@ -321,9 +322,10 @@ class Aggregate:
         if c.event_id in self.seen or c.ts <= self.erased_before:
             return None
         newest_day = max(self.small.last_seen, c.ts) // DAY
-        if c.cart is not None and c.ts // DAY <= newest_day - HORIZON_DAYS:
+        if c.cart is not None and c.ts // DAY <= newest_day - HORIZON_DAYS and not c.cart[3]:
             # Its cart was pruned with the horizon (and so was its id from ``seen``): a late
-            # or redelivered line must not bring an old cart back as open.
+            # or redelivered line must not bring an old cart back as open. A purchase's
+            # close is kept: it cannot open a cart, and the add may sit on another fragment.
             c.cart = None
         self.seen[c.event_id] = c.ts
         previous_last = self.small.last_seen

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Literal
 
 import msgspec
@@ -53,6 +53,20 @@ OutcomeKind = Literal["opened", "clicked", "converted", "unsubscribed", "redeeme
 CLICK_KINDS = frozenset({"opened", "clicked", "unsubscribed"})
 CONVERSION_KINDS = frozenset({"converted", "redeemed"})
 _NEVER = -(2**62)
+
+
+def _defaults_for_new_fields(self: object, state: list[object]) -> None:
+    """Unpickle a dataclass taken before it had its last fields: those get their defaults.
+
+    The join's state is a Bytewax snapshot; a flow resumed after an upgrade reads it.
+    """
+    declared = fields(self)  # type: ignore[arg-type]
+    values = [*state, *(f.default for f in declared[len(state) :])]
+    if MISSING in values:
+        message = f"cannot resume {type(self).__name__} from {state!r}: a field has no default"
+        raise TypeError(message)
+    for f, value in zip(declared, values, strict=True):
+        object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +90,8 @@ class AttributionWindows:
             if not isinstance(value, int) or value < 0:
                 message = f"{name} must be a whole number of seconds >= 0; got {value!r}"
                 raise ValueError(message)
+
+    __setstate__ = _defaults_for_new_fields
 
     def of(self, kind: str) -> int:
         """Return the window of an outcome kind."""
@@ -105,6 +121,8 @@ class Outcome:
     offer_id: str | None = None
     identifiers: tuple[str, ...] = ()
     order_id: str | None = None
+
+    __setstate__ = _defaults_for_new_fields
 
 
 class Labels(msgspec.Struct, frozen=True):
@@ -243,8 +261,16 @@ class OutcomeJoin:
         self._due: list[tuple[int, str]] = []
         self._early: dict[str, list[Outcome]] = {}
         self._early_purchases: dict[tuple[str, str], list[Outcome]] = {}
+        # (order id, offer id) -> decisions a redemption of that order was attributed to,
+        # and the voids of that order's offer kept for redemptions still to come.
+        self._by_order: dict[tuple[str, str], set[str]] = {}
+        self._voids: dict[tuple[str, str], list[Outcome]] = {}
         self._expiry: list[tuple[int, int, Outcome]] = []
         self._n = 0
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A snapshot taken before redemptions were indexed by order resumes without them.
+        self.__dict__.update({"_by_order": {}, "_voids": {}, **state})
 
     # --- inputs -------------------------------------------------------------------------
     def on_decision(self, decision: Decision) -> list[LabelledExample]:
@@ -269,7 +295,12 @@ class OutcomeJoin:
         return self._close_due()
 
     def on_outcome(self, outcome: Outcome) -> None:
-        """Attribute an outcome to its decision(s), or keep it until its decision arrives."""
+        """Attribute an outcome to its decision(s), and keep it for those still to arrive.
+
+        An engagement names its decision; a redemption goes to every open decision that
+        chose its offer for one of its identifiers, and a void to the decisions its
+        order's redemption went to, whatever identifiers the refund carries.
+        """
         if outcome.decision_id is not None:
             state = self._open.get(outcome.decision_id)
             if state is not None:
@@ -277,12 +308,18 @@ class OutcomeJoin:
             else:
                 self._keep_early(outcome)
             return
-        matched = False
-        for identifier in outcome.identifiers:
-            for decision_id in sorted(self._by_offer.get((identifier, outcome.offer_id or ""), ())):
-                matched = self._apply(self._open[decision_id], outcome) or matched
-        if not matched:
-            self._keep_early(outcome)
+        if outcome.kind == "voided":
+            key = (outcome.order_id or "", outcome.offer_id or "")
+            for decision_id in sorted(self._by_order.get(key, ())):
+                self._apply(self._open[decision_id], outcome)
+        else:
+            for identifier in outcome.identifiers:
+                key = (identifier, outcome.offer_id or "")
+                for decision_id in sorted(self._by_offer.get(key, ())):
+                    self._apply(self._open[decision_id], outcome)
+        # Decisions that arrive later (topics are read independently; shards hold others)
+        # may be its decisions too: every shard keeps it until the watermark passes it.
+        self._keep_early(outcome)
 
     def advance(self, source: str, event_time: int) -> list[LabelledExample]:
         """Record that ``source`` delivered up to ``event_time``; emit decisions now final."""
@@ -305,6 +342,8 @@ class OutcomeJoin:
         self.stats.orphaned += sum(len(v) for v in self._early.values())
         self._early.clear()
         self._early_purchases.clear()
+        self._voids.clear()
+        self._by_order.clear()
         self._expiry.clear()
         return [x for x in out if x is not None]
 
@@ -325,6 +364,11 @@ class OutcomeJoin:
         state.seen.add(outcome.kind)
         if outcome.order_id is not None:
             state.seen.add(f"{outcome.kind}:{outcome.order_id}")
+            if outcome.kind == "redeemed":
+                key = (outcome.order_id, outcome.offer_id or "")
+                self._by_order.setdefault(key, set()).add(state.decision.decision_id)
+                for void in self._voids.get(key, ()):
+                    self._apply(state, void)
         return True
 
     def _keep_early(self, outcome: Outcome) -> None:
@@ -336,6 +380,9 @@ class OutcomeJoin:
             return
         if outcome.decision_id is not None:
             self._early.setdefault(outcome.decision_id, []).append(outcome)
+        elif outcome.kind == "voided":
+            key = (outcome.order_id or "", outcome.offer_id or "")
+            self._voids.setdefault(key, []).append(outcome)
         else:
             for identifier in outcome.identifiers:
                 key = (identifier, outcome.offer_id or "")
@@ -353,14 +400,12 @@ class OutcomeJoin:
                     self.stats.orphaned += 1
                     if not waiting:
                         del self._early[outcome.decision_id]
+            elif outcome.kind == "voided":
+                key = (outcome.order_id or "", outcome.offer_id or "")
+                _discard(self._voids, key, outcome)
             else:
                 for identifier in outcome.identifiers:
-                    key = (identifier, outcome.offer_id or "")
-                    waiting = self._early_purchases.get(key)
-                    if waiting and outcome in waiting:
-                        waiting.remove(outcome)
-                        if not waiting:
-                            del self._early_purchases[key]
+                    _discard(self._early_purchases, (identifier, outcome.offer_id or ""), outcome)
 
     def _close_due(self) -> list[LabelledExample]:
         out = []
@@ -377,14 +422,13 @@ class OutcomeJoin:
             return None
         decision = state.decision
         offer = decision.chosen[0].offer_id if decision.chosen else None
+        seen = state.seen
         if offer is not None:
             for identifier in identifiers_of(decision):
-                waiting = self._by_offer.get((identifier, offer))
-                if waiting is not None:
-                    waiting.discard(decision_id)
-                    if not waiting:
-                        del self._by_offer[(identifier, offer)]
-        seen = state.seen
+                _forget(self._by_offer, (identifier, offer), decision_id)
+            for mark in seen:
+                if mark.startswith("redeemed:"):
+                    _forget(self._by_order, (mark[9:], offer), decision_id)
         labels = Labels(
             opened="opened" in seen,
             clicked="clicked" in seen,
@@ -396,6 +440,23 @@ class OutcomeJoin:
         self.stats.emitted += 1
         propensity = decision.chosen[0].propensity if decision.chosen else 1.0
         return LabelledExample(decision, labels, complete, propensity)
+
+
+def _forget(index: dict[tuple[str, str], set[str]], key: tuple[str, str], decision_id: str) -> None:
+    waiting = index.get(key)
+    if waiting is not None:
+        waiting.discard(decision_id)
+        if not waiting:
+            del index[key]
+
+
+def _discard(kept: dict[tuple[str, str], list[Outcome]], key: tuple[str, str], outcome: Outcome,
+             ) -> None:  # fmt: skip
+    waiting = kept.get(key)
+    if waiting and outcome in waiting:
+        waiting.remove(outcome)
+        if not waiting:
+            del kept[key]
 
 
 def _all_voided(seen: set[str]) -> bool:

@@ -15,7 +15,7 @@ best-scoring one).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,7 @@ from features.scoring import Candidate, ScoreContext, Scored, Scorer
 from features.store import ContactRecord
 
 NOT_ALLOWED = "not_allowed"
+OFFER_NOT_VALID = "offer_not_valid"
 CONSENT_RULES = frozenset({"consent_opt_out", "consent_missing"})
 
 
@@ -80,12 +81,15 @@ def decide_channel(
     exploration: Exploration,
     rng: random.Random,
     offer_rule: str | None = None,
+    offer_valid_at: Callable[[datetime], bool] | None = None,
 ) -> ChannelOutcome:
     """Choose the channel and send time for ``message``; see the module docstring.
 
-    ``offer_rule`` names why the message's offer may not be promoted now (expired, tier,
-    budget: :func:`serving.eligibility.message_offer_rule`); it suppresses a marketing
-    message on every channel.
+    ``offer_rule`` names why the message's offer may not be promoted (tier, budget:
+    :func:`serving.eligibility.message_offer_rule`); it suppresses a marketing message on
+    every channel. ``offer_valid_at`` says whether the offer is valid at a time: a
+    marketing message goes out on a channel only if its offer is valid when it is sent
+    there (quiet hours may defer it past the offer's end, or into its start).
     """
     names = sorted(channels)
     scored = scorer.score(features, [Candidate.via(c) for c in names], score_context)
@@ -108,6 +112,11 @@ def decide_channel(
                 quiet_hours_apply=spec.quiet_hours_apply,
                 opt_in_required=spec.opt_in_required,
             )
+            if (
+                offer_valid_at is not None and message.kind == "marketing"
+                and verdict.send_at is not None and not offer_valid_at(verdict.send_at)
+            ):  # fmt: skip
+                verdict = Verdict(name, OFFER_NOT_VALID, None)
         value = policies.channel_value(spec.cost) * policies.channel_lever(name)
         permitted = allowed is None or name in allowed
         options.append(ChannelOption(name, verdict, score, score.probability * value, permitted))

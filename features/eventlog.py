@@ -1,7 +1,10 @@
 """The embedded event log: one append-only JSONL file per topic, standing in for Kafka.
 
 A line is one message value; its offset is its line number (from 0). Producers and
-consumers use the same topic names as on Kafka, so switching is a setting.
+consumers use the same topic names as on Kafka, so switching is a setting. An erased
+message becomes a blank line of the same length (:func:`erase_lines`): offsets and byte
+positions stay where readers left them, as Kafka's compaction keeps offsets, and readers
+skip blank lines.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -68,14 +71,26 @@ class EventLogWriter(Closing):
 
 
 def read_topic(directory: Path | str, topic: str, *, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(offset, value)`` for each message of ``topic`` from offset ``start`` on."""
+    """Yield ``(offset, value)`` for each message of ``topic`` from offset ``start`` on.
+
+    Erased messages (blank lines) are skipped; they keep their offsets.
+    """
     path = topic_path(directory, topic)
     if not path.exists():
         return
     with path.open("rb") as handle:
         for offset, line in enumerate(handle):
-            if offset >= start:
+            if offset >= start and not is_erased(line):
                 yield offset, line.rstrip(b"\n")
+
+
+def is_erased(line: bytes) -> bool:
+    r"""Whether a log line is blank: erased (or never written), not a message.
+
+    >>> is_erased(b"   \n"), is_erased(b'{"a": 1}')
+    (True, False)
+    """
+    return not line.strip()
 
 
 def load_events(
@@ -109,22 +124,34 @@ def valid_events(
 
 
 def erase_lines(path: Path | str, drop: Callable[[bytes], bool]) -> int:
-    """Rewrite a JSONL file without the lines ``drop`` picks (atomic rename); return how many.
+    r"""Blank the lines ``drop`` picks, in place; return how many.
 
-    How erasure reaches the embedded logs: the decision log and the training examples.
+    How erasure reaches the embedded logs (the decision log, training examples, journey
+    logs). Each erased line is overwritten with spaces up to its newline, so the file
+    keeps its length, line numbers and byte positions: processes appending to it (other
+    serving workers, a running flow) and readers part-way through it go on unaffected.
+    A line still being written (no newline yet) is left for a later erasure.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     log = Path(d) / "t.jsonl"
+    ...     _ = log.write_bytes(b'{"who": "a"}\n{"who": "b"}\n')
+    ...     erase_lines(log, lambda line: b'"a"' in line), log.read_bytes()
+    (1, b'            \n{"who": "b"}\n')
     """
     path = Path(path)
     if not path.exists():
         return 0
-    removed = 0
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with path.open("rb") as source, temporary.open("wb") as target:
-        for line in source:
-            if line.strip() and drop(line.rstrip(b"\n")):
-                removed += 1
-                continue
-            target.write(line)
-        target.flush()
-        os.fsync(target.fileno())
-    os.replace(temporary, path)
-    return removed
+    spans: list[tuple[int, int]] = []
+    with path.open("r+b") as handle:
+        position = 0
+        for line in handle:
+            if line.endswith(b"\n") and not is_erased(line) and drop(line.rstrip(b"\n")):
+                spans.append((position, len(line) - 1))
+            position += len(line)
+        if spans:
+            fd = handle.fileno()
+            for start, length in spans:
+                os.pwrite(fd, b" " * length, start)
+            os.fsync(fd)
+    return len(spans)

@@ -323,14 +323,19 @@ class FragmentLogic:
         if target == self.profile:
             return
         source, self.profile = self.profile, target
+        snapshot = _copy(self.state)
         if self.announced:
-            snapshot = _copy(self.state)
             out.append((source, Leave(self.fragment, snapshot)))
+        # A customer's profile lists every fragment linked to it; a fragment back on its
+        # own with no history of its own has no profile and no identity entry (as if the
+        # link it undoes had never come), whatever order the link and unlink came in.
+        joins = bool(self.customers) or bool(self.state.seen)
+        if joins:
             out.append((target, Join(self.fragment, snapshot)))
         rule = move_rule(self.customers)
         out.append((STORE, MoveOut(self.fragment, source, target, rule, cause.at, cause.event_id)))
-        self.announced = True
-        out.append((STORE, IdentityOut(self.fragment, target)))
+        self.announced = joins
+        out.append((STORE, IdentityOut(self.fragment, target if joins else None)))
 
     def _erase(self, item: EraseBefore, out: list[ForProfile]) -> None:
         if self.announced:

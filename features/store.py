@@ -128,12 +128,24 @@ class Redemption(msgspec.Struct, frozen=True):
     void: bool = False
 
 
+class ContactDrop(msgspec.Struct, frozen=True):
+    """Take decision ``decision_id``'s record out of the contact log of ``profile_id``.
+
+    How a log copied into a customer's (a device's messages from before its login) leaves
+    again when the link is undone.
+    """
+
+    profile_id: str
+    decision_id: str
+
+
 class StoreBatch(msgspec.Struct, frozen=True, kw_only=True):
     """Everything one flow step writes, applied in one round trip / one transaction.
 
     Order of application: ``profiles``, ``deleted_profiles`` (so a profile both written
     and deleted ends deleted), ``identity`` (the last write per identifier wins),
-    ``merges``, ``contacts``; ``redemptions`` touch nothing else, in any order.
+    ``merges``, ``contacts``, ``dropped_contacts``; ``redemptions`` touch nothing else, in
+    any order.
     """
 
     profiles: list[ProfileWrite] = []
@@ -141,6 +153,7 @@ class StoreBatch(msgspec.Struct, frozen=True, kw_only=True):
     identity: list[IdentityWrite] = []
     merges: list[MergeRecord] = []
     contacts: list[ContactRecord] = []
+    dropped_contacts: list[ContactDrop] = []
     redemptions: list[Redemption] = []
 
 
@@ -467,6 +480,9 @@ def check_batch(batch: StoreBatch) -> None:
         for name in ("profile_id", "decision_id"):
             check_id(getattr(contact, name), f"contacts[{i}].{name}")
         check_aware(contact.sent_at, f"contacts[{i}].sent_at")
+    for i, drop in enumerate(batch.dropped_contacts):
+        for name in ("profile_id", "decision_id"):
+            check_id(getattr(drop, name), f"dropped_contacts[{i}].{name}")
     for i, redemption in enumerate(batch.redemptions):
         check_id(redemption.offer_id, f"redemptions[{i}].offer_id")
         check_id(redemption.order_id, f"redemptions[{i}].order_id")

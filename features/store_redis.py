@@ -322,6 +322,12 @@ class RedisStore(Closing):
             script(self._redeem, keys, ["1" if void else "0", *sorted(orders)])
         for keys, args in self._contact_calls(batch.contacts):
             script(self._add_contacts, keys, args)
+        dropped: dict[str, list[str]] = {}
+        for drop in batch.dropped_contacts:
+            dropped.setdefault(drop.profile_id, []).append(drop.decision_id)
+        for profile_id, decision_ids in dropped.items():
+            pipe.zrem(self._key(profile_id, "contacts"), *decision_ids)
+            pipe.hdel(self._key(profile_id, "crec"), *decision_ids)
 
         with _mapped_errors("write"):
             if indexing is not pipe and len(indexing):

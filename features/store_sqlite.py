@@ -213,6 +213,10 @@ class SqliteStore(Closing):
                 ],
             )
             self._trim_contacts(db, {c.profile_id for c in batch.contacts})
+            db.executemany(
+                "DELETE FROM contacts WHERE profile_id = ? AND decision_id = ?",
+                [(d.profile_id, d.decision_id) for d in batch.dropped_contacts],
+            )
             for redemption in batch.redemptions:
                 self._count_redemption(db, redemption)
 

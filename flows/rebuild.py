@@ -16,7 +16,7 @@ from features.events import Event
 from features.pipeline import Recomputed, recompute
 from features.profile import decode_profile, profile_features
 from features.store import IdentityWrite, OnlineStore, ProfileWrite, StoreBatch
-from flows.sinks import merge_record, redemption_record
+from flows.sinks import carry_contacts, merge_record, redemption_record
 
 
 def write_to_store(result: Recomputed, store: OnlineStore, *, chunk: int = 500) -> int:
@@ -32,6 +32,7 @@ def write_to_store(result: Recomputed, store: OnlineStore, *, chunk: int = 500) 
     merges = [merge_record(move) for move in result.moves]
     for start in range(0, len(merges), chunk):
         store.write(StoreBatch(merges=merges[start : start + chunk]))
+        carry_contacts(store, merges[start : start + chunk])
     redeemed = [redemption_record(r) for r in result.redemptions]
     for start in range(0, len(redeemed), chunk):
         store.write(StoreBatch(redemptions=redeemed[start : start + chunk]))

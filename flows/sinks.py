@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from features.pipeline import IdentityOut, MoveOut, ProfileOut, RedemptionOut, StoreItem
 from features.store import (
+    ContactDrop,
     IdentityWrite,
     MergeRecord,
     OnlineStore,
@@ -62,6 +64,39 @@ def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int
     return batch, sorted(p for p in erased if profiles.get(p) is None), produced
 
 
+def carry_contacts(store: OnlineStore, merges: list[MergeRecord]) -> int:
+    """Keep customers' contact logs in step with the fragments that join and leave them.
+
+    A device or cookie messaged before its login has its contacts logged under its own
+    profile (or under itself, when nothing was known about it). When it joins a customer,
+    those records are copied into the customer's log, so the customer's caps and duplicate
+    rules count them, as its history is merged. When it leaves again (an unlink, or a
+    device found shared), the copies leave the customer's log; the originals stay with the
+    fragment. Only a fragment's own log moves, never one customer's into another's; the
+    copies keep their decision ids, so doing it again changes nothing. Returns how many
+    records were copied or dropped.
+    """
+    changed = 0
+    for merge in merges:
+        fragment, source, target = merge.identifier, merge.from_profile, merge.into_profile
+        if source == target or fragment not in (source, target):
+            continue
+        own = store.contacts_of(fragment)
+        if not own:
+            continue
+        if source == fragment:  # joins ``target``
+            batch = StoreBatch(contacts=[
+                msgspec.structs.replace(contact, profile_id=target) for contact in own
+            ])  # fmt: skip
+        else:  # back on its own, out of ``source``
+            batch = StoreBatch(
+                dropped_contacts=[ContactDrop(source, contact.decision_id) for contact in own]
+            )
+        store.write(batch)  # one merge at a time: a link and its undoing may share a batch
+        changed += len(own)
+    return changed
+
+
 def merge_record(move: MoveOut) -> MergeRecord:
     """Turn a fragment move into the store's merge record (idempotent id)."""
     return MergeRecord(
@@ -89,6 +124,7 @@ class _StorePartition(StatelessSinkPartition[tuple[str, list[StoreItem]]]):
         batch, to_erase, produced = store_batch(items)
         started = time.perf_counter()
         self._store.write(batch)
+        carry_contacts(self._store, batch.merges)
         for profile_id in to_erase:
             self._store.erase(profile_id)
         metrics.SINK_SECONDS.observe(time.perf_counter() - started)

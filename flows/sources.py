@@ -20,7 +20,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ClientError
 
-from features.eventlog import topic_path
+from features.eventlog import is_erased, topic_path
 
 
 @dataclass(slots=True)
@@ -55,12 +55,13 @@ class _FilePartition(StatefulSourcePartition[Message, tuple[int, int]]):
         for _ in range(self._batch):
             line = self._handle.readline()
             if not line:
+                if not messages:
+                    raise StopIteration
                 break
             self._position += len(line)
-            messages.append(Message(self._topic, 0, self._offset, line.rstrip(b"\n")))
+            if not is_erased(line):
+                messages.append(Message(self._topic, 0, self._offset, line.rstrip(b"\n")))
             self._offset += 1
-        if not messages:
-            raise StopIteration
         return messages
 
     def snapshot(self) -> tuple[int, int]:
@@ -146,6 +147,10 @@ class _MergedPartition(StatefulSourcePartition[Message, dict[str, tuple[int, int
 
     def _push(self, topic: str, order: int, offset: int, position: int) -> None:
         line = self._handles[topic].readline()
+        while line and is_erased(line):  # an erased message keeps its offset, nothing else
+            offset, position = offset + 1, position + len(line)
+            self._next[topic] = (offset, position)
+            line = self._handles[topic].readline()
         if line:
             heapq.heappush(self._heap, (line_time(line), order, topic, offset, position, line))
 

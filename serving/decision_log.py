@@ -101,7 +101,7 @@ class FileSink:
                 self._files[topic].flush()
 
     def erase(self, erasures: Sequence[Erasure]) -> list[int]:
-        """Rewrite ``decisions.jsonl`` without the matching records (atomic rename)."""
+        """Blank the matching records of ``decisions.jsonl`` in place."""
         path = topic_path(self.directory, DECISIONS)
         counts = [0] * len(erasures)
 
@@ -112,9 +112,10 @@ class FileSink:
             return bool(hits)
 
         with self._lock:
-            handle = self._files.pop(DECISIONS, None)
+            # Appended lines still in this writer's buffer reach the file first.
+            handle = self._files.get(DECISIONS)
             if handle is not None:
-                handle.close()
+                handle.flush()
             erase_lines(path, drop)
         return counts
 
@@ -366,7 +367,8 @@ class DecisionLog:
         self._batch = batch
         self._interval_s = interval_s
         self._on_outcome = on_outcome
-        self._accepted = itertools.count(1)  # next() is atomic: safe from request threads
+        self._accepted = itertools.count(1)
+        self._accepting = threading.Lock()  # requests, erasures and unlinks publish at once
         self._dropped = itertools.count(1)
         self._last_accepted = 0
         self._done = 0
@@ -400,8 +402,9 @@ class DecisionLog:
             self.dropped = next(self._dropped)
             self._count("dropped", 1)
             return False
-        self._last_accepted = next(self._accepted)
-        self._items.append((topic, key, value))
+        with self._accepting:  # numbered in the order appended, so flush() waits for all
+            self._last_accepted = next(self._accepted)
+            self._items.append((topic, key, value))
         return True
 
     def _count(self, outcome: str, n: int) -> None:
@@ -455,7 +458,11 @@ class DecisionLog:
         counts: list[int] | None = None
         error: BaseException | None = None
         try:
-            self.flush()  # every follower queued before this: their records are in
+            # Every record accepted before this (the person's included) must be in the
+            # sink first: erasing around records still queued would leave them behind.
+            if not self.flush():
+                message = "decision log: the buffer was not written within 10 s"
+                raise TimeoutError(message)
             counts = self.sink.erase([t.erasure for t in batch])
         except BaseException as raised:
             error = raised

@@ -56,17 +56,14 @@ def over_budget(offer: Offer, spent: Mapping[str, float]) -> bool:
     return offer.budget is not None and spent.get(offer.id, 0.0) + offer.cost > offer.budget
 
 
-def message_offer_rule(
-    offer: Offer, now: datetime, tier: str | None, spent: Mapping[str, float]
-) -> str | None:
-    """Return why a marketing message may not promote ``offer`` now, or ``None``.
+def message_offer_rule(offer: Offer, tier: str | None, spent: Mapping[str, float]) -> str | None:
+    """Return why a marketing message may not promote ``offer``, or ``None``.
 
-    Validity, tier and budget hold wherever the offer is redeemed; where (sales channel,
-    store format, coffee corner, basket) is for the page or the till to check. Rules are
-    named ``offer_<rule>`` (``offer_not_valid``, ``offer_tier``, ``offer_budget``).
+    Tier and budget hold wherever the offer is redeemed; where (sales channel, store
+    format, coffee corner, basket) is for the page or the till to check, and validity is
+    checked at each channel's send time (:func:`features.channel.decide_channel`). Rules
+    are named ``offer_<rule>`` (``offer_tier``, ``offer_budget``; ``offer_not_valid``).
     """
-    if not offer.valid_at(now):
-        return "offer_not_valid"
     if offer.tiers and tier not in offer.tiers:
         return "offer_tier"
     if over_budget(offer, spent):

@@ -22,18 +22,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from features.arbitration import Exploration
 from features.attribution import decode_example
-from features.channel import ChannelOutcome, decide_channel
+from features.channel import OFFER_NOT_VALID, ChannelOutcome, decide_channel
 from features.decisions import DecisionContext, person_erasure
 from features.eventlog import erase_lines
 from features.events import (
     ID_FIELDS,
     ErasureRequest,
+    Event,
     Identifiers,
     IdentityUnlink,
     decode_event,
@@ -355,20 +356,22 @@ class Engine:
                 return self._channel_unavailable(request, decision_id, now, context, lookup)
             facts = contact_facts(lookup.features)
             loaded = self.policies.get()
-            blocked = None
+            blocked = valid_at = None
             if msg.offer_id is not None:
                 # Looked up in the version this attempt decides with: a reload since the
                 # check above may have removed the offer.
                 offer = loaded.catalog.offers.get(msg.offer_id)
                 if offer is None:
-                    blocked = "offer_not_valid"
+                    blocked = OFFER_NOT_VALID
                 else:
                     tier = (lookup.features or {}).get("tier")
-                    blocked = message_offer_rule(offer, now, tier, self._spent(loaded))
+                    blocked = message_offer_rule(offer, tier, self._spent(loaded))
+                    valid_at = offer.valid_at
 
             def run(
                 scorer: Scorer, lookup: Lookup = lookup, facts: ContactFacts = facts,
                 loaded: LoadedPolicies = loaded, blocked: str | None = blocked,
+                valid_at: Callable[[datetime], bool] | None = valid_at,
             ) -> ChannelOutcome:  # fmt: skip
                 outcome = decide_channel(
                     message,
@@ -384,6 +387,7 @@ class Engine:
                     exploration=self.exploration,
                     rng=random.Random(decision_id),
                     offer_rule=blocked,
+                    offer_valid_at=valid_at,
                 )
                 if outcome.chosen is not None:
                     # A model explains lazily (features.scoring.LazyScores): the chosen
@@ -580,12 +584,7 @@ class Engine:
                 source="contact_center", reason=request.reason,
                 ids=Identifiers(customer_id=request.customer_id, **{name: value}),
             )  # fmt: skip
-            try:  # what the flow will read: refuse here what it would dead-letter
-                decode_event(encode_event(event))
-            except msgspec.ValidationError as error:
-                message = f"{where}: {identifier!r} is not a valid {name}: {error}"
-                raise RequestError(message, field=where) from None
-            events.append(event)
+            events.append(_as_the_flow_reads(event, identifier, where))
         topic = topic_for("identity_unlink")
         refused = [
             e for e in events
@@ -622,6 +621,10 @@ class Engine:
         says ``queued`` and the job's id.
         """
         now = self.clock()
+        field_name, _, value = identifier.partition(":")
+        probe = ErasureRequest(event_id="erase-check", event_time=now, source="contact_center",
+                               ids=Identifiers(**{field_name: value}))  # fmt: skip
+        _as_the_flow_reads(probe, identifier, "id")
         try:
             profile_id = self.store.resolve([identifier])
             if profile_id is None and is_customer(identifier):
@@ -645,23 +648,36 @@ class Engine:
         except Exception as error:  # the broker's or librdkafka's, whichever it is
             message = f"decision log unavailable, nothing was erased: {error}"
             raise UnavailableError(message) from error
+        def example_of_person(line: bytes) -> bool:
+            try:
+                return erasure.match(decode_example(line).decision)
+            except ValueError:  # not an example (a cut-off line): not the person's either
+                return False
+
+        def journey_record_of_person(line: bytes) -> bool:
+            try:
+                return decode_journey_record(line).profile_id in targets
+            except ValueError:
+                return False
+
         examples = 0
         if self.examples_path is not None:
-            examples = erase_lines(
-                self.examples_path, lambda line: erasure.match(decode_example(line).decision)
-            )
+            examples = erase_lines(self.examples_path, example_of_person)
         journey_records = sum(
-            erase_lines(path, lambda line: decode_journey_record(line).profile_id in targets)
+            erase_lines(path, journey_record_of_person)
             for path in self.journey_logs
             if path.exists()
         )
         try:
-            report = self.store.erase(profile_id) if profile_id else None
+            # Every key the person's data may sit under: the identifiers' own profiles
+            # (a device messaged before its login), then the profile, whose identity index
+            # is how a retry after a failure here still finds the others.
+            keys = sorted(targets - {profile_id}) + ([profile_id] if profile_id else [])
+            reports = [self.store.erase(key) for key in keys]
         except StoreError as error:
             done = "queued for erasure" if job is not None else "erased"
             message = f"online store unavailable, the person's decisions are {done}: {error}"
             raise UnavailableError(message) from error
-        field_name, _, value = identifier.partition(":")
         fields = {field_name: value}
         if profile_id is not None and is_customer(profile_id):
             # Name the person too, so the flow's person index forgets every linked
@@ -681,10 +697,10 @@ class Engine:
             "profile_id": profile_id,
             "identifiers": sorted(identifiers),
             "removed": {
-                "profiles": report.profiles if report else 0,
-                "identifiers": report.identifiers if report else 0,
-                "merges": report.merges if report else 0,
-                "contacts": report.contacts if report else 0,
+                "profiles": sum(r.profiles for r in reports),
+                "identifiers": sum(r.identifiers for r in reports),
+                "merges": sum(r.merges for r in reports),
+                "contacts": sum(r.contacts for r in reports),
                 "decisions": removed,
                 "training_examples": examples,
                 "journey_records": journey_records,
@@ -695,6 +711,24 @@ class Engine:
                 if job is not None else {"status": "done"}
             ),
         }
+
+
+_Event = TypeVar("_Event", bound=Event)
+
+
+def _as_the_flow_reads(event: _Event, identifier: str, where: str) -> _Event:
+    """Return ``event`` if the feature flow would accept it; else a :class:`RequestError`.
+
+    What the API publishes for the flow must not end in its dead-letter log: a value the
+    event contract refuses (a hashed email is ``em:`` and 40 hex) is the caller's error.
+    """
+    try:
+        decode_event(encode_event(event))
+    except msgspec.ValidationError as error:
+        name = identifier.partition(":")[0]
+        message = f"{where}: {identifier!r} is not a valid {name}: {error}"
+        raise RequestError(message, field=where) from None
+    return event
 
 
 def offers_context(request: OffersRequest) -> DecisionContext:

@@ -95,7 +95,7 @@ def _demo_journeys(settings: Settings, customers: int, days: int) -> None:
     from features.topics import TRIGGERS
 
     path = topic_path(settings.event_log_dir, TRIGGERS)
-    records = [decode_record(line) for line in path.read_bytes().splitlines() if line]
+    records = [decode_record(line) for line in path.read_bytes().splitlines() if line.strip()]
     sent = Counter((r.journey, r.channel) for r in records if isinstance(r, Outbound))
     held = Counter((r.journey, r.rule) for r in records if isinstance(r, Suppressed))
     exits = Counter((r.journey, r.reason) for r in records if isinstance(r, Exited))

@@ -242,3 +242,64 @@ def test_bad_windows_are_named(field, value):
 def test_a_join_needs_sources():
     with pytest.raises(ValueError, match="sources must name at least one"):
         OutcomeJoin(WINDOWS, sources=())
+
+
+def _labels_by_decision(items, shard_of):
+    """Run the join as the flow does: decisions and named outcomes to their decision's
+    shard, purchase and refund outcomes to every shard."""
+    shards = {shard_of(x.decision_id): OutcomeJoin(WINDOWS, sources=("all",))
+              for x in items if isinstance(x, Decision)}  # fmt: skip
+    for item in items:
+        if isinstance(item, Decision):
+            shards[shard_of(item.decision_id)].on_decision(item)
+            continue
+        for o in outcomes_of(item):
+            targets = [shards[shard_of(o.decision_id)]] if o.decision_id else shards.values()
+            for join in targets:
+                join.on_outcome(o)
+    return {x.decision.decision_id: x.labels for j in shards.values() for x in j.flush()}
+
+
+def test_redemptions_and_refunds_label_the_same_in_any_arrival_order_and_sharding():
+    import itertools
+
+    second = decision(2, at=T0 + timedelta(hours=1))
+    items = [decision(1), second, _converted(2, n=2), _purchase("o-1", 2), _refund("o-1", 30)]
+    time_order = _labels_by_decision(items, lambda _d: 0)
+    assert time_order["d-2"].refunded and time_order["d-1"].refunded  # multi-touch
+    for order in itertools.permutations(items):
+        for shard_of in (lambda _d: 0, lambda d: d):  # one shard, or one per decision
+            assert _labels_by_decision(list(order), shard_of) == time_order
+
+
+def test_a_refund_with_other_identifiers_than_its_purchase_still_voids_it():
+    web = decision(1, anonymous_id="a-1")
+    events = [_converted(1), _purchase("o-1", 2), _refund("o-1", 30, customer="c-9")]
+    purchase = events[1]
+    events[1] = Purchase(**{**{f: getattr(purchase, f) for f in purchase.__struct_fields__},
+                            "ids": Identifiers(anonymous_id="a-1", customer_id="c-1")})
+    [labels] = _labels_by_decision([web, *events], lambda _d: 0).values()
+    assert labels.redeemed and labels.refunded
+
+
+def test_a_join_snapshot_from_before_refunds_resumes():
+    import copyreg
+    import pickle
+
+    join = OutcomeJoin(WINDOWS, sources=("all",))
+    join.on_decision(decision(1))
+    join.on_outcome(Outcome(ts(1), "redeemed", "p-0", offer_id="of-a", identifiers=("x:1",)))
+    # What that version pickled: windows and outcomes without their last fields, a join
+    # without the order index.
+    state = {k: v for k, v in join.__dict__.items() if k not in ("_by_order", "_voids")}
+    state["windows"] = copyreg.__newobj__(AttributionWindows)  # type: ignore[attr-defined]
+    state["windows"].__setstate__([24 * HOUR, 7 * 24 * HOUR, 2 * HOUR])
+    old = pickle.loads(pickle.dumps(join))
+    old.__setstate__(state)
+    outcome = Outcome.__new__(Outcome)
+    outcome.__setstate__([ts(2), "redeemed", "p-1", None, "of-a", ("customer_id:c-1",)])
+    assert old.windows.refund == 0 and outcome.order_id is None
+    old.on_outcome(outcome)
+    old.on_outcome(Outcome(ts(3), "voided", "r-1", offer_id="of-a", order_id="o-1"))
+    [example] = old.flush()
+    assert example.labels.redeemed and not example.labels.refunded

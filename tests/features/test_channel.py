@@ -24,7 +24,8 @@ NOW = datetime(2026, 3, 8, 12, tzinfo=UTC)
 
 
 def decide(features, *, allowed=None, history=(), kind="marketing", exploration=GREEDY, seed=0,
-           campaign="spring", offer_id=None, urgency="normal", now=NOW):  # fmt: skip
+           campaign="spring", offer_id=None, urgency="normal", now=NOW,
+           offer_valid_at=None):  # fmt: skip
     return decide_channel(
         Message(campaign, offer_id, kind, urgency),
         channels=CATALOG.channels,
@@ -38,6 +39,7 @@ def decide(features, *, allowed=None, history=(), kind="marketing", exploration=
         score_context=ScoreContext(surface="channel"),
         exploration=exploration,
         rng=random.Random(seed),
+        offer_valid_at=offer_valid_at,
     )
 
 
@@ -121,3 +123,23 @@ def test_the_chosen_send_time_is_outside_quiet_hours(offset, hour):
 
 def test_contact_facts_of_unknown_customers_are_empty():
     assert contact_facts(None) == ContactFacts()
+
+
+def test_a_marketing_message_goes_out_only_while_its_offer_is_valid():
+    features = profile(dict.fromkeys(CHANNELS, True), push=0.9, sms=0.5)
+    features["tz_offset_min"] = 0
+    evening = NOW.replace(hour=21, minute=30)  # quiet hours: push and sms wait until 08:00
+    midnight = NOW.replace(hour=23, minute=59, second=59)
+    ends_tonight = lambda at: at <= midnight  # noqa: E731
+    deferred = decide(features, now=evening, allowed=["push", "sms"], offer_valid_at=ends_tonight)
+    assert deferred.chosen is None and deferred.suppressed_by == "offer_not_valid"
+    # The same message while the offer runs goes out; a transactional one is not promoting.
+    assert decide(features, allowed=["push"], offer_valid_at=ends_tonight).chosen is not None
+    receipt = decide(features, now=evening, allowed=["push"], kind="transactional",
+                     offer_valid_at=ends_tonight)  # fmt: skip
+    assert receipt.chosen is not None
+    # An offer that starts by the deferred send time may be promoted for then.
+    tomorrow = NOW.replace(hour=0) + timedelta(days=1)
+    starts = decide(features, now=evening, allowed=["push"],
+                    offer_valid_at=lambda at: at >= tomorrow)  # fmt: skip
+    assert starts.chosen is not None and starts.chosen.verdict.send_at >= tomorrow

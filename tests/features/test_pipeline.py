@@ -15,6 +15,7 @@ from features.events import (
     IdentityUnlink,
     Item,
     PageView,
+    PointsExpiry,
     ProductView,
     Purchase,
     Refund,
@@ -347,3 +348,65 @@ def test_erasing_a_customer_spares_an_identifier_unlinked_from_them():
     result = recompute(events)
     assert set(result.profiles) == {"anonymous_id:a-1"}  # someone else's history stays
     assert "customer_id:cu-1" not in result.identity
+
+
+def test_a_purchase_closes_a_cart_added_on_another_fragment_in_any_order():
+    t0 = at(0)
+    link_ = IdentityLink(event_id="l1", event_time=t0 - timedelta(days=1), source="web",
+                         ids=Identifiers(customer_id="c1", anonymous_id="a1"), reason="login")
+    add = AddToCart(event_id="atc1", event_time=t0, source="web",
+                    ids=Identifiers(anonymous_id="a1"), cart_id="cart1", product_id="p",
+                    category="dairy", price=12.5, quantity=2)
+    buy = Purchase(event_id="pu1", event_time=t0 + timedelta(hours=1), source="web",
+                   ids=Identifiers(customer_id="c1"), order_id="o1", channel="web",
+                   payment_channel="web", items=[Item("p", "dairy", 12.5, 2)], total=25.0,
+                   cart_id="cart1")
+    # A visit 100 days on: the close reaches a fragment whose horizon has moved past it.
+    later = PageView(event_id="pv1", event_time=t0 + timedelta(days=100), source="web",
+                     ids=Identifiers(customer_id="c1"), page="home")  # fmt: skip
+    as_of = int((t0 + timedelta(days=100, hours=1)).timestamp())
+    keys = ("open_cart_value", "cart_abandoned", "carts_abandoned", "carts_closed")
+
+    def carts(events):
+        features = profile_features(profiles(events)["customer_id:c1"], as_of)
+        return {k: features[k] for k in keys}
+
+    assert carts([link_, add, buy, later]) == carts([link_, later, add, buy])
+    assert carts([link_, later, add, buy])["open_cart_value"] == 0
+
+
+def test_a_redelivered_expired_points_notice_changes_nothing():
+    ids = Identifiers(customer_id="cu-1")
+    notice = PointsExpiry(event_id="x1", event_time=at(0), source="loyalty", ids=ids,
+                          points=50, expires_at=at(60 * 24 * 30), points_balance=200)
+    later = PageView(event_id="pv1", event_time=at(60 * 24 * 100), source="web", ids=ids,
+                     page="home")  # fmt: skip
+    once = profiles([notice, later])["customer_id:cu-1"]
+    assert profiles([notice, later, notice])["customer_id:cu-1"] == once
+
+
+@pytest.mark.parametrize(
+    "orders",
+    [
+        # the link and its undoing, either way round
+        (("link", "c1", 0), ("unlink", "c1", 1)),
+        # linked to c2 then c1, the c2 link undone; or the same in another order
+        (("link", "c1", 0), ("unlink", "c2", 2), ("link", "c2", 1)),
+    ],
+)
+def test_an_identifier_with_no_events_ends_the_same_whatever_the_link_order(orders):
+    def event(kind, customer, hours):
+        cls = IdentityLink if kind == "link" else IdentityUnlink
+        reason = "login" if kind == "link" else "wrong_link"
+        return cls(event_id=f"{kind}-{customer}", event_time=at(60 * hours), reason=reason,
+                   source="web", ids=Identifiers(customer_id=customer, device_id="d2"))
+
+    def outcome(events):
+        result = recompute(events)
+        fragments = {p: decode_profile(v)["fragments"] for p, v in result.profiles.items()}
+        return result.identity.get("device_id:d2"), fragments
+
+    events = [event(*spec) for spec in orders]
+    first = outcome(events)
+    for order in (events[::-1], events[1:] + events[:1]):
+        assert outcome(order) == first

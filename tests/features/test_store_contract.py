@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from features.store import (
+    ContactDrop,
     ContactRecord,
     ErasureReport,
     IdentityWrite,
@@ -412,6 +413,16 @@ def test_a_contact_record_is_keyed_by_its_decision(store: OnlineStore) -> None:
     store.write(StoreBatch(contacts=[contact("d-1", A, T0 + timedelta(1), channel="sms")]))
     assert store.contacts_of(A) == [contact("d-1", A, T0 + timedelta(1), channel="sms")]
     assert store.contacts_of(A, since=T0 + timedelta(hours=1))[0].channel == "sms"
+
+
+def test_a_dropped_contact_leaves_only_its_own_profiles_log(store: OnlineStore) -> None:
+    kept, gone = contact("d-1", A, T0), contact("d-2", A, T0 + timedelta(hours=1))
+    elsewhere = contact("d-2", B, T0 + timedelta(hours=1))
+    store.write(StoreBatch(contacts=[kept, gone, elsewhere]))
+    store.write(StoreBatch(dropped_contacts=[ContactDrop(A, "d-2"), ContactDrop(A, "d-9")]))
+    assert store.contacts_of(A) == [kept] and store.contacts_of(B) == [elsewhere]
+    read = store.read_resolved([A], contacts_since=T0 - timedelta(days=1))
+    assert read.contacts == [kept]
 
 
 def test_a_contact_is_added_only_if_the_log_is_as_it_was_read(store: OnlineStore) -> None:

@@ -225,3 +225,75 @@ def test_two_processes_give_the_same_store_as_one(small_world, small_world_event
     expected = expected_content(small_world_events)
     with open_store("sqlite", sqlite_path=db) as store:
         assert store_content(store, expected[0], expected[1]) == expected
+
+
+def test_file_sources_skip_erased_lines_and_keep_their_offsets(tmp_path):
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+
+    from features.eventlog import erase_lines, topic_path
+    from flows.sources import EventLogSource, MergedEventLogSource
+
+    path = topic_path(tmp_path, "events.clickstream")
+    lines = [b'{"n": %d, "event_time":"2026-03-02T09:00:0%dZ"}' % (n, n) for n in range(6)]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    # Erase a whole batch's worth (2 lines) and one more: nothing else may be skipped.
+    assert erase_lines(path, lambda line: line in (lines[1], lines[2], lines[4])) == 3
+    for source in (EventLogSource(tmp_path, ["events.clickstream"], batch_size=2),
+                   MergedEventLogSource(tmp_path, ["events.clickstream"], batch_size=2)):
+        flow = Dataflow("erased")
+        seen: list = []
+        stream = op.input("in", flow, source)
+        op.inspect("keep", stream, lambda _step, m, seen=seen: seen.append((m.offset, m.value)))
+        run_main(flow)
+        assert seen == [(0, lines[0]), (3, lines[3]), (5, lines[5])]
+
+
+def test_contacts_sent_before_a_login_count_for_the_customer_after_it(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from features.eventlog import EventLogWriter
+    from features.events import Identifiers, IdentityLink, IdentityUnlink, PageView, encode_event
+    from features.store import ContactRecord, StoreBatch
+    from features.topics import topic_for
+
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    device = Identifiers(device_id="d-7")
+    db = tmp_path / "contacts.sqlite3"
+
+    def run_events(*events, name):
+        log_dir = tmp_path / name
+        with EventLogWriter(log_dir) as writer:
+            for event in events:
+                writer.append(topic_for(event.kind), encode_event(event))
+        run_main(build_flow(config_for(log_dir, db), deadletter_path=tmp_path / f"{name}.dl"))
+
+    visit = PageView(event_id="pv", event_time=at, source="app", ids=device, page="home")
+    run_events(visit, name="visit")
+    pushed = ContactRecord(profile_id="device_id:d-7", decision_id="de-1", channel="push",
+                           sent_at=at + timedelta(minutes=5), kind="marketing",
+                           campaign="welcome")  # fmt: skip
+    mailed = ContactRecord(profile_id="customer_id:cu-7", decision_id="de-2", channel="email",
+                           sent_at=at + timedelta(minutes=6), kind="marketing",
+                           campaign="spring")  # fmt: skip
+    with open_store("sqlite", sqlite_path=db) as store:
+        store.write(StoreBatch(contacts=[pushed, mailed]))  # as serving logs them
+
+    ids = Identifiers(device_id="d-7", customer_id="cu-7")
+    login = IdentityLink(event_id="login", event_time=at + timedelta(hours=1), source="app",
+                         ids=ids, reason="login")  # fmt: skip
+    run_events(visit, login, name="login")
+    with open_store("sqlite", sqlite_path=db) as store:
+        assert store.resolve(["device_id:d-7"]) == "customer_id:cu-7"
+        customer = {(c.decision_id, c.profile_id) for c in store.contacts_of("customer_id:cu-7")}
+        assert customer == {("de-1", "customer_id:cu-7"), ("de-2", "customer_id:cu-7")}
+
+    # Undoing the link gives the device its own profile back, not the customer's log.
+    unlink = IdentityUnlink(event_id="unlink", event_time=at + timedelta(hours=2),
+                            source="contact_center", ids=ids, reason="wrong_link")
+    run_events(visit, login, unlink, name="unlink")
+    with open_store("sqlite", sqlite_path=db) as store:
+        assert store.resolve(["device_id:d-7"]) == "device_id:d-7"
+        assert [c.decision_id for c in store.contacts_of("device_id:d-7")] == ["de-1"]
+        # ... and the copy leaves the customer's log: it was someone else's message.
+        assert [c.decision_id for c in store.contacts_of("customer_id:cu-7")] == ["de-2"]

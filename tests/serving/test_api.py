@@ -339,3 +339,26 @@ def test_a_send_waits_an_hour_past_the_quiet_hours_for_daylight_saving(
         assert "quiet hours" in waited["reason"]
         checked += 1
     assert checked >= 3
+
+
+def test_a_message_deferred_past_its_offer_end_is_suppressed(make_client, tmp_path):
+    from datetime import timedelta
+
+    from features.events import Consent, Identifiers, PageView
+    from features.pipeline import recompute
+    from features.store import open_store
+    from flows.rebuild import write_to_store
+
+    offer = CATALOG.offers["of-disc-dairy"]
+    evening = offer.valid_to.replace(hour=21, minute=30, second=0)  # quiet hours (UTC+0 here)
+    ids, day = Identifiers(customer_id="cu-late"), evening - timedelta(days=1)
+    events = [PageView(event_id="pv", event_time=day, source="web", ids=ids, page="home")]
+    events += [Consent(event_id=f"c-{c}", event_time=day, source="web", ids=ids, channel=c,
+                       granted=True) for c in ("sms", "push")]  # fmt: skip
+    store = open_store("sqlite", sqlite_path=tmp_path / "late.sqlite3")
+    write_to_store(recompute(events), store)
+    body = channel_body("cu-late", offer_id=offer.id, allowed_channels=["sms", "push"])
+    late = make_client(store, clock=lambda: evening).post("/v1/channel", json=body).json()
+    assert late["channel"] == "none" and late["suppressed_by"] == "offer_not_valid"
+    noon = make_client(store, clock=lambda: evening.replace(hour=12))
+    assert noon.post("/v1/channel", json=body).json()["channel"] in {"sms", "push"}

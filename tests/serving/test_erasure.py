@@ -70,7 +70,8 @@ def test_erasure_removes_every_trace(filled_store, make_client, customers, tmp_p
     assert removed["journey_records"] == 2
     for path in journey_logs:
         assert person not in path.read_text() and other in path.read_text()
-    left = [decode_example(line) for line in examples.read_bytes().splitlines()]
+    # Erased lines are blanked in place (same length): writers and readers keep their place.
+    left = [decode_example(line) for line in examples.read_bytes().splitlines() if line.strip()]
     assert [e.decision.ids.customer_id for e in left] == [other]
 
     assert filled_store.read_profile(profile_id) is None
@@ -141,3 +142,173 @@ def test_erasure_with_the_broker_down_answers_503_and_erases_nothing_so_a_retry_
     assert client.get(f"/v1/profiles/{person}").status_code == 200
     metrics = client.get("/metrics").text
     assert 'errors_total{endpoint="/v1/customers/{id}",kind="server"}' in metrics
+
+
+def _person_with_a_device(now: datetime) -> list:
+    from datetime import timedelta
+
+    from features.events import Consent, PageView
+
+    device, day = Identifiers(device_id="d-7"), now - timedelta(days=1)
+    return [
+        PageView(event_id="pv", event_time=day, source="app", ids=device, page="home"),
+        Consent(event_id="c", event_time=day, source="app", ids=device, channel="push",
+                granted=True),
+    ]  # fmt: skip
+
+
+def test_erasure_removes_contacts_logged_before_a_login_and_for_unknown_recipients(
+    make_client, tmp_path
+):
+    from features.events import IdentityLink
+    from features.pipeline import recompute
+    from features.store import open_store
+    from flows.rebuild import write_to_store
+
+    now = datetime(2026, 3, 8, 12, tzinfo=UTC)
+    store = open_store("sqlite", sqlite_path=tmp_path / "people.sqlite3")
+    before = _person_with_a_device(now)
+    write_to_store(recompute(before), store)
+    client = make_client(store, clock=lambda: now)
+    # A push to the device's own profile, then the device logs in as cu-7.
+    push = {"device_id": "d-7", "message": {"campaign": "welcome", "kind": "marketing",
+                                            "allowed_channels": ["push"]}}  # fmt: skip
+    answer = client.post("/v1/channel", json=push).json()
+    assert answer["channel"] == "push" and answer["profile_id"] == "device_id:d-7"
+    login = IdentityLink(event_id="l", event_time=now, source="app", reason="login",
+                         ids=Identifiers(device_id="d-7", customer_id="cu-7"))  # fmt: skip
+    write_to_store(recompute([*before, login]), store)
+    assert store.resolve(["device_id:d-7"]) == "customer_id:cu-7"
+    # A receipt to a visitor no profile knows: logged under the cookie itself.
+    receipt = {"anonymous_id": "an-42", "message": {"campaign": "receipt",
+                                                    "kind": "transactional"}}  # fmt: skip
+    assert client.post("/v1/channel", json=receipt).json()["channel"] != "none"
+    assert store.contacts_of("anonymous_id:an-42") and store.contacts_of("device_id:d-7")
+
+    erased = client.delete("/v1/customers/cu-7").json()
+    assert store.contacts_of("device_id:d-7") == [] and erased["removed"]["contacts"] >= 1
+    assert client.delete("/v1/customers/anonymous_id:an-42").json()["removed"]["contacts"] == 1
+    assert store.contacts_of("anonymous_id:an-42") == []
+
+
+def test_an_unreadable_line_in_a_log_does_not_stop_an_erasure(make_client, tmp_path):
+    from features.store import open_store
+
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.examples_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.examples_path.write_bytes(b'{"decision": {"decision_id": "d-1"\n')  # cut off
+    journeys = topic_path(settings.event_log_dir, TRIGGERS)
+    journeys.parent.mkdir(parents=True, exist_ok=True)
+    journeys.write_bytes(b"not json\n")
+    store = open_store("sqlite", sqlite_path=tmp_path / "empty.sqlite3")
+    response = make_client(store, settings=settings).delete("/v1/customers/cu-1")
+    assert response.status_code == 200, response.text
+    assert settings.examples_path.read_bytes() == b'{"decision": {"decision_id": "d-1"\n'
+
+
+def test_lines_a_running_flow_appends_after_an_erasure_are_kept(make_client, tmp_path):
+    from features.store import open_store
+    from flows.journey_flow import _file_writer
+
+    def entered(profile: str, n: int) -> tuple[bytes, bytes]:
+        record = Entered(journey="cart_abandonment", profile_id=profile, entry_id=f"e-{n}",
+                         at=datetime(2026, 3, 8, tzinfo=UTC))  # fmt: skip
+        return b"k", encode_journey_record(record)
+
+    settings = Settings(data_dir=tmp_path / "data")
+    path = topic_path(settings.event_log_dir, MESSAGES_OUTBOUND)
+    write = _file_writer(path)()  # what the running journey flow holds open
+    write([entered("customer_id:cu-other", 1), entered("customer_id:cu-gone", 2)])
+    size = path.stat().st_size
+    store = open_store("sqlite", sqlite_path=tmp_path / "empty.sqlite3")
+    erased = make_client(store, settings=settings).delete("/v1/customers/cu-gone").json()
+    assert erased["removed"]["journey_records"] == 1 and path.stat().st_size == size
+    write([entered("customer_id:cu-other", 3)])  # the flow goes on
+    kept = [orjson.loads(raw)["entry_id"] for _offset, raw in read_topic(path.parent,
+                                                                          MESSAGES_OUTBOUND)]
+    assert kept == ["e-1", "e-3"] and b"cu-gone" not in path.read_bytes()
+
+
+def test_an_erasure_the_flow_would_refuse_is_a_422_and_erases_nothing(
+    filled_store, make_client, customers
+):
+    client = make_client(filled_store)
+    response = client.delete("/v1/customers/email_hash:foo")  # not "em:" and 40 hex
+    assert response.status_code == 422 and response.json()["field"] == "id"
+    assert "'email_hash:foo' is not a valid email_hash" in response.json()["error"]
+    assert filled_store.read_profile(f"customer_id:{customers[0]}") is not None
+
+
+def test_erasing_a_shared_device_or_a_customer_spares_the_others(make_client, tmp_path):
+    from datetime import timedelta
+
+    from features.events import IdentityLink, IdentityUnlink, PageView
+    from features.pipeline import recompute
+    from features.store import open_store
+    from flows.rebuild import write_to_store
+
+    now = datetime(2026, 3, 8, 12, tzinfo=UTC)
+    day = now - timedelta(days=1)
+
+    def seen(n, **ids):
+        return PageView(event_id=f"pv-{n}", event_time=day, source="web", page="home",
+                        ids=Identifiers(**ids))  # fmt: skip
+
+    def linked(n, device, customer, hours, kind=IdentityLink, reason="login"):
+        return kind(event_id=f"{reason}-{n}", event_time=day + timedelta(hours=hours),
+                    source="app", reason=reason,
+                    ids=Identifiers(device_id=device, customer_id=customer))  # fmt: skip
+
+    events = [
+        seen("a", customer_id="cu-a"), seen("b", customer_id="cu-b"),
+        seen("d1", device_id="d-1"), seen("d2", device_id="d-2"),
+        linked(1, "d-1", "cu-a", 1), linked(2, "d-1", "cu-b", 2),  # d-1 is shared
+        linked(3, "d-2", "cu-b", 3),
+        linked(4, "d-2", "cu-b", 4, IdentityUnlink, "wrong_link"),  # d-2 is not cu-b's
+    ]  # fmt: skip
+    store = open_store("sqlite", sqlite_path=tmp_path / "shared.sqlite3")
+    write_to_store(recompute(events), store)
+    assert store.resolve(["device_id:d-1"]) == "device_id:d-1"
+    assert store.resolve(["device_id:d-2"]) == "device_id:d-2"
+    client = make_client(store, clock=lambda: now)
+
+    assert client.delete("/v1/customers/device_id:d-1").status_code == 200
+    assert store.read_profile("customer_id:cu-a") and store.read_profile("customer_id:cu-b")
+    assert client.delete("/v1/customers/cu-b").status_code == 200
+    assert store.read_profile("device_id:d-2") is not None
+    assert store.resolve(["device_id:d-2"]) == "device_id:d-2"
+
+
+def test_an_erasure_that_fails_part_way_is_finished_by_its_retry(
+    make_client, tmp_path, monkeypatch
+):
+    from features.events import IdentityLink
+    from features.pipeline import recompute
+    from features.store import StoreUnavailableError, open_store
+    from flows.rebuild import write_to_store
+
+    now = datetime(2026, 3, 8, 12, tzinfo=UTC)
+    store = open_store("sqlite", sqlite_path=tmp_path / "retry.sqlite3")
+    before = _person_with_a_device(now)
+    write_to_store(recompute(before), store)
+    client = make_client(store, clock=lambda: now)
+    push = {"device_id": "d-7", "message": {"campaign": "welcome", "kind": "marketing",
+                                            "allowed_channels": ["push"]}}  # fmt: skip
+    assert client.post("/v1/channel", json=push).json()["channel"] == "push"
+    login = IdentityLink(event_id="l", event_time=now, source="app", reason="login",
+                         ids=Identifiers(device_id="d-7", customer_id="cu-7"))  # fmt: skip
+    write_to_store(recompute([*before, login]), store)
+
+    erase = type(store).erase
+
+    def failing_on_the_device(self, key):
+        if key == "device_id:d-7":
+            raise StoreUnavailableError("sqlite store erase: timed out")
+        return erase(self, key)
+
+    monkeypatch.setattr(type(store), "erase", failing_on_the_device)
+    assert client.delete("/v1/customers/cu-7").status_code == 503
+    monkeypatch.setattr(type(store), "erase", erase)
+    retry = client.delete("/v1/customers/cu-7").json()
+    assert "device_id:d-7" in retry["identifiers"]
+    assert store.contacts_of("device_id:d-7") == [] == store.contacts_of("customer_id:cu-7")
