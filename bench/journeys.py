@@ -179,6 +179,7 @@ def _measure(
         consent=true_consent,
         tz_offset_min=true_offset,
         quiet_channels=quiet,
+        opt_in_channels={n for n, spec in catalog.channels.items() if spec.opt_in_required},
     )
     weeks = days / 7
     treated_customers = len({m.profile_id for m in sent})

@@ -41,32 +41,19 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
 
 from features.decisions import Decision
 from features.events import Engagement, Event, Purchase, Refund
+from features.snapshots import with_new_fields
 
 OutcomeKind = Literal["opened", "clicked", "converted", "unsubscribed", "redeemed", "voided"]
 CLICK_KINDS = frozenset({"opened", "clicked", "unsubscribed"})
 CONVERSION_KINDS = frozenset({"converted", "redeemed"})
 _NEVER = -(2**62)
-
-
-def _defaults_for_new_fields(self: object, state: list[object]) -> None:
-    """Unpickle a dataclass taken before it had its last fields: those get their defaults.
-
-    The join's state is a Bytewax snapshot; a flow resumed after an upgrade reads it.
-    """
-    declared = fields(self)  # type: ignore[arg-type]
-    values = [*state, *(f.default for f in declared[len(state) :])]
-    if MISSING in values:
-        message = f"cannot resume {type(self).__name__} from {state!r}: a field has no default"
-        raise TypeError(message)
-    for f, value in zip(declared, values, strict=True):
-        object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +78,7 @@ class AttributionWindows:
                 message = f"{name} must be a whole number of seconds >= 0; got {value!r}"
                 raise ValueError(message)
 
-    __setstate__ = _defaults_for_new_fields
+    __setstate__ = with_new_fields
 
     def of(self, kind: str) -> int:
         """Return the window of an outcome kind."""
@@ -122,7 +109,7 @@ class Outcome:
     identifiers: tuple[str, ...] = ()
     order_id: str | None = None
 
-    __setstate__ = _defaults_for_new_fields
+    __setstate__ = with_new_fields
 
 
 class Labels(msgspec.Struct, frozen=True):

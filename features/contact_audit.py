@@ -5,12 +5,14 @@ rule functions that decided it), so the benchmark and the tests check the decisi
 a second implementation:
 
 * **consent** — a marketing message on a channel the customer had not opted in to at the
-  send time, or any message on a channel they had opted out of;
+  send time (any message, on a channel that needs an explicit opt-in), or any message on a
+  channel they had opted out of;
 * **caps** — a marketing message that makes some rolling 24-hour or 7-day window hold more
   than the cap, per channel or across channels;
 * **quiet_hours** — a message sent inside the local quiet hours on a channel where they
   apply (transactional messages of an urgency that skips them excepted);
-* **duplicates** — the same campaign or offer twice (any channels) within the window.
+* **duplicates** — the same marketing campaign or offer twice (any channels) within the
+  window, or the same transactional campaign in two channels.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from features.policy import load_policies
@@ -75,25 +77,30 @@ def audit(
     consent: Callable[[str, str, datetime], bool | None],
     tz_offset_min: Callable[[str, datetime], int],
     quiet_channels: set[str],
+    opt_in_channels: frozenset[str] | set[str] = frozenset(),
 ) -> AuditResult:
     """Count violations in ``sent``.
 
     ``consent(profile, channel, at)`` is the customer's consent at that time (``True``,
     ``False`` for an opt-out, ``None`` when none is on record);
     ``tz_offset_min(profile, at)`` their UTC offset in minutes at that time (daylight
-    saving changes it); ``quiet_channels`` the channels where quiet hours apply.
+    saving changes it); ``quiet_channels`` the channels where quiet hours apply;
+    ``opt_in_channels`` those that need an opt-in for every message (push).
     """
     result = AuditResult()
     contact = policies.contact
     by_profile: dict[str, list[Sent]] = defaultdict(list)
     for message in sent:
         by_profile[message.profile_id].append(message)
-        _consent(message, consent, contact.unknown_consent.marketing, result)
+        _consent(message, consent, contact.unknown_consent.marketing, opt_in_channels, result)
         _quiet(message, tz_offset_min, quiet_channels, policies, result)
     window = timedelta(hours=contact.duplicate_window_hours)
     for profile_id, messages in by_profile.items():
         marketing = sorted((m for m in messages if m.kind == "marketing"), key=lambda m: m.at)
         _duplicates(marketing, window, result)
+        transactional = sorted((m for m in messages if m.kind != "marketing"),
+                               key=lambda m: m.at)  # fmt: skip
+        _in_another_channel(transactional, window, result)
         caps = contact.caps
         for channel, cap in caps.per_channel.items():
             times = [m.at for m in marketing if m.channel == channel]
@@ -109,10 +116,14 @@ def _consent(
     message: Sent,
     consent: Callable[[str, str, datetime], bool | None],
     unknown_marketing: str,
+    opt_in_channels: frozenset[str] | set[str],
     result: AuditResult,
 ) -> None:
     granted = consent(message.profile_id, message.channel, message.at)
-    missing = granted is None and message.kind == "marketing" and unknown_marketing == "deny"
+    needs_opt_in = message.channel in opt_in_channels or (
+        message.kind == "marketing" and unknown_marketing == "deny"
+    )
+    missing = granted is None and needs_opt_in
     if granted is False or missing:
         result.add("consent", f"{message.profile_id} {message.channel} at {message.at}")
 
@@ -151,6 +162,26 @@ def _duplicates(marketing: list[Sent], window: timedelta, result: AuditResult) -
             if previous is not None and message.at - previous < window:
                 clash = True
             last_seen[(name, value)] = message.at
+        if clash:
+            result.add("duplicates", f"{message.profile_id} {message.campaign} at {message.at}")
+
+
+def _in_another_channel(transactional: list[Sent], window: timedelta, result: AuditResult,
+                        ) -> None:  # fmt: skip
+    """Count a transactional campaign that went out in another channel within the window.
+
+    The same channel may repeat it (order updates share a campaign); another may not.
+    """
+    last_seen: dict[tuple[str, str], datetime] = {}
+    for message in transactional:
+        if message.campaign is None:
+            continue
+        clash = any(
+            message.at - at < window
+            for (campaign, channel), at in last_seen.items()
+            if campaign == message.campaign and channel != message.channel
+        )
+        last_seen[(message.campaign, message.channel)] = message.at
         if clash:
             result.add("duplicates", f"{message.profile_id} {message.campaign} at {message.at}")
 

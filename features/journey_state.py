@@ -39,6 +39,7 @@ from features.channel import decide_channel
 from features.identity import is_customer
 from features.journeys import (
     ERASED,
+    LEFT,
     PERSONA_NAMES,
     Converted,
     Entered,
@@ -66,6 +67,7 @@ from features.policy import (
     widen_quiet_hours,
 )
 from features.scoring import Candidate, ScoreContext, Scored, Scorer
+from features.snapshots import with_new_fields
 from features.store import ContactRecord
 
 HOUR = 3600
@@ -160,6 +162,9 @@ class Instance:
     reached: int = -1
     plans: dict[int, Plan] = field(default_factory=dict)  # step -> plan
     held: dict[int, Held] = field(default_factory=dict)  # step -> message waiting to go out
+    fragment: str | None = None  # the identifier whose event started it
+
+    __setstate__ = with_new_fields
 
     @property
     def key(self) -> str:
@@ -240,6 +245,12 @@ def watermark(state: JourneyState, lateness_s: int) -> int:
     return state.seen - lateness_s if state.seen != NEVER else NEVER
 
 
+def _fact_order(queued: QueuedFact) -> tuple[int, str, str, int]:
+    """Within one second: entries first (a cart add before the purchase that ends it)."""
+    _ts, seq, profile_id, fact, _features = queued
+    return (0 if fact.kind == "add_to_cart" else 1, profile_id, fact.event_id, seq)
+
+
 def advance(state: JourneyState, ctx: JourneyContext, until: int) -> list[JourneyRecord]:
     """Apply queued facts and fire due steps with times ``<= until``, in time order."""
     out: list[JourneyRecord] = []
@@ -248,9 +259,14 @@ def advance(state: JourneyState, ctx: JourneyContext, until: int) -> list[Journe
         fact_ts = pending[0][0] if pending else None
         timer_ts = timers[0][0] if timers else None
         if fact_ts is not None and fact_ts <= until and (timer_ts is None or fact_ts <= timer_ts):
-            ts, _seq, profile_id, fact, features = heapq.heappop(pending)
-            state.clock = max(state.clock, ts)
-            _apply(state, ctx, profile_id, fact, features, out)
+            # Facts of one second in an order of their own, not of their arrival: a cart
+            # filled and bought in the same second gives the same records either way.
+            same = [heapq.heappop(pending)]
+            while pending and pending[0][0] == fact_ts:
+                same.append(heapq.heappop(pending))
+            state.clock = max(state.clock, fact_ts)
+            for _ts, _seq, profile_id, fact, features in sorted(same, key=_fact_order):
+                _apply(state, ctx, profile_id, fact, features, out)
         elif timer_ts is not None and timer_ts <= until:
             due, _seq, profile_id, key, entry_id, step = heapq.heappop(timers)
             state.clock = max(state.clock, due)
@@ -274,6 +290,12 @@ def _apply(
     out: list[JourneyRecord],
 ) -> None:
     profile = state.profiles.get(profile_id)
+    if fact.kind == LEFT:
+        if profile is not None:
+            for instance in list(profile.instances.values()):
+                if instance.fragment is not None and instance.fragment == fact.fragment:
+                    _exit(state, profile_id, profile, instance, "unlinked", fact.ts, out)
+        return
     if profile is None:
         profile = state.profiles[profile_id] = ProfileJourneys()
     if features is not None:
@@ -419,13 +441,13 @@ def _maybe_enter(
     cart_id = fact.cart_id if fact.kind == "add_to_cart" else None
     key = journey.id if cart_id is None else f"{journey.id}/{cart_id}"
     current = profile.instances.get(key)
+    if fact.ts < profile.last_exit.get(journey.id, NEVER) + journey.cooldown_hours * HOUR:
+        return
     if current is not None:
         # The same cart moves its wait (see _on_fact); another entry restarts or not.
         if cart_id is not None or journey.reentry == "ignore":
             return
         _exit(state, profile_id, profile, current, "replaced", fact.ts, out)
-    if fact.ts < profile.last_exit.get(journey.id, NEVER) + journey.cooldown_hours * HOUR:
-        return
     instance = Instance(
         journey=journey.id,
         entry_id=fact.event_id,
@@ -435,6 +457,7 @@ def _maybe_enter(
         cart_id=cart_id,
         category=fact.category,
         expires_at=fact.expires_at,
+        fragment=fact.fragment,
     )
     if fact.kind == "add_to_cart" and fact.products:
         instance.items[fact.products[0]] = fact.value
@@ -453,7 +476,8 @@ def _exit(
     out: list[JourneyRecord],
 ) -> None:
     del profile.instances[instance.key]
-    profile.last_exit[instance.journey] = at
+    if reason != "replaced":  # a restart is not an exit the cooldown waits after
+        profile.last_exit[instance.journey] = at
     for held in instance.held.values():  # decided, not sent yet: it stays unsent
         _release(profile, held)
         out.append(_suppressed(held.message, f"exit_{reason}", at))
@@ -488,8 +512,24 @@ def step_due(journey: Journey, instance: Instance, step: int) -> int | None:
     return due
 
 
+def _overtaken(journey: Journey, instance: Instance) -> bool:
+    """Whether the next step's time before the expiry came before the step just taken.
+
+    Points that expire within 72 hours of the notice: the nudge at entry already says it,
+    so the last call would go out at the same moment, a second message; it is skipped.
+    """
+    if instance.step == 0 or instance.step >= len(journey.steps):
+        return False
+    before = journey.steps[instance.step].before_expiry_hours
+    if before is None or instance.expires_at is None:
+        return False
+    return instance.expires_at - int(before * HOUR) <= instance.last_due
+
+
 def _schedule(state: JourneyState, journey: Journey, profile_id: str, instance: Instance) -> None:
     """(Re)schedule the instance's next timer; a stale timer is ignored when it fires."""
+    while _overtaken(journey, instance):
+        instance.step += 1
     if instance.step < len(journey.steps):
         due = step_due(journey, instance, instance.step)
         step = instance.step if due is not None else END
@@ -524,6 +564,13 @@ def _fire(
     if instance.due != due or (step != END and step != instance.step):
         return  # superseded by a reschedule
     journey = ctx.journeys[instance.journey]
+    if step == END and instance.held:
+        # A message decided before the end and held for its send time goes out first.
+        latest = max(int(h.message.send_at.timestamp()) for h in instance.held.values())
+        if latest >= due:
+            instance.due = latest
+            heapq.heappush(state.timers, (latest, state._next(), profile_id, key, entry_id, END))
+            return
     if step == END:
         expired = instance.step < len(journey.steps)
         _exit(state, profile_id, profile, instance, "expired" if expired else "completed", due, out)

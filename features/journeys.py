@@ -16,6 +16,8 @@ exit               when
 ``completed``      every step is done and the goal window is over
 ``expired``        the points expired before the remaining steps were due
 ``replaced``       a newer entry (a new cart) restarted the journey
+``unlinked``       the identifier whose event started it left the customer's profile (a wrong
+                   link undone, or found shared): its cart is not the customer's
 =================  ===========================================================================
 
 A share of entries (``control_share``, stable per customer and journey) is **held out**:
@@ -54,6 +56,7 @@ from features.events import (
     Source,
 )
 from features.policy import Urgency
+from features.snapshots import with_new_fields
 from features.store import MessageKind
 
 DEFAULT_JOURNEYS_PATH = Path(__file__).parent / "data" / "journeys.yaml"
@@ -295,9 +298,15 @@ class JourneyFact:
     expires_at: int | None = None
     channel: str | None = None
     withdrawn: bool = False
+    fragment: str | None = None  # whose event it is (set by the profiles step)
+
+    __setstate__ = with_new_fields
 
 
 ERASED = "erased"
+# An identifier's fragment left the customer's profile (an unlink, or found shared): the
+# journeys its events started there end, as its history left (``fragment`` names it).
+LEFT = "left"
 
 
 def journey_fact(event: Event) -> JourneyFact | None:

@@ -17,6 +17,7 @@ Outputs for the online store are :class:`ProfileOut`, :class:`IdentityOut` and
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,11 +39,12 @@ from features.identity import (
     fragment_id,
     fragment_of,
     identifiers_of,
+    is_customer,
     link_edges,
     move_rule,
     profile_for,
 )
-from features.journeys import ERASED, JourneyFact
+from features.journeys import ERASED, LEFT, JourneyFact
 from features.profile import ProfileState, profile_features
 
 
@@ -121,8 +123,9 @@ ProfileInput = Delta | Join | Leave
 class ProfileOut:
     """Write the profile's absolute value, or delete it when ``value`` is ``None``.
 
-    ``erased`` says the deletion comes from an erasure request: the store then removes
-    everything it holds for the profile (merges, contact log), not only the value.
+    ``erased`` says an erasure request emptied the profile: the store then removes
+    everything it held for the profile (merges, contact log), not only the value, and
+    keeps ``value`` if the person's next events already filled it again.
     """
 
     profile_id: str
@@ -377,9 +380,14 @@ def apply_profile_inputs(
 
     With ``journey_inputs``, each journey fact is appended there with the profile's
     features right after its event, and an erasure that empties the profile as an
-    ``erased`` fact: the journeys then see the same profile the store does.
+    ``erased`` fact at that point: the journeys then see the same profile the store does,
+    even when the person's next event follows in the same batch.
+
+    The output is flagged ``erased`` whenever an erasure emptied the profile in this
+    batch, whether or not new events filled it again: the store then erases the person's
+    old data (contact log, merges) before it keeps the new value.
     """
-    erased = changed = False
+    erased = erasing = changed = False
     produced_ms = 0
     out: list[StoreItem] = []
     for item in items:
@@ -389,19 +397,30 @@ def apply_profile_inputs(
             produced_ms = max(produced_ms, item.produced_ms)
             fact = item.contribution.journey
             if journey_inputs is not None and fact is not None:
+                fact = dataclasses.replace(fact, fragment=item.fragment)
                 journey_inputs.append((fact, profile_features(state.to_record(), fact.ts)))
         elif isinstance(item, Join):
             state.join(item.fragment, item.state)
             changed = True
         else:
             state.leave(item.fragment, item.state)
-            erased = erased or item.erased
             changed = True
-    if journey_inputs is not None and erased and state.empty:
-        journey_inputs.append((JourneyFact(ERASED, "", 0, ""), None))
+            if (journey_inputs is not None and not item.erased
+                    and is_customer(state.profile_id) and item.fragment != state.profile_id):
+                # Unlinked from the customer, or found shared: what its events started
+                # in the customer's journeys ends (its history left the profile too).
+                # At its newest event: after every fact it brought, in the journeys' order.
+                at = item.state.small.last_seen
+                left = JourneyFact(LEFT, "", at, "", fragment=item.fragment)
+                journey_inputs.append((left, None))
+            erasing = erasing or item.erased
+            if erasing and state.empty:
+                erased, erasing = True, False
+                if journey_inputs is not None:
+                    journey_inputs.append((JourneyFact(ERASED, "", 0, ""), None))
     if changed and encode:
         value = None if state.empty else state.encode()
-        out.append(ProfileOut(state.profile_id, value, erased and value is None, produced_ms))
+        out.append(ProfileOut(state.profile_id, value, erased, produced_ms))
     return out
 
 

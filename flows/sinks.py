@@ -22,6 +22,7 @@ from features.store import (
     ProfileWrite,
     Redemption,
     StoreBatch,
+    last_identity,
 )
 from flows import metrics
 
@@ -39,8 +40,6 @@ def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int
             profiles[item.profile_id] = item.value
             if item.erased:
                 erased.add(item.profile_id)
-            elif item.value is not None:
-                erased.discard(item.profile_id)
             if item.produced_ms:
                 produced.append(item.produced_ms)
         elif isinstance(item, IdentityOut):
@@ -61,7 +60,29 @@ def store_batch(items: list[StoreItem]) -> tuple[StoreBatch, list[str], list[int
         merges=merges,
         redemptions=[redemption_record(r) for r in redemptions],
     )
-    return batch, sorted(p for p in erased if profiles.get(p) is None), produced
+    return batch, sorted(erased), produced
+
+
+def erase_then_keep(store: OnlineStore, erased: list[str], batch: StoreBatch) -> None:
+    """Erase each profile an erasure emptied, then write again what the batch has for it.
+
+    After the batch is written, so the erasure reaches the identity entries the batch
+    indexed; a person whose next events came in the same batch keeps that new profile and
+    the identity entries written for it, and nothing from before the erasure.
+    """
+    for profile_id in erased:
+        store.erase(profile_id)
+    gone = set(erased)
+    kept = StoreBatch(
+        profiles=[p for p in batch.profiles if p.profile_id in gone],
+        identity=[
+            IdentityWrite(identifier, owner)
+            for identifier, owner in last_identity(batch.identity).items()
+            if owner in gone
+        ],
+    )
+    if kept.profiles or kept.identity:
+        store.write(kept)
 
 
 def carry_contacts(store: OnlineStore, merges: list[MergeRecord]) -> int:
@@ -125,8 +146,7 @@ class _StorePartition(StatelessSinkPartition[tuple[str, list[StoreItem]]]):
         started = time.perf_counter()
         self._store.write(batch)
         carry_contacts(self._store, batch.merges)
-        for profile_id in to_erase:
-            self._store.erase(profile_id)
+        erase_then_keep(self._store, to_erase, batch)
         metrics.SINK_SECONDS.observe(time.perf_counter() - started)
         metrics.PROFILE_WRITES.inc(len(batch.profiles))
         for produced_ms in produced:

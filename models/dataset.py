@@ -83,6 +83,18 @@ def context_of(decision: Decision) -> ActionContext:
     )
 
 
+def acted(decision: Decision) -> bool:
+    """Whether the decision put something in front of the customer: a training example.
+
+    Not an empty slate (nothing was eligible), nor a message that was not sent (capped,
+    quiet hours, no consent, degraded: its chosen channel is ``none``). An offer shown in
+    a store has no online channel and counts.
+    """
+    if not decision.chosen:
+        return False
+    return decision.surface != "channel" or decision.chosen[0].channel != "none"
+
+
 def actions_of(decision: Decision) -> list[tuple[str, str]]:
     """Return the decision's candidate actions ``(offer_id, channel)`` (offers only)."""
     pool = decision.candidates or decision.chosen
@@ -111,12 +123,13 @@ class TrainingSet:
     def nbo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return ``(X, y, t)``: the logged action's row, kept conversion or not, time."""
         rows, labels, times = [], [], []
-        for example, view in zip(self.examples, self.views, strict=True):
-            chosen = example.decision.chosen[0]
-            if chosen.offer_id is None:
+        for example, view, keep in zip(self.examples, self.views, self.nbo_mask(), strict=True):
+            if not keep:
                 continue
+            chosen = example.decision.chosen[0]
+            offer_id = str(chosen.offer_id)  # the mask keeps decisions that chose an offer
             ctx = context_of(example.decision)
-            rows.append(nbo_vector(view, self.offers, chosen.offer_id, str(chosen.channel), ctx))
+            rows.append(nbo_vector(view, self.offers, offer_id, str(chosen.channel), ctx))
             labels.append(example.labels.kept_conversion)
             times.append(int(example.decision.decided_at.timestamp()))
         return _arrays(rows, labels, times, len(NBO_FEATURES))
@@ -124,8 +137,9 @@ class TrainingSet:
     def channel(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return ``(X, y, t)`` of messages: the channel's row, opened or clicked, time."""
         rows, labels, times = [], [], []
-        for example, view in zip(self.examples, self.views, strict=True):
-            if example.decision.surface != "channel":
+        masked = zip(self.examples, self.views, self.channel_mask(), strict=True)
+        for example, view, keep in masked:
+            if not keep:
                 continue
             channel = str(example.decision.chosen[0].channel)
             rows.append(channel_vector(view, channel, context_of(example.decision)))
@@ -134,12 +148,18 @@ class TrainingSet:
         return _arrays(rows, labels, times, len(CHANNEL_FEATURES))
 
     def nbo_mask(self) -> np.ndarray:
-        """Which examples :meth:`nbo` keeps (those that chose an offer)."""
-        return np.array([x.decision.chosen[0].offer_id is not None for x in self.examples])
+        """Which examples :meth:`nbo` keeps: an offer put in front of the customer."""
+        return np.array(
+            [acted(x.decision) and x.decision.chosen[0].offer_id is not None
+             for x in self.examples], dtype=bool,
+        )  # fmt: skip
 
     def channel_mask(self) -> np.ndarray:
-        """Which examples :meth:`channel` keeps (messages)."""
-        return np.array([x.decision.surface == "channel" for x in self.examples])
+        """Which examples :meth:`channel` keeps: messages sent."""
+        return np.array(
+            [x.decision.surface == "channel" and acted(x.decision) for x in self.examples],
+            dtype=bool,
+        )
 
     def candidates(self, index: int) -> tuple[list[tuple[str, str]], np.ndarray]:
         """Return one decision's candidate actions and their next-best-offer rows."""

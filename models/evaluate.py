@@ -23,7 +23,7 @@ from models.closed_loop import (
     run_closed_loop,
     served_probabilities,
 )
-from models.dataset import TrainingSet, actions_of, segment_of
+from models.dataset import TrainingSet, acted, actions_of, segment_of
 from models.ope import ESTIMATORS, effective_sample_size
 from models.rows import CATEGORICAL, CHANNEL_FEATURES, CHANNELS, NBO_FEATURES, OFFER_KINDS
 from models.train import PopularityBaseline, logistic_baseline
@@ -69,8 +69,9 @@ def heldout_report(
                                   yc[csplit.train])
     clr = logistic_baseline(xc[csplit.train], yc[csplit.train], CHANNEL_FEATURES, CATEGORICAL,
                             bundle.config.seed)
-    channel_name = [CHANNELS[int(v)] for v in x[split.test, ci]]
-    kind_name = [OFFER_KINDS[int(v)] for v in x[split.test, ki]]
+    # A code is NaN where the row has none: an offer shown in a store (no online channel).
+    channel_name = [CHANNELS[int(v)] if v == v else "none" for v in x[split.test, ci]]
+    kind_name = [OFFER_KINDS[int(v)] if v == v else "none" for v in x[split.test, ki]]
     return {
         "nbo": _metrics(pred["nbo_p"], pred["nbo_y"]),
         "channel": _metrics(pred["channel_p"], pred["channel_y"]),
@@ -133,7 +134,9 @@ def build_rounds(
             None,
         )
         actions = actions_of(decision)
-        if customer is None or not actions or decision.chosen[0].offer_id is None:
+        if customer is None or not actions or not acted(decision) or (
+            decision.chosen[0].offer_id is None
+        ):
             continue
         logged = (decision.chosen[0].offer_id, str(decision.chosen[0].channel))
         if logged not in actions:

@@ -26,7 +26,9 @@ only those the caller reads.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -91,7 +93,14 @@ class BoosterPredictor:
 
 
 class LleavesPredictor:
-    """The model compiled to machine code by ``lleaves`` (LLVM), cached beside the model."""
+    """The model compiled to machine code by ``lleaves`` (LLVM), cached beside the model.
+
+    lleaves hands any file at the cache path to LLVM unchecked, and a truncated one
+    crashes the process (SIGSEGV, SIGABRT). So the cache is only used when the digest
+    written beside it matches; otherwise the model is compiled to a file of this process's
+    own, which then replaces the cache atomically, digest last. Workers loading a newly
+    promoted version at once, or a process killed mid-write, never see half a file.
+    """
 
     name = "lleaves"
 
@@ -99,11 +108,40 @@ class LleavesPredictor:
         import lleaves
 
         self.model = lleaves.Model(model_file=str(model_file))
-        self.model.compile(cache=str(cache) if cache is not None else None)
+        if cache is None:
+            self.model.compile()
+        elif _cached_whole(cache):
+            self.model.compile(cache=str(cache))
+        else:
+            own = cache.with_name(f"{cache.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            own.unlink(missing_ok=True)
+            self.model.compile(cache=str(own))  # compiles, writes ``own``, loads it
+            digest = hashlib.sha256(own.read_bytes()).hexdigest()
+            os.replace(own, cache)
+            _write_atomically(_digest_path(cache), digest.encode())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Return raw probabilities."""
         return self.model.predict(np.ascontiguousarray(x, dtype=np.float64), n_jobs=1)
+
+
+def _digest_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".sha256")
+
+
+def _cached_whole(cache: Path) -> bool:
+    """Whether ``cache`` is a whole compiled model: its digest file says so."""
+    try:
+        expected = _digest_path(cache).read_text().strip()
+        return hashlib.sha256(cache.read_bytes()).hexdigest() == expected
+    except OSError:
+        return False
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    own = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    own.write_bytes(data)
+    os.replace(own, path)
 
 
 class SingleRowPredictor:

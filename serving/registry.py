@@ -53,7 +53,7 @@ class ScorerHolder:
 class WatchState:
     """What the watcher saw last: the pointer's stamp and content, the last error."""
 
-    stamp: tuple[int, int] | None = None
+    stamp: tuple[int, int, int] | None = None
     target: str | None = None
     error: str | None = None
     swaps: int = 0
@@ -91,7 +91,9 @@ class ModelWatcher:
         """Check the pointer once; return whether a new model was swapped in."""
         try:
             info = self.pointer.stat()
-            stamp = (info.st_mtime_ns, info.st_size)
+            # The pointer is replaced, not rewritten: a new inode, even when two promotions
+            # fall in one tick of a coarse clock and name versions of the same length.
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
             retry = self._retry_at is not None and time.monotonic() >= self._retry_at
             if stamp == self.state.stamp and not retry:
                 return False

@@ -41,6 +41,7 @@ H = 3600
 P = "customer_id:cu-000001"
 ALL_CONSENT = {f"consent_{c}": True for c in ("email", "push", "sms", "messenger")}
 QUIET_CHANNELS = {name for name, spec in CATALOG.channels.items() if spec.quiet_hours_apply}
+OPT_IN_CHANNELS = {name for name, spec in CATALOG.channels.items() if spec.opt_in_required}
 
 
 def context(book=BOOK, history=None, epsilon=0.0):
@@ -385,7 +386,8 @@ def test_consent_caps_quiet_hours_and_duplicates_hold_over_random_histories(hist
 
     def check(sends):
         return audit(sends, POLICIES, consent=consent_of, tz_offset_min=lambda p, _at: zones[p],
-                     quiet_channels=QUIET_CHANNELS).counts  # fmt: skip
+                     quiet_channels=QUIET_CHANNELS,
+                     opt_in_channels=OPT_IN_CHANNELS).counts  # fmt: skip
 
     before, after = check(api_sends), check(api_sends + journey_sends)
     # The journeys add no violation: API sends may break rules on their own (random).
@@ -425,3 +427,117 @@ def test_a_replay_in_steps_gives_the_same_records_as_one_pass():
     assert stepped == whole
     assert any(isinstance(r, Outbound) for r in whole)
     assert {type(r) for r in whole} >= {Entered, Exited, Converted}
+
+
+# --- found in review (2026-12-03) -------------------------------------------------------------
+
+
+def test_a_held_last_step_goes_out_though_the_journeys_window_ends_first():
+    # Cart activity moves the wait: last_chance falls due at 214 h, past the 168 h goal
+    # window, and waits for the customer's active hour: the end of the journey waits too.
+    ctx = context(only("cart_abandonment"))
+    feats = features(active_hour=19)
+    facts = [(P, cart_add(T0), feats), (P, cart_add(T0 + 71 * H, product="pr-2"), feats),
+             (P, cart_add(T0 + 142 * H, product="pr-3"), feats)]  # fmt: skip
+    records, _ = run(facts, T0 + 12 * 24 * H, ctx)
+    assert [r.step for r in records if isinstance(r, Outbound)] == ["reminder", "last_chance"]
+    assert records[-1].reason == "completed"
+
+
+def test_a_restart_after_the_cooldown_starts_the_new_entry():
+    book = only("purchase_follow_up")
+    [journey] = book.journeys
+    import msgspec
+
+    restart = msgspec.structs.replace(journey, reentry="restart", cooldown_hours=24.0)
+    ctx = context(msgspec.structs.replace(book, journeys=[restart]))
+    facts = [(P, purchase(T0, total=60.0), features()),
+             (P, purchase(T0 + 48 * H, total=60.0), features())]  # fmt: skip
+    records, _ = run(facts, T0 + 49 * H, ctx)
+    assert [r.entry_id for r in records if isinstance(r, Entered)] == [
+        f"buy-{T0}", f"buy-{T0 + 48 * H}"]  # fmt: skip
+
+
+def test_facts_of_one_second_give_the_same_records_in_any_arrival_order():
+    ctx = context(only("cart_abandonment"))
+    add, buy = cart_add(T0), purchase(T0)
+    first, _ = run([(P, add, features()), (P, buy, features())], T0 + 5 * 24 * H, ctx)
+    second, _ = run([(P, buy, features()), (P, add, features())], T0 + 5 * 24 * H, ctx)
+    assert first == second and not [r for r in first if isinstance(r, Outbound)]
+
+
+def test_points_expiring_within_the_last_call_window_get_one_nudge():
+    ctx = context(only("points_expiry"))
+    soon = JourneyFact("points_expiry", "px-1", T0, "loyalty", points=300,
+                       expires_at=T0 + 48 * H)  # fmt: skip
+    records, _ = run([(P, soon, features())], T0 + 5 * 24 * H, ctx)
+    assert [r.step for r in records if isinstance(r, Outbound)] == ["nudge"]
+    later = JourneyFact("points_expiry", "px-2", T0, "loyalty", points=300,
+                        expires_at=T0 + 10 * 24 * H)  # fmt: skip
+    records, _ = run([(P, later, features())], T0 + 11 * 24 * H, ctx)
+    assert [r.step for r in records if isinstance(r, Outbound)] == ["nudge", "last_call"]
+
+
+def test_the_audit_counts_transactional_repeats_in_another_channel_and_push_without_opt_in():
+    t = datetime.fromtimestamp(T0, UTC)
+
+    def counts(sends, consent=lambda _p, _ch, _at: True):
+        return audit(sends, POLICIES, consent=consent, tz_offset_min=lambda _p, _at: 0,
+                     quiet_channels=set(), opt_in_channels=OPT_IN_CHANNELS).counts  # fmt: skip
+
+    repeated = [Sent("p", "email", t, "transactional", "how_to"),
+                Sent("p", "email", t + timedelta(hours=1), "transactional", "how_to")]
+    assert counts(repeated)["duplicates"] == 0  # the same channel may repeat it
+    elsewhere = [repeated[0], Sent("p", "push", t + timedelta(hours=1), "transactional",
+                                   "how_to")]  # fmt: skip
+    assert counts(elsewhere)["duplicates"] == 1
+    unasked = [Sent("p", "push", t, "transactional", "how_to")]
+    assert counts(unasked, consent=lambda _p, _ch, _at: None)["consent"] == 1
+    assert counts([Sent("p", "email", t, "transactional", "how_to")],
+                  consent=lambda _p, _ch, _at: None)["consent"] == 0  # fmt: skip
+
+
+def test_a_cart_of_an_unlinked_device_is_not_reminded_to_the_customer():
+    from features.events import AddToCart, Consent, Identifiers, IdentityLink, IdentityUnlink
+    from features.pipeline import Replay
+
+    start = datetime.fromtimestamp(T0, UTC)
+    customer = Identifiers(customer_id="cu-1")
+    both = Identifiers(customer_id="cu-1", device_id="d-9")
+    events = [
+        *(Consent(event_id=f"c-{ch}", event_time=start, source="messaging", ids=customer,
+                  channel=ch, granted=True) for ch in ("email", "push", "sms", "messenger")),
+        IdentityLink(event_id="lk", event_time=start + timedelta(minutes=1), source="app",
+                     ids=both, reason="login"),
+        # The device's owner (not cu-1) fills a cart; then the wrong link is undone.
+        AddToCart(event_id="add", event_time=start + timedelta(minutes=2), source="app",
+                  ids=Identifiers(device_id="d-9"), cart_id="ct-dev", product_id="pr-1",
+                  category="dairy", price=5.0),
+        IdentityUnlink(event_id="ul", event_time=start + timedelta(hours=1),
+                       source="contact_center", ids=both, reason="wrong_link"),
+    ]  # fmt: skip
+    replay = Replay(journeys=True)
+    for event in events:
+        replay.feed(event)
+    state = JourneyState()
+    for profile_id, (fact, feats) in replay.take_journey_inputs():
+        observe(state, profile_id, fact, feats)
+    records = advance(state, context(only("cart_abandonment")), T0 + 5 * 24 * H)
+    customer_records = [r for r in records if r.profile_id == "customer_id:cu-1"]
+    assert not [r for r in customer_records if isinstance(r, Outbound)]
+    assert [(type(r).__name__, getattr(r, "reason", "")) for r in customer_records] == [
+        ("Entered", ""), ("Exited", "unlinked")]  # fmt: skip
+
+
+def test_journey_state_from_before_the_fragment_field_resumes():
+    import pickle
+
+    from features.journey_state import Instance
+
+    fact = cart_add(T0)
+    assert pickle.loads(pickle.dumps(fact)) == fact  # as the flow exchanges it
+    old = Instance.__new__(Instance)
+    # What the previous version pickled: its slots, without ``fragment``.
+    old.__setstate__((None, {"journey": "cart_abandonment", "entry_id": "e-1", "entered_at": T0,
+                             "anchor": T0, "control": False, "cart_id": "ct-1"}))  # fmt: skip
+    assert old.fragment is None and old.held == {} and old.key == "cart_abandonment/ct-1"

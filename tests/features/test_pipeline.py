@@ -410,3 +410,53 @@ def test_an_identifier_with_no_events_ends_the_same_whatever_the_link_order(orde
     first = outcome(events)
     for order in (events[::-1], events[1:] + events[:1]):
         assert outcome(order) == first
+
+
+def test_an_erasure_reaches_journeys_and_store_when_the_person_returns_in_the_same_batch():
+    from features.journeys import ERASED
+    from features.pipeline import (
+        Delta,
+        EraseBefore,
+        FragmentLogic,
+        Observe,
+        ProfileState,
+        apply_profile_inputs,
+        contribution,
+    )
+
+    fragment, profile = FragmentLogic("customer_id:cu-1"), ProfileState("customer_id:cu-1")
+    out: list = []
+    cart = AddToCart(event_id="atc", event_time=at(0), source="app", cart_id="ct-old",
+                     ids=Identifiers(customer_id="cu-1"), product_id="p-1", category="dairy",
+                     price=5.0)  # fmt: skip
+    fragment.on_input(Observe(contribution(cart)), out)
+    apply_profile_inputs(profile, [i for key, i in out if key == profile.profile_id])
+    # One batch for the profile: the erasure, then the person's next visit.
+    out = []
+    fragment.on_input(EraseBefore(int(at(60).timestamp()), "er-1"), out)
+    fragment.on_input(Observe(contribution(view(9, 61, customer_id="cu-1"))), out)
+    batch = [i for key, i in out if key == profile.profile_id]
+    assert [type(i).__name__ for i in batch] == ["Leave", "Delta"] and isinstance(batch[1], Delta)
+    journey_inputs: list = []
+    [written] = apply_profile_inputs(profile, batch, journey_inputs=journey_inputs)
+    assert [fact.kind for fact, _ in journey_inputs][:1] == [ERASED]  # before the new facts
+    assert written.erased and written.value is not None  # erase the old, keep the new
+
+
+def test_the_store_erases_a_person_whose_next_event_came_in_the_same_batch(tmp_path):
+    from features.pipeline import IdentityOut, ProfileOut
+    from features.store import ContactRecord, StoreBatch, open_store
+    from flows.sinks import StoreSink
+
+    with open_store("sqlite", sqlite_path=tmp_path / "s.sqlite3") as store:
+        old = ContactRecord(profile_id="customer_id:cu-1", decision_id="de-1", channel="sms",
+                            sent_at=at(0), kind="marketing")  # fmt: skip
+        store.write(StoreBatch(contacts=[old]))
+        sink = StoreSink(lambda: store).build("sink", 0, 1)
+        sink.write_batch([("customer_id:cu-1", [
+            IdentityOut("customer_id:cu-1", "customer_id:cu-1"),
+            ProfileOut("customer_id:cu-1", b'{"new": true}', erased=True),
+        ])])  # fmt: skip
+        assert store.contacts_of("customer_id:cu-1") == []
+        assert store.read_profile("customer_id:cu-1") == b'{"new": true}'
+        assert store.resolve(["customer_id:cu-1"]) == "customer_id:cu-1"

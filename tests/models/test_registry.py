@@ -105,6 +105,28 @@ def test_compiled_and_booster_scores_match(registry, training_set):
                                rtol=0, atol=1e-6)
 
 
+def test_a_half_written_compiled_model_is_compiled_again_not_loaded(registry):
+    import subprocess
+    import sys
+
+    if not lleaves_available():
+        pytest.skip("lleaves is not installed")
+    registry.promote("v0001")
+    load_promoted(registry.root, backend="lleaves")
+    [cache] = registry.path("v0001").glob("nbo*.lleaves.so")
+    whole = cache.read_bytes()
+    for damage in (whole[: len(whole) // 2], b""):  # a writer killed, or still writing
+        cache.write_bytes(damage)
+        # In a process of its own: lleaves given half a file kills the process (SIGSEGV).
+        code = ("from models.scoring import load_promoted; import sys; "
+                f"v, nbo, _ = load_promoted({str(registry.root)!r}, backend='lleaves'); "
+                "print(v, nbo.backend)")  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-500:]
+        assert done.stdout.split() == ["v0001", "lleaves"]
+        assert cache.read_bytes() == whole
+
+
 def test_nothing_promoted_is_an_error(tmp_path):
     with pytest.raises(RegistryError, match="no model is promoted"):
         load_promoted(tmp_path)

@@ -59,6 +59,26 @@ def test_the_watcher_swaps_on_change_and_keeps_the_model_when_a_load_fails(tmp_p
         ModelWatcher(holder, pointer, fake_loader, interval_s=0)
 
 
+def test_two_promotions_within_one_tick_of_a_coarse_clock_are_both_seen(tmp_path):
+    import os
+
+    from models.registry import Registry
+
+    registry = Registry(tmp_path)
+    for _ in range(3):
+        registry.register({"nbo.txt": b"x"}, {})
+    holder = ScorerHolder(HeuristicScorer())
+    pointer = tmp_path / "promoted"
+    watcher = ModelWatcher(holder, pointer, fake_loader, interval_s=3600)
+    registry.promote("v0002")
+    second = os.stat(pointer).st_mtime_ns // 10**9 * 10**9  # a clock of whole seconds
+    os.utime(pointer, ns=(second, second))
+    assert watcher.poll_once() and holder.current.version == "v0002"
+    registry.promote("v0003")  # the same length, the same second
+    os.utime(pointer, ns=(second, second))
+    assert watcher.poll_once() and holder.current.version == "v0003"
+
+
 def test_a_failing_model_falls_back_to_the_heuristic_per_request(filled_store, make_client,
                                                                 customers):  # fmt: skip
     client = make_client(filled_store, scorer=BrokenModel())
