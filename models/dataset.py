@@ -148,9 +148,14 @@ class TrainingSet:
         return _arrays(rows, labels, times, len(CHANNEL_FEATURES))
 
     def nbo_mask(self) -> np.ndarray:
-        """Which examples :meth:`nbo` keeps: an offer put in front of the customer."""
+        """Which examples :meth:`nbo` keeps: an offer put in front of the customer.
+
+        An offer the catalog no longer has (retired since) cannot be described by its
+        facts: its examples are left out.
+        """
+        known = self.offers.offers
         return np.array(
-            [acted(x.decision) and x.decision.chosen[0].offer_id is not None
+            [acted(x.decision) and x.decision.chosen[0].offer_id in known
              for x in self.examples], dtype=bool,
         )  # fmt: skip
 

@@ -136,8 +136,8 @@ def build_rounds(
         actions = actions_of(decision)
         if customer is None or not actions or not acted(decision) or (
             decision.chosen[0].offer_id is None
-        ):
-            continue
+        ) or not all(offer in ts.offers.offers for offer, _ in actions):
+            continue  # nothing shown, or an offer the catalog no longer has to score
         logged = (decision.chosen[0].offer_id, str(decision.chosen[0].channel))
         if logged not in actions:
             continue

@@ -65,3 +65,13 @@ def test_the_heldout_report_names_an_offer_shown_in_a_store():
     ts = TrainingSet(examples, [CustomerView.empty()] * len(examples), OFFERS)
     report = heldout_report(train_models(ts, TrainConfig(min_data_in_leaf=5, max_rounds=20)), ts)
     assert "none" in report["nbo_by_channel"]
+
+
+def test_an_offer_retired_from_the_catalog_since_is_left_out_not_a_crash():
+    decisions = [
+        _decision(0, "offers", _shown(), "web"),
+        _decision(1, "offers", _shown(offer="of-retired-2025"), "web"),
+    ]
+    ts = build_training_set([], decisions, OFFERS, AttributionWindows(), complete_only=False)
+    _, y, _ = ts.nbo()
+    assert len(y) == 1 and ts.nbo_mask().tolist() == [True, False]
