@@ -144,33 +144,28 @@ def test_erasure_with_the_broker_down_answers_503_and_erases_nothing_so_a_retry_
     assert 'errors_total{endpoint="/v1/customers/{id}",kind="server"}' in metrics
 
 
-def _person_with_a_device(now: datetime) -> list:
+def _pushed_then_logged_in(make_client, path):
+    """A store where device d-7 got a push as its own profile, then logged in as cu-7.
+
+    Returns the store and a client on it (clock: the login's time).
+    """
     from datetime import timedelta
 
-    from features.events import Consent, PageView
-
-    device, day = Identifiers(device_id="d-7"), now - timedelta(days=1)
-    return [
-        PageView(event_id="pv", event_time=day, source="app", ids=device, page="home"),
-        Consent(event_id="c", event_time=day, source="app", ids=device, channel="push",
-                granted=True),
-    ]  # fmt: skip
-
-
-def test_erasure_removes_contacts_logged_before_a_login_and_for_unknown_recipients(
-    make_client, tmp_path
-):
-    from features.events import IdentityLink
+    from features.events import Consent, IdentityLink, PageView
     from features.pipeline import recompute
     from features.store import open_store
     from flows.rebuild import write_to_store
 
     now = datetime(2026, 3, 8, 12, tzinfo=UTC)
-    store = open_store("sqlite", sqlite_path=tmp_path / "people.sqlite3")
-    before = _person_with_a_device(now)
+    device, day = Identifiers(device_id="d-7"), now - timedelta(days=1)
+    before = [
+        PageView(event_id="pv", event_time=day, source="app", ids=device, page="home"),
+        Consent(event_id="c", event_time=day, source="app", ids=device, channel="push",
+                granted=True),
+    ]  # fmt: skip
+    store = open_store("sqlite", sqlite_path=path)
     write_to_store(recompute(before), store)
     client = make_client(store, clock=lambda: now)
-    # A push to the device's own profile, then the device logs in as cu-7.
     push = {"device_id": "d-7", "message": {"campaign": "welcome", "kind": "marketing",
                                             "allowed_channels": ["push"]}}  # fmt: skip
     answer = client.post("/v1/channel", json=push).json()
@@ -179,6 +174,13 @@ def test_erasure_removes_contacts_logged_before_a_login_and_for_unknown_recipien
                          ids=Identifiers(device_id="d-7", customer_id="cu-7"))  # fmt: skip
     write_to_store(recompute([*before, login]), store)
     assert store.resolve(["device_id:d-7"]) == "customer_id:cu-7"
+    return store, client
+
+
+def test_erasure_removes_contacts_logged_before_a_login_and_for_unknown_recipients(
+    make_client, tmp_path
+):
+    store, client = _pushed_then_logged_in(make_client, tmp_path / "people.sqlite3")
     # A receipt to a visitor no profile knows: logged under the cookie itself.
     receipt = {"anonymous_id": "an-42", "message": {"campaign": "receipt",
                                                     "kind": "transactional"}}  # fmt: skip
@@ -282,22 +284,9 @@ def test_erasing_a_shared_device_or_a_customer_spares_the_others(make_client, tm
 def test_an_erasure_that_fails_part_way_is_finished_by_its_retry(
     make_client, tmp_path, monkeypatch
 ):
-    from features.events import IdentityLink
-    from features.pipeline import recompute
-    from features.store import StoreUnavailableError, open_store
-    from flows.rebuild import write_to_store
+    from features.store import StoreUnavailableError
 
-    now = datetime(2026, 3, 8, 12, tzinfo=UTC)
-    store = open_store("sqlite", sqlite_path=tmp_path / "retry.sqlite3")
-    before = _person_with_a_device(now)
-    write_to_store(recompute(before), store)
-    client = make_client(store, clock=lambda: now)
-    push = {"device_id": "d-7", "message": {"campaign": "welcome", "kind": "marketing",
-                                            "allowed_channels": ["push"]}}  # fmt: skip
-    assert client.post("/v1/channel", json=push).json()["channel"] == "push"
-    login = IdentityLink(event_id="l", event_time=now, source="app", reason="login",
-                         ids=Identifiers(device_id="d-7", customer_id="cu-7"))  # fmt: skip
-    write_to_store(recompute([*before, login]), store)
+    store, client = _pushed_then_logged_in(make_client, tmp_path / "retry.sqlite3")
 
     erase = type(store).erase
 
