@@ -181,6 +181,11 @@ class ProfileJourneys:
     facts: ContactFacts = field(default_factory=ContactFacts)
     personas: dict[str, float] = field(default_factory=dict)
     sent: list[ContactRecord] = field(default_factory=list)
+    # Entries that ended before their goal window did, by entry id: a conversion inside
+    # the window still counts for the report, whatever ended the entry.
+    ended: dict[str, Instance] = field(default_factory=dict)
+
+    __setstate__ = with_new_fields
 
 
 # A queued fact: (ts, seq, profile, fact, features); a timer: (due, seq, profile, journey,
@@ -295,12 +300,14 @@ def _apply(
             for instance in list(profile.instances.values()):
                 if instance.fragment is not None and instance.fragment == fact.fragment:
                     _exit(state, profile_id, profile, instance, "unlinked", fact.ts, out)
+            profile.ended = {k: i for k, i in profile.ended.items() if i.fragment != fact.fragment}
         return
     if profile is None:
         profile = state.profiles[profile_id] = ProfileJourneys()
     if features is not None:
         profile.facts = contact_facts(features)
         profile.personas = {p: float(features.get(f"persona_{p}") or 0.0) for p in PERSONA_NAMES}
+    _watch_ended(ctx, profile_id, profile, fact, out)
     for instance in list(profile.instances.values()):
         _on_fact(state, ctx, profile_id, profile, instance, fact, out)
     for journey in ctx.book.journeys:
@@ -313,8 +320,31 @@ def _apply(
         for j, at in profile.last_exit.items()
         if j in ctx.journeys and fact.ts < at + ctx.journeys[j].cooldown_hours * HOUR
     }
-    if not profile.instances and not profile.sent and not profile.last_exit:
+    if not profile.instances and not profile.sent and not profile.last_exit and not profile.ended:
         del state.profiles[profile_id]
+
+
+def _watch_ended(
+    ctx: JourneyContext,
+    profile_id: str,
+    profile: ProfileJourneys,
+    fact: JourneyFact,
+    out: list[JourneyRecord],
+) -> None:
+    """Record the goal of entries that ended early, while their goal window lasts.
+
+    The report compares treated and control entries over the whole goal window; an entry
+    that ended first (an unsubscribe, which only messages cause) must not lose the
+    purchase that follows, or the treated group would be counted short.
+    """
+    for entry_id, instance in list(profile.ended.items()):
+        journey = ctx.journeys.get(instance.journey)
+        if journey is None or fact.ts > instance.entered_at + journey.goal_window_hours * HOUR:
+            del profile.ended[entry_id]
+        elif fact.ts >= instance.entered_at and _reaches_goal(journey, instance, fact):
+            out.append(_record(Converted, instance, profile_id, fact.ts, goal=journey.goal,
+                               after_step=instance.reached))  # fmt: skip
+            del profile.ended[entry_id]
 
 
 def _on_fact(
@@ -478,6 +508,8 @@ def _exit(
     del profile.instances[instance.key]
     if reason != "replaced":  # a restart is not an exit the cooldown waits after
         profile.last_exit[instance.journey] = at
+    if reason not in ("completed", "purchased", "points_used"):  # not over, not converted
+        profile.ended[instance.entry_id] = instance
     for held in instance.held.values():  # decided, not sent yet: it stays unsent
         _release(profile, held)
         out.append(_suppressed(held.message, f"exit_{reason}", at))

@@ -541,3 +541,25 @@ def test_journey_state_from_before_the_fragment_field_resumes():
     old.__setstate__((None, {"journey": "cart_abandonment", "entry_id": "e-1", "entered_at": T0,
                              "anchor": T0, "control": False, "cart_id": "ct-1"}))  # fmt: skip
     assert old.fragment is None and old.held == {} and old.key == "cart_abandonment/ct-1"
+
+
+def test_a_purchase_after_an_unsubscribe_exit_still_counts_for_the_report():
+    # purchase_follow_up (goal any_purchase, 21 days): the treated customer opts out of
+    # every channel after the first message, then buys again within the goal window.
+    ctx = context(only("purchase_follow_up"))
+    none = {f"consent_{c}": False for c in ("email", "push", "sms", "messenger")}
+    optout = JourneyFact("consent", "oo", T0 + 30 * H, "messaging", channel="email",
+                         withdrawn=True)  # fmt: skip
+    facts = [(P, purchase(T0, total=60.0), features()), (P, optout, features(**none)),
+             (P, purchase(T0 + 5 * 24 * H, total=60.0), features(**none))]  # fmt: skip
+    records, _ = run(facts, T0 + 30 * 24 * H, ctx)
+    first = f"buy-{T0}"
+    assert [r.reason for r in records if isinstance(r, Exited) and r.entry_id == first] == [
+        "unsubscribed"]  # fmt: skip
+    assert [r.entry_id for r in records if isinstance(r, Converted)] == [first]
+    [report] = journey_report(records)
+    assert (report.entries.treated.hits, report.entries.treated.n) == (1, 2)
+    # Past its goal window (21 days) the ended entry counts nothing more.
+    late = [facts[0], facts[1], (P, purchase(T0 + 22 * 24 * H, total=60.0), features(**none))]
+    records, _ = run(late, T0 + 30 * 24 * H, ctx)
+    assert not [r for r in records if isinstance(r, Converted) and r.entry_id == first]
