@@ -23,12 +23,14 @@ swaps models when it changes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,24 +156,38 @@ class Registry:
         atomic_write(self.root / HISTORY, orjson.dumps(history, option=orjson.OPT_INDENT_2))
         atomic_write(self.root / POINTER, f"{version}\n".encode())
 
+    @contextmanager
+    def _promoting(self) -> Iterator[None]:
+        """Hold the registry's promotion lock: two promotions at once both keep their line."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "promote.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def promote(self, version: str) -> None:
         """Point serving at ``version``."""
         self.path(version)
-        self._point(version, "promote", self.history())
+        with self._promoting():
+            self._point(version, "promote", self.history())
 
     def rollback(self) -> str:
         """Promote the version that was promoted before the current one; return it."""
-        current = self.promoted()
-        if current is None:
-            message = "nothing is promoted: there is nothing to roll back"
-            raise RegistryError(message)
-        history = self.history()
-        stack = _promotion_stack(history)
-        if len(stack) < 2:
-            message = f"{current} is the first promoted version: there is nothing to roll back to"
-            raise RegistryError(message)
-        previous = stack[-2]
-        self._point(previous, "rollback", history)
+        with self._promoting():
+            current = self.promoted()
+            if current is None:
+                message = "nothing is promoted: there is nothing to roll back"
+                raise RegistryError(message)
+            history = self.history()
+            stack = _promotion_stack(history)
+            if len(stack) < 2:
+                message = (f"{current} is the first promoted version: "
+                           "there is nothing to roll back to")  # fmt: skip
+                raise RegistryError(message)
+            previous = stack[-2]
+            self._point(previous, "rollback", history)
         return previous
 
 

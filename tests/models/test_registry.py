@@ -127,6 +127,22 @@ def test_a_half_written_compiled_model_is_compiled_again_not_loaded(registry):
         assert cache.read_bytes() == whole
 
 
+def test_promotions_at_once_all_keep_their_history_line(registry):
+    import threading
+
+    def promote_many(version: str) -> None:
+        for _ in range(25):
+            Registry(registry.root).promote(version)  # its own handle, as another process
+
+    threads = [threading.Thread(target=promote_many, args=(f"v000{n}",)) for n in (1, 2, 3)]
+    threads += [threading.Thread(target=promote_many, args=("v0002",)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(registry.history()) == 25 * len(threads)
+
+
 def test_nothing_promoted_is_an_error(tmp_path):
     with pytest.raises(RegistryError, match="no model is promoted"):
         load_promoted(tmp_path)
