@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         description="How long reading or writing the Kafka logs in bulk (an erasure pass, "
         "training from Kafka) waits on the broker at each step.",
     )
+    eraser_grace_s: float = Field(
+        330.0, ge=0,
+        description="How old a queued erasure must be before `omnioffer eraser` does it: "
+        "longer than a decision may take to reach the broker (300 s), so every decision "
+        "asked before the erasure is on the topic.",
+    )
     max_request_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies get a 413.")
     model_pointer: Path | None = Field(None, description="Promoted-model pointer to watch.")
     model_poll_s: float = Field(2.0, gt=0, description="How often to check the model pointer.")

@@ -56,6 +56,7 @@ CREATE INDEX IF NOT EXISTS owned_by_key ON owned (key);
 CREATE INDEX IF NOT EXISTS owned_by_position ON owned (partition, offset);
 CREATE TABLE IF NOT EXISTS read_to (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS about (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counts (erasure_id TEXT PRIMARY KEY, decisions INTEGER NOT NULL);
 """
 _CHUNK = 500  # SQLite's bound on host parameters is 32,766; keep statements small
 
@@ -129,6 +130,26 @@ class OwnerIndex:
             for key, partition, offset in self._db.execute(query, chunk):
                 found[bytes(key)] = (partition, offset)
         return found
+
+    def count_once(self, erasure_id: str, decisions: int) -> int:
+        """Keep a job's count before its tombstones are written; return the count kept.
+
+        A pass cut short after its tombstones does the job again from an index that no
+        longer holds those records (it read the tombstones): the count it reports is the
+        one kept here by the first try, not the 0 it finds.
+        """
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO counts VALUES (?, ?)", (erasure_id, decisions))
+        [(kept,)] = self._db.execute(
+            "SELECT decisions FROM counts WHERE erasure_id = ?", (erasure_id,)
+        )
+        return int(kept)
+
+    def done_with(self, erasure_ids: Iterable[str]) -> None:
+        """Drop the counts of jobs whose pass is committed."""
+        with self._db:
+            self._db.executemany("DELETE FROM counts WHERE erasure_id = ?",
+                                 ((e,) for e in erasure_ids))  # fmt: skip
 
     def forget(self, keys: Iterable[bytes]) -> None:
         """Remove records from the index (their tombstones are on the broker)."""

@@ -50,6 +50,9 @@ from features.kafka_log import scan_topic
 from features.topics import DECISIONS
 
 log = logging.getLogger(__name__)
+# How long a decision record may take to reach the broker (the producer's retries
+# included) before it counts as failed.
+DELIVERY_TIMEOUT_S = 300
 
 Record = tuple[str, bytes | None, bytes]  # topic, key, value
 Item = tuple[str, bytes | None, "Decision | bytes | Callable[[], Decision]"]
@@ -179,6 +182,9 @@ class KafkaSink:
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "queue.buffering.max.messages": 100_000,
+                # librdkafka's default, stated: the queued eraser waits longer than this
+                # before it takes a job (``omnioffer eraser --grace``).
+                "delivery.timeout.ms": DELIVERY_TIMEOUT_S * 1000,
             }
         )
         self._on_failure = on_failure

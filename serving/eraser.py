@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -103,8 +103,10 @@ class DecisionEraser:
         done_topic: str = DECISION_ERASURES_DONE,
         group: str = GROUP,
         timeout: float = 30.0,
+        grace_s: float = 0.0,
     ) -> None:
         self.bootstrap = bootstrap
+        self.grace_s = grace_s
         self.index_path = Path(index_path)
         self.last_catch_up = CatchUp(0, 0, 0)
         self.topic = topic
@@ -144,16 +146,32 @@ class DecisionEraser:
 
     def _pending(self, consumer: object, partitions: list[object]
                  ) -> tuple[list[ErasureJob], dict[int, int]]:  # fmt: skip
+        """Return the jobs old enough to do, and per partition where to commit after them.
+
+        A job younger than ``grace_s`` waits for the next pass, and so does every job
+        after it in its partition: another serving worker may still be delivering one of
+        the person's decisions (its buffer, the producer's retries), which a pass now
+        would miss.
+        """
         jobs: list[ErasureJob] = []
         ends: dict[int, int] = {}
+        waiting: set[int] = set()
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.grace_s)
         numbers = [tp.partition for tp in partitions]  # type: ignore[attr-defined]
         for record in read_to_end(consumer, self.jobs_topic, numbers, self.timeout):
-            ends[record.partition] = record.offset + 1
+            if record.partition in waiting:
+                continue
             try:
-                jobs.append(decode_job(record.value))  # type: ignore[arg-type]
+                job = decode_job(record.value)  # type: ignore[arg-type]
             except (msgspec.DecodeError, TypeError) as problem:  # not a job: skip it
                 log.error("skipping a record of %s at %d/%d that is not a job: %s",
                           self.jobs_topic, record.partition, record.offset, problem)  # fmt: skip
+            else:
+                if job.requested_at > cutoff:
+                    waiting.add(record.partition)
+                    continue
+                jobs.append(job)
+            ends[record.partition] = record.offset + 1
         return jobs, ends
 
     def _recorded(self) -> set[bytes]:
@@ -180,19 +198,22 @@ class DecisionEraser:
             self.last_catch_up = catch_up(index, self.bootstrap, self.topic,
                                           timeout=self.timeout)  # fmt: skip
             found = [index.owned(job.targets) for job in jobs]
+            counts = [index.count_once(job.erasure_id, len(owned))
+                      for job, owned in zip(jobs, found, strict=True)]  # fmt: skip
             if jobs:
-                self._erase(index, jobs, found)
+                self._erase(index, jobs, found, counts)
             if ends:  # records that were not jobs are passed over too
                 offsets = [TopicPartition(self.jobs_topic, p, end) for p, end in ends.items()]
                 consumer.commit(offsets=offsets, asynchronous=False)  # type: ignore[attr-defined]
-            return [Erased(job, len(owned)) for job, owned in zip(jobs, found, strict=True)]
+            index.done_with(job.erasure_id for job in jobs)
+            return [Erased(job, n) for job, n in zip(jobs, counts, strict=True)]
         finally:
             if index is not None:
                 index.close()
             consumer.close()  # type: ignore[attr-defined]
 
     def _erase(self, index: OwnerIndex, jobs: list[ErasureJob],
-               found: list[dict[bytes, tuple[int, int]]]) -> None:  # fmt: skip
+               found: list[dict[bytes, tuple[int, int]]], counts: list[int]) -> None:  # fmt: skip
         doomed = {key: partition for owned in found for key, (partition, _) in owned.items()}
         sink = KafkaSink(self.bootstrap, topic=self.topic, timeout=self.timeout)
         try:
@@ -202,10 +223,10 @@ class DecisionEraser:
             # (tombstoning twice is harmless), and the first result recorded is kept.
             recorded = self._recorded()
             now = datetime.now(UTC)
-            for job, owned in zip(jobs, found, strict=True):
+            for job, count in zip(jobs, counts, strict=True):
                 key = job.erasure_id.encode()
                 if key not in recorded:
-                    done = ErasureDone(job.erasure_id, job.requested_at, now, len(owned))
+                    done = ErasureDone(job.erasure_id, job.requested_at, now, count)
                     sink.deliver(self.done_topic, key, _encoder.encode(done))
             index.forget(doomed)
         finally:

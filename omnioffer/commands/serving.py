@@ -201,13 +201,19 @@ def eraser(
             "<data_dir>/eraser/decision-owners.sqlite)."
         ),
     ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds a job waits before it is done (default: "
+                     "OMNIOFFER_ERASER_GRACE_S, 330)."),
+    ] = None,
 ) -> None:
     """Erase the decisions of the people queued by `DELETE /v1/customers` (Kafka log).
 
     For `OMNIOFFER_DECISION_ERASURE=queued`: each pass reads the jobs waiting on
     `decisions.erasures`, reads the `decisions` records added since the last pass into
     its index of who owns which record, tombstones the jobs' people's records, then
-    commits. Run one.
+    commits. A job waits `--grace` seconds first, so every decision asked before it is on
+    the topic. Run one.
     """
     import signal
     import threading
@@ -218,6 +224,7 @@ def eraser(
     worker = DecisionEraser(
         settings.kafka_bootstrap, timeout=settings.decision_log_timeout_s,
         index_path=index or settings.data_dir / "eraser" / "decision-owners.sqlite",
+        grace_s=settings.eraser_grace_s if grace is None else grace,
     )  # fmt: skip
 
     def report(done: list[Erased], seconds: float) -> None:

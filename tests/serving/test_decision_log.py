@@ -347,7 +347,7 @@ def test_a_queued_erasure_answers_at_once_and_the_eraser_does_it_in_one_pass(
     again = client.delete(f"/v1/customers/{first}").json()["decision_log"]["erasure_id"]
     later = client.post("/v1/offers", json=offers_body(customer_id=other)).json()["decision_id"]
     result = CliRunner().invoke(cli, ["eraser", "--bootstrap", bootstrap, "--once",
-                                      "--index", str(index)])  # fmt: skip
+                                      "--index", str(index), "--grace", "0"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert f"{again}: 0 decisions erased" in result.output
     # The index went on from where it stopped: the one new decision is all it read.
@@ -466,3 +466,72 @@ def test_a_decision_that_fails_inside_serving_answers_the_default_and_is_logged(
     assert {first.suppressed_by, second.suppressed_by} == {"internal_error"}
     assert all(d.degraded for d in (first, second))
     assert 'errors_total{endpoint="/v1/offers",kind="internal"} 1.0' in client.get("/metrics").text
+
+
+def _logged(i: int, customer: str) -> Decision:
+    return Decision(decision_id=f"d-{i}", decided_at=datetime(2026, 3, 8, tzinfo=UTC),
+                    surface="offers", ids=Identifiers(customer_id=customer), policy="p",
+                    chosen=[Choice(offer_id="of-1", channel="web", propensity=1.0)])  # fmt: skip
+
+
+def _queue(bootstrap: str, decisions: list[Decision], jobs: list) -> None:
+    from features.decisions import decision_key, encode_decision
+    from serving.eraser import encode_job
+
+    create_topics(bootstrap, [DECISIONS, DECISION_ERASURES, DECISION_ERASURES_DONE],
+                  partitions=1)  # fmt: skip
+    sink = KafkaSink(bootstrap)
+    sink.send([(DECISIONS, decision_key(d), encode_decision(d)) for d in decisions])
+    for job in jobs:
+        sink.deliver(DECISION_ERASURES, job.erasure_id.encode(), encode_job(job))
+    sink.close()
+
+
+@pytest.mark.integration
+def test_a_pass_cut_short_after_its_tombstones_still_reports_what_it_erased(
+    private_kafka_broker, tmp_path, monkeypatch
+):
+    from serving.eraser import erasure_status, new_job
+
+    bootstrap = private_kafka_broker.bootstrap
+    _queue(bootstrap, [_logged(i, "cu-1" if i < 3 else "cu-2") for i in range(5)],
+           [new_job("er-1", {"customer_id:cu-1"})])  # fmt: skip
+    deliver = KafkaSink.deliver
+
+    def results_refused_once(self, topic, key, value):
+        if topic == DECISION_ERASURES_DONE and not refused:
+            refused.append(key)
+            raise TimeoutError("decision log: the result was not delivered")
+        return deliver(self, topic, key, value)
+
+    refused: list[bytes] = []
+    monkeypatch.setattr(KafkaSink, "deliver", results_refused_once)
+    eraser = DecisionEraser(bootstrap, timeout=20.0, index_path=tmp_path / "owners.sqlite")
+    with pytest.raises(TimeoutError):
+        eraser.run_once()  # the tombstones are written, the result is not
+    assert {d.ids.customer_id for d in read_kafka_decisions(bootstrap)} == {"cu-2"}
+    assert [(e.job.erasure_id, e.decisions) for e in eraser.run_once()] == [("er-1", 3)]
+    assert erasure_status(bootstrap, "er-1", timeout=20.0)["decisions"] == 3
+
+
+@pytest.mark.integration
+def test_a_job_waits_its_grace_and_holds_the_jobs_after_it(private_kafka_broker, tmp_path):
+    from datetime import timedelta
+
+    from serving.eraser import new_job
+
+    bootstrap = private_kafka_broker.bootstrap
+    now = datetime.now(UTC)
+    old, young = now - timedelta(minutes=10), now
+    jobs = [new_job("er-old", {"customer_id:cu-1"}, old),
+            new_job("er-young", {"customer_id:cu-2"}, young),
+            new_job("er-after", {"customer_id:cu-3"}, old)]  # fmt: skip
+    _queue(bootstrap, [_logged(1, "cu-1"), _logged(2, "cu-2"), _logged(3, "cu-3")], jobs)
+    index = tmp_path / "owners.sqlite"
+    waiting = DecisionEraser(bootstrap, timeout=20.0, index_path=index, grace_s=300.0)
+    assert [e.job.erasure_id for e in waiting.run_once()] == ["er-old"]
+    assert [e.job.erasure_id for e in waiting.run_once()] == []  # still too young
+    assert {d.ids.customer_id for d in read_kafka_decisions(bootstrap)} == {"cu-2", "cu-3"}
+    later = DecisionEraser(bootstrap, timeout=20.0, index_path=index, grace_s=0.0)
+    assert [e.job.erasure_id for e in later.run_once()] == ["er-young", "er-after"]
+    assert read_kafka_decisions(bootstrap) == []
