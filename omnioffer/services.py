@@ -47,6 +47,7 @@ LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 40
+_MEET_AGAIN_S = 2.0
 _POLL_INTERVAL_S = 0.1
 _NO_RETRY = Retry(NoBackoff(), 0)
 
@@ -427,9 +428,20 @@ class RedisClusterServers(_Started):
             bounds = [i * self.SLOTS // len(masters) for i in range(len(masters) + 1)]
             for client, low, high in zip(masters, bounds, bounds[1:], strict=False):
                 client.execute_command("CLUSTER ADDSLOTSRANGE", low, high - 1)
-            for node in self.nodes[1:]:
-                clients[0].execute_command("CLUSTER MEET", node.host, node.port, node.bus_port)
-            self._wait(clients, lambda: self._not_ok(clients) is None, "formed")
+            self._meet(clients, everyone=False)
+            last_meet = [time.monotonic()]
+
+            def formed() -> bool:
+                if self._not_ok(clients) is None:
+                    return True
+                if time.monotonic() - last_meet[0] > _MEET_AGAIN_S:
+                    # Gossip now and then leaves one node unknown to another on a busy
+                    # machine; every node meeting every other settles it.
+                    self._meet(clients, everyone=True)
+                    last_meet[0] = time.monotonic()
+                return False
+
+            self._wait(clients, formed, "formed")
             ids = [client.execute_command("CLUSTER MYID").decode() for client in clients]
             for replica, master in self.master_of.items():
                 clients[replica].execute_command("CLUSTER REPLICATE", ids[master])
@@ -443,6 +455,22 @@ class RedisClusterServers(_Started):
         finally:
             for client in clients:
                 client.close()
+
+    def _meet(self, clients: list[redis.Redis], *, everyone: bool) -> None:
+        """Introduce the nodes to the first one, or (``everyone``) each to those it misses.
+
+        Only a node's missing peers: meeting a known one again starts a handshake that
+        counts as one more node until it resolves.
+        """
+        for i, client in enumerate(clients if everyone else clients[:1]):
+            known: set[str] = set()
+            if everyone:
+                for address, node in client.execute_command("CLUSTER NODES").items():
+                    if "handshake" not in node.get("flags", ""):
+                        known.add(address.split("@")[0])
+            for j, node in enumerate(self.nodes):
+                if j != i and f"{node.host}:{node.port}" not in known:
+                    client.execute_command("CLUSTER MEET", node.host, node.port, node.bus_port)
 
     def _wait(self, clients: list[redis.Redis], done: Any, what: str) -> None:
         deadline = time.monotonic() + self.start_timeout
