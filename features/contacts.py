@@ -26,10 +26,13 @@ from features.events import Event, Identifiers
 DEV_CONTACT_HASH_KEY = b"omnioffer-local-dev-key-change-me"
 
 _NOT_DIGITS = re.compile(r"[^\d]")
-_EMAIL_LIKE = re.compile(rb"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+# Starts only where a run of address characters starts: matched from every position of a
+# long run (a padded field), the scan would be quadratic.
+_EMAIL_LIKE = re.compile(rb"(?<![\w.+-])[\w.+-]+@[\w-]+(\.[\w-]+)+")
 # International (+CC …) numbers only: bare digit runs are too often dates, ids or amounts.
 _PHONE_LIKE = re.compile(rb"\+\d[\d ()./-]{6,}\d")
 _RAW_CONTACT_KEYS = frozenset({"email", "phone"})
+_CONTACT_FIELD = re.compile(rb'"(email|phone)"\s*:\s*"[^"]*"?')
 
 
 def normalize_email(email: str) -> str:
@@ -49,14 +52,45 @@ def _hmac(value: str, key: bytes, prefix: str) -> str:
     return f"{prefix}:{digest[:40]}"
 
 
+class ContactError(ValueError):
+    """A raw contact that is no address at all (empty, no ``@``, too few digits).
+
+    Hashed, every such value would be one identifier shared by everyone who sent it. The
+    message names the field, never the value.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+MIN_PHONE_DIGITS = 6
+
+
 def hash_email(email: str, *, key: bytes) -> str:
-    """Return the keyed hash of a normalized email, e.g. ``"em:3f1c…"``."""
-    return _hmac(normalize_email(email), key, "em")
+    """Return the keyed hash of a normalized email, e.g. ``"em:3f1c…"``.
+
+    Raises :class:`ContactError` for what is not an address (``local@domain``).
+    """
+    normalized = normalize_email(email)
+    local, at, domain = normalized.rpartition("@")
+    if not (at and local and domain):
+        field, message = "ids.email", "'ids.email' is not an email address (local@domain)"
+        raise ContactError(field, message)
+    return _hmac(normalized, key, "em")
 
 
 def hash_phone(phone: str, *, key: bytes) -> str:
-    """Return the keyed hash of a normalized phone number, e.g. ``"ph:9a0b…"``."""
-    return _hmac(normalize_phone(phone), key, "ph")
+    """Return the keyed hash of a normalized phone number, e.g. ``"ph:9a0b…"``.
+
+    Raises :class:`ContactError` for fewer than :data:`MIN_PHONE_DIGITS` digits.
+    """
+    normalized = normalize_phone(phone)
+    if len(normalized.lstrip("+")) < MIN_PHONE_DIGITS:
+        field = "ids.phone"
+        message = f"'{field}' is not a phone number (at least {MIN_PHONE_DIGITS} digits)"
+        raise ContactError(field, message)
+    return _hmac(normalized, key, "ph")
 
 
 def scrub_identifiers(ids: Identifiers, *, key: bytes) -> Identifiers:
@@ -79,20 +113,28 @@ def scrub_event(event: Event, *, key: bytes) -> Event:
     return msgspec.structs.replace(event, ids=scrubbed)
 
 
-def _redact_text(text: str) -> str:
-    return _PHONE_LIKE.sub(b"<redacted>", _EMAIL_LIKE.sub(b"<redacted>", text.encode())).decode()
+def redact_text(text: str) -> str:
+    """Mask what looks like an email address or an international phone number in ``text``."""
+    return _redact_bytes(text.encode()).decode()
+
+
+def _redact_bytes(raw: bytes) -> bytes:
+    # Also the value of an "email" / "phone" key in text that is no longer JSON (cut
+    # short): a national number or half an address has no shape of its own to match.
+    raw = _CONTACT_FIELD.sub(rb'"\1":"<redacted>"', raw)
+    return _PHONE_LIKE.sub(b"<redacted>", _EMAIL_LIKE.sub(b"<redacted>", raw))
 
 
 def _redact_value(value: object) -> object:
     if isinstance(value, dict):
         return {
-            _redact_text(k): "<redacted>" if k in _RAW_CONTACT_KEYS else _redact_value(v)
+            redact_text(k): "<redacted>" if k in _RAW_CONTACT_KEYS else _redact_value(v)
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [_redact_value(v) for v in value]
     if isinstance(value, str):
-        return _redact_text(value)
+        return redact_text(value)
     return value
 
 
@@ -114,4 +156,4 @@ def redact_raw(raw: bytes) -> bytes:
         parsed = None
     if isinstance(parsed, dict | list):
         return orjson.dumps(_redact_value(parsed))
-    return _PHONE_LIKE.sub(b"<redacted>", _EMAIL_LIKE.sub(b"<redacted>", raw))
+    return _redact_bytes(raw)

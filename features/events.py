@@ -41,9 +41,10 @@ Page = Literal["home", "category", "product", "search", "cart", "checkout", "acc
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Text = Annotated[str, msgspec.Meta(max_length=512)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
-Money = Annotated[float, msgspec.Meta(ge=0)]
+# Bounded so every accepted value fits the stores' 64-bit integers (cents, counters).
+Money = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
-Points = Annotated[int, msgspec.Meta(ge=0)]
+Points = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 # What features.contacts produces: a raw address in these fields is rejected, not stored.
 EmailHash = Annotated[str, msgspec.Meta(pattern=r"^em:[0-9a-f]{40}$")]
 PhoneHash = Annotated[str, msgspec.Meta(pattern=r"^ph:[0-9a-f]{40}$")]

@@ -19,7 +19,7 @@ from typing import Literal
 
 import msgspec
 
-from features.contacts import redact_raw, scrub_event
+from features.contacts import ContactError, redact_raw, redact_text, scrub_event
 from features.events import (
     KINDS,
     Event,
@@ -47,6 +47,7 @@ ReasonCode = Literal[
     "invalid_value",
     "no_identifier",
     "inconsistent",
+    "consumer_error",  # not an event: the Kafka consumer reported an error (flows)
 ]
 
 
@@ -71,8 +72,14 @@ _INVALID_TAG = re.compile(r"Invalid value '(?P<value>[^']*)'")
 _KIND_LIST = ", ".join(KINDS[:3]) + ", ..."
 
 
+_QUOTED_VALUE = re.compile(r"Invalid enum value '.*'")
+_REDACT_WHOLE_BYTES = 1 << 20  # larger inputs are cut to this before they are parsed
+
+
 def _reason_from_msgspec(error: msgspec.ValidationError) -> Reason:
-    text = str(error)
+    # msgspec quotes the bad value: a raw contact in the wrong field must not reach the
+    # dead-letter record through its message.
+    text = _QUOTED_VALUE.sub("Invalid enum value", redact_text(str(error)))
     match = _AT_PATH.search(text)
     path = match.group("path") if match else ""
     detail = text[: match.start()] if match else text
@@ -144,14 +151,19 @@ def validate(
     """
     if len(raw) > max_bytes:
         message = f"event is {len(raw)} bytes; the limit is {max_bytes}"
-        return Rejection(Reason("oversize", "$", message), redact_raw(raw[:1024]))
+        # Redacted whole, then cut: cut first, it is no JSON and its contacts lose their keys.
+        whole = raw if len(raw) <= _REDACT_WHOLE_BYTES else raw[:_REDACT_WHOLE_BYTES]
+        return Rejection(Reason("oversize", "$", message), redact_raw(whole)[:1024])
     try:
         event = decode_event(raw)
     except msgspec.ValidationError as error:
         return Rejection(_reason_from_msgspec(error), redact_raw(raw))
     except msgspec.DecodeError as error:
         return Rejection(Reason("malformed_json", "$", f"not valid JSON: {error}"), redact_raw(raw))
-    event = scrub_event(event, key=key)
+    try:
+        event = scrub_event(event, key=key)
+    except ContactError as error:
+        return Rejection(Reason("invalid_value", error.field, str(error)), redact_raw(raw))
     if (reason := _semantic_reason(event)) is not None:
         return Rejection(reason, redact_raw(raw))
     return event

@@ -33,7 +33,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
+from confluent_kafka import KafkaError as ConfluentKafkaError
 
+from features.contacts import redact_raw
 from features.events import Event
 from features.pipeline import (
     STORE,
@@ -50,7 +52,7 @@ from features.pipeline import (
 from features.profile import ProfileState
 from features.store import OnlineStore
 from features.topics import DEADLETTER, EVENT_TOPICS
-from features.validation import Rejection, validate
+from features.validation import Reason, Rejection, validate
 from flows import metrics
 from flows.sinks import StoreSink
 from flows.sources import (
@@ -108,6 +110,16 @@ def deadletter_record(message: Message, rejection: Rejection) -> bytes:
     return orjson.dumps(record)
 
 
+def consumer_rejection(error: ConfluentKafkaError, raw: bytes | None) -> Rejection:
+    """Describe a Kafka consumer error for the dead-letter topic (code ``consumer_error``).
+
+    >>> consumer_rejection(ConfluentKafkaError(ConfluentKafkaError._MSG_TIMED_OUT), None).reason
+    Reason(code='consumer_error', field='$', message='Kafka consumer error _MSG_TIMED_OUT: ...')
+    """
+    message = f"Kafka consumer error {error.name()}: {error.str()}"
+    return Rejection(Reason("consumer_error", "$", message), redact_raw(raw or b""))
+
+
 def _ingester(
     config: FlowConfig, *, clock: bool = False
 ) -> Callable[[list[Any]], list[tuple[str, Any]]]:
@@ -128,8 +140,11 @@ def _ingester(
                 value, produced_ms = raw.value or b"", stamp[1] if stamp and stamp[0] else 0
             elif type(raw) is Message:
                 value, produced_ms = raw.value, raw.produced_ms
-            else:
-                value, produced_ms = b"", 0  # a Kafka error item: dead-letter it
+            else:  # a consumer error, not a message: dead-letter what the error says
+                result = consumer_rejection(raw.err, raw.msg.value)
+                observe(result)
+                out.append((_DEADLETTER, deadletter_record(from_kafka(raw), result)))
+                continue
             result = validate(value, key=key, max_bytes=limit)
             observe(result)
             if isinstance(result, Rejection):

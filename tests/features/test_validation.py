@@ -158,3 +158,50 @@ def test_a_refund_names_its_order_and_what_it_voids():
         body = {k: v for k, v in body.items() if v is not ...}
         rejected = validate(orjson.dumps(body), key=KEY)
         assert isinstance(rejected, Rejection) and rejected.reason.field == field, bad
+
+
+@pytest.mark.parametrize(
+    ("ids", "field"),
+    [({"email": ""}, "ids.email"), ({"email": "   "}, "ids.email"),
+     ({"email": "not-an-address"}, "ids.email"), ({"phone": "n/a"}, "ids.phone"),
+     ({"phone": "12-34"}, "ids.phone")],
+)  # fmt: skip
+def test_a_contact_that_is_no_address_is_rejected_not_hashed_into_a_shared_id(ids, field):
+    result = validate(with_(ids={"anonymous_id": "a-1", **ids}), key=KEY)
+    assert isinstance(result, Rejection)
+    assert (result.reason.code, result.reason.field) == ("invalid_value", field)
+    value = next(iter(ids.values()))
+    assert not value.strip() or value not in result.reason.message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"kind": "points_expiry", "points": 10**18, "expires_at": "2026-04-01T00:00:00Z"},
+     {"kind": "checkout_start", "cart_id": "c-1", "cart_value": 1e300}],
+)  # fmt: skip
+def test_amounts_too_large_to_store_are_rejected(changes):
+    result = validate(with_(page=..., **changes), key=KEY)
+    assert isinstance(result, Rejection) and result.reason.code == "invalid_value"
+
+
+def test_an_oversize_event_loses_its_contacts_before_it_is_cut():
+    national = with_(ids={"phone": "0170 1234567"}, pad="x" * 70_000)
+    result = validate(national, key=KEY)
+    assert result.reason.code == "oversize" and b"0170 1234567" not in result.raw
+    assert len(result.raw) <= 1024
+    # An address that the cut would have split, past the first kilobyte's filler.
+    head = with_(pad="x" * 900)[:-1]
+    raw = head + b',"more":{"email":"ann.lee@example.com"},"big":"' + b"y" * 70_000 + b'"}'
+    result = validate(raw, key=KEY)
+    assert result.reason.code == "oversize" and b"ann.lee" not in result.raw
+
+
+@pytest.mark.parametrize(
+    "changes", [{"source": "ann@example.com"}, {"page": "+49 170 1234567"},
+                {"page": "0170 1234567"}, {"kind": "ann@example.com"}],
+)  # fmt: skip
+def test_a_rejection_message_never_repeats_a_raw_contact(changes):
+    result = validate(with_(**changes), key=KEY)
+    assert isinstance(result, Rejection)
+    message = result.reason.message
+    assert "ann@example.com" not in message and "1234567" not in message, message

@@ -192,6 +192,29 @@ def test_malformed_events_reach_the_deadletter_and_the_rest_is_processed(small_w
     assert processed >= valid
 
 
+def test_a_kafka_consumer_error_is_dead_lettered_as_such_and_the_batch_goes_on(tmp_path):
+    from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+    from confluent_kafka import KafkaError as ClientError
+
+    from flows.features_flow import _DEADLETTER, _ingester
+
+    valid = orjson.dumps({
+        "kind": "page_view", "event_id": "e-1", "event_time": "2026-03-01T10:00:00Z",
+        "source": "web", "ids": {"anonymous_id": "a-1"}, "page": "home",
+    })  # fmt: skip
+    broken = KafkaSourceMessage(None, None, topic="clickstream", partition=2, offset=-1001)
+    error = KafkaError(ClientError(ClientError._MSG_TIMED_OUT), broken)
+    good = KafkaSourceMessage(None, valid, topic="clickstream", partition=2, offset=7)
+    out = _ingester(config_for(tmp_path, tmp_path / "s.sqlite3"))([error, good])
+    dead = [orjson.loads(item) for target, item in out if target == _DEADLETTER]
+    assert len(dead) == 1
+    record = dead[0]
+    assert record["reason"]["code"] == "consumer_error"
+    assert "_MSG_TIMED_OUT" in record["reason"]["message"]
+    assert (record["topic"], record["partition"]) == ("clickstream", 2)
+    assert any(target != _DEADLETTER for target, _ in out)  # the valid message went on
+
+
 def test_two_workers_give_the_same_store_as_one(small_world, small_world_events, tmp_path):
     db = tmp_path / "two.sqlite3"
     run(config_for(small_world, db), workers=2, deadletter_path=tmp_path / "dl.jsonl")
