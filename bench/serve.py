@@ -13,7 +13,9 @@ One run, side by side (these machines are noisy, so only compare within a run):
    JSON says which).
 4. **load** — a separate process offers a fixed load (open loop: requests are scheduled at
    ``rate`` per second whatever the answers do, over ``connections`` keep-alive
-   connections), first to ``POST /v1/offers``, then to ``POST /v1/channel``. Latency runs
+   connections), first to ``POST /v1/offers``, then to ``POST /v1/channel``, then to
+   ``GET /healthz``: that last one does no work, so its latency is the floor the HTTP
+   stack, the generator and this machine set for every endpoint (``floor_p99_ms``). Latency runs
    from each request's *scheduled* time, so queueing in front of a slow server counts.
    ``wrk`` is not used: it is closed-loop and cannot hold a fixed offered load. The
    generator runs on uvloop: on the same two cores as the API, the plain asyncio loop
@@ -60,7 +62,12 @@ from omnioffer.services import RedisClusterServers, RedisServer, free_port
 FEAST_VENV = Path("/tmp/feast-venv")
 FEAST_VERSION = "0.67.0"
 NAMESPACE = "bench"
-PATHS = {"offers": "/v1/offers", "channel": "/v1/channel", "feast": "/get-online-features"}
+PATHS = {
+    "offers": "/v1/offers",
+    "channel": "/v1/channel",
+    "feast": "/get-online-features",
+    "floor": "/healthz",  # GET, no work: what the HTTP stack and this machine cost alone
+}
 KINDS = ("discount", "bonus_points", "free_delivery", "cross_sell")
 
 
@@ -274,6 +281,9 @@ def _bodies(kind: str, n: int, customers: int, seed: int, feast_refs: list[str] 
     out = []
     for i in range(n):
         who = customer(rng.randrange(customers))
+        if kind == "floor":
+            out.append(b"")
+            continue
         if kind == "offers":
             body = {"customer_id": who, "context": {"channel": rng.choice(["web", "app"]),
                     "page": "home"}, "limit": 5}  # fmt: skip
@@ -334,6 +344,7 @@ async def _load(port: int, path: str, bodies: list[bytes], rate: float, connecti
     requests = [
         (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
          f"Content-Length: {len(b)}\r\n\r\n").encode() + b
+        if b else f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
         for b in bodies
     ]  # fmt: skip
     jobs: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
@@ -443,6 +454,65 @@ def machine_shares(before: list[int] | None, after: list[int] | None) -> dict[st
         "busy_pct": round(100 * (total - idle) / total, 1),
         "steal_pct": round(100 * spent[7] / total, 1),
     }
+
+
+# --- 4b. the same decision in process, one at a time: like for like with Feast's read ---
+
+
+async def offers_in_process(calls: int, warmup: int, customers: int, seed: int,
+                            ) -> dict[str, Any]:  # fmt: skip
+    """Time ``POST /v1/offers``'s work without HTTP, one call at a time, as Feast is timed.
+
+    The app is built from the environment (``OMNIOFFER_*``, as each API worker builds it)
+    and started (promoted model loaded, budgets tracked); each call decodes the body,
+    decides and encodes the answer, as the handler does. The decision record, which the
+    log's writer thread builds and encodes, is timed apart.
+    """
+    from bench.serve_inprocess import CaptureLog, handle, record_bytes
+    from omnioffer.settings import Settings
+    from serving.app import create_app
+
+    capture = CaptureLog()
+    app = create_app(Settings(), decision_log=capture)  # type: ignore[arg-type]
+    bodies = _bodies("offers", warmup + calls, customers, seed)
+    decide_ms, record_ms = [], []
+    clock = time.perf_counter_ns
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        for number, body in enumerate(bodies):
+            t0 = clock()
+            handle(engine, "offers", body)
+            t1 = clock()
+            record_bytes(capture.items.pop())
+            t2 = clock()
+            if number >= warmup:
+                decide_ms.append((t1 - t0) / 1e6)
+                record_ms.append((t2 - t1) / 1e6)
+        version = engine.scorers.current.version
+    decide_ms.sort()
+    record_ms.sort()
+    return {
+        "calls": calls,
+        "model_version": version,
+        "p50_ms": round(_quantile(decide_ms, 0.50), 3),
+        "p99_ms": round(_quantile(decide_ms, 0.99), 3),
+        "record_p50_ms": round(_quantile(record_ms, 0.50), 3),
+        "record_p99_ms": round(_quantile(record_ms, 0.99), 3),
+    }
+
+
+def run_offers_in_process(bench: ServeBench, env: dict[str, str]) -> dict[str, Any]:
+    """Run :func:`offers_in_process` in a fresh process with the API's environment."""
+    command = [
+        sys.executable, "-m", "bench.serve", "inprocess", "--calls", str(bench.feast_calls),
+        "--customers", str(bench.profiles), "--seed", str(bench.seed + 1),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, timeout=600, env={**os.environ, **env})
+    if done.returncode != 0:
+        message = f"in-process offers run failed: {done.stderr.decode()[-2000:]}"
+        raise BenchError(message)
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result
 
 
 # --- 5. Feast -------------------------------------------------------------------------------
@@ -653,12 +723,16 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         console.print(f"API up on :{port} ({model}); offering {bench.rate} req/s")
         # Alternating rounds: this machine's speed drifts (other tenants), and near
         # saturation the tail follows it; the median round is reported, every one kept.
-        offers_runs, channel_runs = [], []
+        offers_runs, channel_runs, floor_runs = [], [], []
         for round_no in range(bench.repeats):
-            console.print(f"round {round_no + 1}/{bench.repeats}: offers, then channel")
+            console.print(f"round {round_no + 1}/{bench.repeats}: offers, channel, then /healthz")
             offers_runs.append(run_load(port, "offers", bench))
             channel_runs.append(run_load(port, "channel", bench))
+            floor_runs.append(run_load(port, "floor", bench))
         offers, channel = median_run(offers_runs), median_run(channel_runs)
+        floor = median_run(floor_runs)
+        console.print("timing Engine.offers in process, one call at a time")
+        in_process = run_offers_in_process(bench, env)
         dropped = metric(port, 'omnioffer_serve_decision_log_total{outcome="dropped"}')
         feast: dict[str, Any] = {"error": "skipped (--no-feast)"}
         if bench.cluster:
@@ -692,6 +766,18 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         "channel_rps": channel["rps"],
         "channel_p50_ms": channel["p50_ms"],
         "channel_p99_ms": channel["p99_ms"],
+        # Context: GET /healthz at the same load through the same server and generator,
+        # the part of every endpoint's latency that no decision code can remove.
+        "floor": floor,
+        "floor_runs": floor_runs,
+        "floor_p50_ms": floor["p50_ms"],
+        "floor_p99_ms": floor["p99_ms"],
+        # Like for like with Feast's read: the same decision in process, one call at a time.
+        "offers_in_process": in_process,
+        "offers_in_process_p99_ms": in_process["p99_ms"],
+        "ratio_in_process_p99_to_feast": (
+            round(in_process["p99_ms"] / feast_p99, 3) if feast_p99 else None
+        ),
         "decision_log_dropped": dropped,
         "feast_p50_ms": feast.get("p50_ms"),
         "feast_p99_ms": feast_p99,
@@ -739,7 +825,10 @@ def result_table(result: dict[str, Any]) -> Table:
                   title=f"serve bench: {result['profiles']:,} profiles, "
                   f"{result['candidates_per_request']} candidates, {result['model']}; "
                   "the median round")  # fmt: skip
-    for name, key in (("POST /v1/offers", "offers"), ("POST /v1/channel", "channel")):
+    rows = [("POST /v1/offers", "offers"), ("POST /v1/channel", "channel")]
+    if "floor" in result:  # results written before the floor was measured have none
+        rows.append(("GET /healthz (HTTP floor)", "floor"))
+    for name, key in rows:
         row = result[key]
         runs = result.get(f"{key}_runs", [row])
         rounds = " / ".join(f"{r['p99_ms']:.1f}" for r in runs)
@@ -754,6 +843,12 @@ def result_table(result: dict[str, Any]) -> Table:
                   "", "", "", "")  # fmt: skip
     table.add_row("ratio p99 offers / Feast", "", "", _fmt(result["ratio_p99_to_feast"]), "", "",
                   "", "", "")  # fmt: skip
+    inside = result.get("offers_in_process")
+    if inside:  # results written before it was measured have none
+        table.add_row("offers in process, one at a time", "", _fmt(inside["p50_ms"]),
+                      _fmt(inside["p99_ms"]), "", "", "", "", "")  # fmt: skip
+        ratio = _fmt(result["ratio_in_process_p99_to_feast"])
+        table.add_row("ratio p99 in process / Feast", "", "", ratio, "", "", "", "", "")
     server = result.get("feast_server") or {}
     if "p99_ms" in server:
         rounds = " / ".join(f"{r['p99_ms']:.1f}" for r in server.get("runs", [server]))
@@ -786,7 +881,16 @@ def _main(argv: list[str] | None = None) -> None:
     load.add_argument("--seed", type=int, default=7)
     load.add_argument("--workers", type=int, default=1, help="API worker processes")
     load.add_argument("--feast-refs", type=Path, help="JSON list of Feast feature references")
+    inproc = sub.add_parser("inprocess", help="time Engine.offers in this process; print JSON")
+    inproc.add_argument("--calls", type=int, default=3_000)
+    inproc.add_argument("--warmup", type=int, default=200)
+    inproc.add_argument("--customers", type=int, default=100_000)
+    inproc.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
+    if args.command == "inprocess":
+        result = asyncio.run(offers_in_process(args.calls, args.warmup, args.customers, args.seed))
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
     warmup = int(args.warmup * args.rate)
     total = warmup + int(args.seconds * args.rate)
     refs = json.loads(args.feast_refs.read_text()) if args.feast_refs else None

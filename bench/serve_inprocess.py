@@ -222,7 +222,7 @@ def _engine(spec: dict[str, Any], phase: dict[str, Any], tag: str) -> tuple[Any,
     return app.state.engine, capture
 
 
-def _record_bytes(item: Any) -> tuple[bytes | None, bytes]:
+def record_bytes(item: Any) -> tuple[bytes | None, bytes]:
     from features.decisions import Decision, encode_decision
     from serving.decision_log import decision_key
 
@@ -230,7 +230,7 @@ def _record_bytes(item: Any) -> tuple[bytes | None, bytes]:
     return decision_key(decision), encode_decision(decision)
 
 
-def _call(engine: Any, kind: str, body: bytes) -> bytes:
+def handle(engine: Any, kind: str, body: bytes) -> bytes:
     """Decide one body as the HTTP handler does (decode, decide, encode), minus ASGI."""
     from serving.app import _encoder
     from serving.schemas import ChannelRequest, OffersRequest, decode_request
@@ -261,9 +261,9 @@ def _timed(engine: Any, capture: CaptureLog, kind: str, bodies: list[bytes],
     gc.collect()
     for number, body in enumerate(bodies):
         t0 = clock()
-        answer = _call(engine, kind, body)
+        answer = handle(engine, kind, body)
         t1 = clock()
-        key, record = _record_bytes(capture.items.pop())
+        key, record = record_bytes(capture.items.pop())
         t2 = clock()
         digest.update(answer + b"\n" + (key or b"") + b"\n" + record + b"\n")
         if number >= warmup:
@@ -281,11 +281,11 @@ def _answers(engine: Any, capture: CaptureLog, kind: str, bodies: list[bytes]) -
     out = []
     for body in bodies:
         try:
-            answer = _call(engine, kind, body)
+            answer = handle(engine, kind, body)
         except RequestError as error:  # the API's 422, with nothing logged
             out.append(f"422 {error}")
             continue
-        key, record = _record_bytes(capture.items.pop())
+        key, record = record_bytes(capture.items.pop())
         out.append((answer + b"\n" + (key or b"") + b"\n" + record).decode())
     return out
 
@@ -298,8 +298,8 @@ def _profile(engine: Any, capture: CaptureLog, kind: str, bodies: list[bytes],
     profiler = cProfile.Profile()
     profiler.enable()
     for body in bodies:
-        _call(engine, kind, body)
-        _record_bytes(capture.items.pop())
+        handle(engine, kind, body)
+        record_bytes(capture.items.pop())
     profiler.disable()
     stats = pstats.Stats(profiler)
     rows = []
