@@ -22,6 +22,13 @@ after that (or whose decision is unknown and whose time the watermark already pa
 dropped and counted. Events that arrive late but still before the watermark passes their
 decision's window count as usual.
 
+A live (tailing) join may mark a source *idle* (:meth:`OutcomeJoin.mark_idle`) when it has
+delivered nothing for a while: the watermark then follows the other sources instead of
+waiting (or, when every source is idle, follows the newest of them), and the source holds
+it again from its next delivery. What an idle source
+delivers behind the watermark is late, and dropped as above. Bounded runs never mark a
+source idle, so replays still agree.
+
 >>> from datetime import UTC, datetime
 >>> from features.decisions import Choice, Decision
 >>> from features.events import Identifiers
@@ -241,6 +248,7 @@ class OutcomeJoin:
             message = "sources must name at least one input source"
             raise ValueError(message)
         self.progress: dict[str, int] = {}
+        self.idle: set[str] = set()
         self.watermark = _NEVER
         self.stats = JoinStats()
         self._open: dict[str, _Open] = {}
@@ -257,7 +265,8 @@ class OutcomeJoin:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # A snapshot taken before redemptions were indexed by order resumes without them.
-        self.__dict__.update({"_by_order": {}, "_voids": {}, **state})
+        # One taken before sources could be idle resumes with none idle.
+        self.__dict__.update({"_by_order": {}, "_voids": {}, "idle": set(), **state})
 
     # --- inputs -------------------------------------------------------------------------
     def on_decision(self, decision: Decision) -> list[LabelledExample]:
@@ -310,12 +319,36 @@ class OutcomeJoin:
 
     def advance(self, source: str, event_time: int) -> list[LabelledExample]:
         """Record that ``source`` delivered up to ``event_time``; emit decisions now final."""
+        self.idle.discard(source)  # it delivers: it holds the watermark again
         if event_time <= self.progress.get(source, _NEVER):
             return []
         self.progress[source] = event_time
-        if any(s not in self.progress for s in self.sources):
+        return self._raise_watermark()
+
+    def mark_idle(self, source: str) -> list[LabelledExample]:
+        """Stop waiting for ``source`` until it delivers again; emit decisions now final.
+
+        >>> join = OutcomeJoin(AttributionWindows(lateness=0), sources=("clicks", "buys"))
+        >>> join.advance("clicks", 1_000)
+        []
+        >>> join.watermark == _NEVER  # "buys" has delivered nothing yet
+        True
+        >>> _ = join.mark_idle("buys")
+        >>> join.watermark
+        1000
+        """
+        if source in self.idle:
             return []
-        watermark = min(self.progress[s] for s in self.sources) - self.windows.lateness
+        self.idle.add(source)
+        return self._raise_watermark()
+
+    def _raise_watermark(self) -> list[LabelledExample]:
+        active = [s for s in self.sources if s not in self.idle]
+        if any(s not in self.progress for s in active) or not self.progress:
+            return []
+        # Every source quiet: all they had is in, so the newest time known is the clock.
+        newest = min(self.progress[s] for s in active) if active else max(self.progress.values())
+        watermark = newest - self.windows.lateness
         if watermark <= self.watermark:
             return []
         self.watermark = watermark

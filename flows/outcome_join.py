@@ -7,19 +7,23 @@ Decisions and engagement outcomes are keyed by a stable hash of their ``decision
 they answer is found by identifier and offer, not by id. Every input batch also sends each
 shard its source's newest event time, so every shard's watermark advances from the events
 themselves (:class:`features.attribution.OutcomeJoin`), never from the wall clock: a replay
-of the same input gives the same examples. Invalid messages are skipped here (the feature
-flow dead-letters them). Run it with ``omnioffer flow outcomes``, or with ``omnioffer``'s
-settings::
+of the same input gives the same examples. Only a tailing run (``--tail``) looks at the
+clock: a topic that has delivered nothing for ``idle_s`` seconds (no purchases yet, a quiet
+night) stops holding the watermark back until it delivers again. Invalid messages are
+skipped here (the feature flow dead-letters them). Run it with ``omnioffer flow outcomes``,
+or with ``omnioffer``'s settings::
 
     python -m bytewax.run "flows.outcome_join:flow"
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from omnioffer.settings import Settings
 
 JOIN_TOPICS = (DECISIONS, ENGAGEMENT, PURCHASES)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class OutcomeJoinConfig:
     batch_size: int = 1000
     shards: int = 8
     topics: tuple[str, ...] = JOIN_TOPICS
+    idle_s: float = 300.0  # with ``tail``: a topic silent this long stops holding the join
 
 
 # Items between steps: (kind, payload); kinds are "decision", "outcome" and "progress".
@@ -108,15 +114,31 @@ def parse_batch(config: OutcomeJoinConfig, batch: list[Message]) -> list[tuple[s
     return out
 
 
-class JoinLogic(StatefulBatchLogic[Item, LabelledExample, OutcomeJoin]):
-    """One shard's :class:`OutcomeJoin` inside Bytewax; flushes at the end of the input."""
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, config: OutcomeJoinConfig, resume: OutcomeJoin | None) -> None:
+
+class JoinLogic(StatefulBatchLogic[Item, LabelledExample, OutcomeJoin]):
+    """One shard's :class:`OutcomeJoin` inside Bytewax; flushes at the end of the input.
+
+    While tailing, a topic that delivers nothing for ``config.idle_s`` seconds (wall clock)
+    is marked idle (:meth:`OutcomeJoin.mark_idle`) at Bytewax's notification.
+    """
+
+    def __init__(self, config: OutcomeJoinConfig, resume: OutcomeJoin | None,
+                 clock: Callable[[], datetime] = _utc_now) -> None:  # fmt: skip
         self.join = resume or OutcomeJoin(config.windows, sources=config.topics)
+        # Bounded runs never look at the clock, so a replay gives the same examples.
+        live = config.tail and config.idle_s > 0
+        self.idle_after = timedelta(seconds=config.idle_s) if live else None
+        self.clock = clock
+        started = clock()
+        self.last_delivery = dict.fromkeys(self.join.sources, started)
 
     def on_batch(self, values: list[Item]) -> tuple[Iterable[LabelledExample], bool]:
         out: list[LabelledExample] = []
         join = self.join
+        now = self.clock() if self.idle_after is not None else None
         for kind, payload in values:
             if kind == "decision":
                 out += join.on_decision(payload)
@@ -124,6 +146,26 @@ class JoinLogic(StatefulBatchLogic[Item, LabelledExample, OutcomeJoin]):
                 join.on_outcome(payload)
             else:
                 out += join.advance(*payload)
+                if now is not None:
+                    self.last_delivery[payload[0]] = now
+        return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.idle_after is None:
+            return None
+        waiting = [t for s, t in self.last_delivery.items() if s not in self.join.idle]
+        return min(waiting) + self.idle_after if waiting else None
+
+    def on_notify(self) -> tuple[Iterable[LabelledExample], bool]:
+        out: list[LabelledExample] = []
+        if self.idle_after is None:
+            return out, StatefulBatchLogic.RETAIN
+        now = self.clock()
+        for source, last in sorted(self.last_delivery.items()):
+            if source not in self.join.idle and now - last >= self.idle_after:
+                log.info("outcome join: %s delivered nothing for %s; not waiting for it",
+                         source, self.idle_after)  # fmt: skip
+                out += self.join.mark_idle(source)
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[LabelledExample], bool]:
@@ -177,6 +219,7 @@ def config_from(settings: Settings) -> OutcomeJoinConfig:
         kafka_bootstrap=settings.kafka_bootstrap,
         tail=settings.tail,
         max_event_bytes=settings.max_event_bytes,
+        idle_s=settings.outcome_idle_s,
     )
 
 

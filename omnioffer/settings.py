@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     click_window_hours: float = Field(24.0, gt=0, description="Opens/clicks count this long.")
     conversion_window_days: float = Field(7.0, gt=0, description="Conversions count this long.")
     outcome_lateness_hours: float = Field(6.0, ge=0, description="How late outcomes may arrive.")
+    outcome_idle_s: float = Field(
+        300.0, ge=0, description="With --tail, a topic that delivers nothing this long stops "
+        "holding the outcome join's watermark until it delivers again (0: always wait).",
+    )  # fmt: skip
     refund_window_days: float = Field(
         0.0, ge=0, description="How long past the conversion window a refund still voids a "
         "redemption (examples wait that long).",

@@ -83,13 +83,22 @@ def flow_outcomes(
     out: Annotated[
         Path | None, typer.Option(help="Labelled examples (JSONL); default: data dir.")
     ] = None,
+    idle_s: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="With --tail, a topic silent this long stops holding the join back "
+            "(0: always wait); default 300.",
+        ),
+    ] = None,
 ) -> None:
     """Run the outcome join: decisions + engagement and purchases -> labelled examples."""
     from flows.outcome_join import config_from, run
 
     settings = settings_with(
-        source=source, events_dir=events, kafka_bootstrap=bootstrap, tail=tail
-    )
+        source=source, events_dir=events, kafka_bootstrap=bootstrap, tail=tail,
+        outcome_idle_s=idle_s,
+    )  # fmt: skip
     target = out or settings.examples_path
     console.print(f"outcome join: {settings.source} -> {target}")
     run(config_from(settings), target)

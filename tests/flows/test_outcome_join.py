@@ -121,3 +121,60 @@ def test_the_cli_runs_the_join_with_the_settings(small_world, tmp_path, monkeypa
     expected = join_in_time_order(load_decisions(small_world), events, AttributionWindows())
     assert got == {x.decision.decision_id: x.labels for x in expected}
     assert f"{len(got):,} labelled examples" in result.output
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_tailing_join_stops_waiting_for_a_topic_that_stays_quiet():
+    from flows.outcome_join import JoinLogic
+
+    windows = AttributionWindows(click=3600, conversion=3600, lateness=0)
+    wall = Clock(datetime(2026, 12, 3, 12, tzinfo=UTC))
+    config = OutcomeJoinConfig(hash_key=TEST_HASH_KEY, windows=windows, tail=True, idle_s=60)
+    logic = JoinLogic(config, None, clock=wall)
+    first, later = decision(1, T0), decision(2, T0 + 5 * HOUR)
+    progress = ("progress", (DECISIONS, int(later.decided_at.timestamp())))
+    out, _ = logic.on_batch([("decision", first), ("decision", later), progress])
+    assert list(out) == []  # engagement and purchases have delivered nothing yet
+    assert logic.notify_at() == wall.now + timedelta(seconds=60)
+    wall.now += timedelta(seconds=30)
+    assert list(logic.on_notify()[0]) == []  # not quiet long enough
+    logic.on_batch([progress])  # decisions keep coming
+    wall.now += timedelta(seconds=31)
+    emitted = [x.decision.decision_id for x in logic.on_notify()[0]]
+    assert emitted == ["d-1"]  # final: its windows closed in the decisions' event time
+    assert logic.join.idle == {ENGAGEMENT, PURCHASES}
+    assert logic.notify_at() == wall.now + timedelta(seconds=29)  # when decisions go quiet
+    # A quiet topic that delivers again holds the watermark again, from where it is.
+    logic.on_batch([("progress", (ENGAGEMENT, int((T0 + HOUR).timestamp())))])
+    assert logic.join.idle == {PURCHASES}
+    watermark = logic.join.watermark
+    later_still = decision(3, T0 + 9 * HOUR)
+    logic.on_batch(
+        [
+            ("decision", later_still),
+            ("progress", (DECISIONS, int(later_still.decided_at.timestamp()))),
+        ]
+    )
+    assert logic.join.watermark == watermark  # engagement, an hour in, holds it
+    assert "d-2" in logic.join._open
+    # Everything quiet: all that was sent is in, and the newest time known rules.
+    wall.now += timedelta(seconds=120)
+    emitted = [x.decision.decision_id for x in logic.on_notify()[0]]
+    assert emitted == ["d-2"] and logic.notify_at() is None
+
+
+def test_a_bounded_join_never_looks_at_the_clock():
+    from flows.outcome_join import JoinLogic
+
+    config = OutcomeJoinConfig(hash_key=TEST_HASH_KEY, windows=WINDOWS, idle_s=60)
+    logic = JoinLogic(config, None, clock=Clock(datetime(2026, 12, 3, tzinfo=UTC)))
+    assert logic.notify_at() is None
+    live = JoinLogic(OutcomeJoinConfig(hash_key=TEST_HASH_KEY, tail=True, idle_s=0), None)
+    assert live.notify_at() is None  # idle_s 0: always wait, as before
