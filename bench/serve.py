@@ -80,8 +80,7 @@ class ServeBench:
     """What to run. ``redis_url`` ``None`` starts a throwaway redis-server.
 
     With ``cluster``, the store is a Redis Cluster (three primaries started here when
-    ``redis_url`` is ``None``); Feast's read is then not measured (its bench repository
-    is for one server).
+    ``redis_url`` is ``None``), and Feast reads from the same cluster.
     """
 
     profiles: int = 100_000
@@ -526,14 +525,15 @@ FEAST_SCRIPT = textwrap.dedent(
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64
 
-    repo, redis_port, features_file = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    calls = int(sys.argv[4])
+    repo, redis_at, features_file = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    calls, redis_type = int(sys.argv[4]), sys.argv[5]
     rows = [json.loads(line) for line in open(features_file)]
     names = [k for k in rows[0] if k != "customer_id"]
     (repo / "feature_store.yaml").write_text(
         "project: omnioffer_bench\\nregistry: registry.db\\nprovider: local\\n"
         "entity_key_serialization_version: 3\\n"
-        f"online_store:\\n  type: redis\\n  connection_string: 127.0.0.1:{redis_port}\\n"
+        f"online_store:\\n  type: redis\\n  redis_type: {redis_type}\\n"
+        f"  connection_string: {redis_at}\\n"
         "offline_store:\\n  type: file\\n"
     )
     now = datetime.now(timezone.utc)
@@ -595,7 +595,7 @@ def feast_features(base: list[bytes], n: int, now: datetime, path: Path) -> int:
     return len(computed[0])
 
 
-def run_feast(bench: ServeBench, redis_port: int, base: list[bytes], now: datetime,
+def run_feast(bench: ServeBench, redis_at: str, base: list[bytes], now: datetime,
               work: Path, console: Console) -> dict[str, Any]:  # fmt: skip
     """Install Feast in its own venv if needed and measure its online read."""
     python = FEAST_VENV / "bin" / "python"
@@ -621,8 +621,9 @@ def run_feast(bench: ServeBench, redis_port: int, base: list[bytes], now: dateti
     script = work / "feast_bench.py"
     script.write_text(FEAST_SCRIPT)
     done = subprocess.run(
-        [str(python), str(script), str(repo), str(redis_port), str(features_file),
-         str(bench.feast_calls)], capture_output=True, timeout=1800,
+        [str(python), str(script), str(repo), redis_at, str(features_file),
+         str(bench.feast_calls), "redis_cluster" if bench.cluster else "redis"],
+        capture_output=True, timeout=1800,
     )  # fmt: skip
     if done.returncode != 0:
         return {"error": f"Feast run failed: {done.stderr.decode()[-1500:]}"}
@@ -696,7 +697,8 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         if url is None:
             server = stack.enter_context(RedisClusterServers() if bench.cluster else RedisServer())
             url = server.url
-        redis_port = int(url.rsplit(":", 1)[1].split("/")[0])
+        # Feast's connection string: host:port (a cluster client finds the other nodes).
+        redis_at = url.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
         console.print(f"simulating {bench.world_customers:,} customers × {bench.world_days} days")
         base = world_profiles(bench, now)
         where = "a Redis Cluster" if bench.cluster else "Redis"
@@ -735,12 +737,10 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         in_process = run_offers_in_process(bench, env)
         dropped = metric(port, 'omnioffer_serve_decision_log_total{outcome="dropped"}')
         feast: dict[str, Any] = {"error": "skipped (--no-feast)"}
-        if bench.cluster:
-            feast = {"error": "skipped: Feast's read is measured on one Redis server"}
         feast_server: dict[str, Any] = {"error": "skipped (no Feast repository)"}
-        if bench.feast and not bench.cluster:
-            console.print("measuring Feast get_online_features on the same Redis")
-            feast = run_feast(bench, redis_port, base, now, work, console)
+        if bench.feast:
+            console.print(f"measuring Feast get_online_features on the same {where}")
+            feast = run_feast(bench, redis_at, base, now, work, console)
             if "error" not in feast:
                 feast_server = run_feast_server(bench, work, console)
     feast_p99 = feast.get("p99_ms")

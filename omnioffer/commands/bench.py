@@ -112,7 +112,7 @@ def bench_serve(
         str | None, typer.Option(help="Redis URL (default: start a redis-server).")
     ] = None,
     redis_cluster: Annotated[
-        bool, typer.Option(help="A Redis Cluster (3 primaries started here); no Feast read.")
+        bool, typer.Option(help="A Redis Cluster (3 primaries started here), Feast reading it too.")
     ] = False,
     profiles: Annotated[int, typer.Option(min=1, help="Profiles in Redis.")] = 100_000,
     rate: Annotated[int, typer.Option(min=1, help="Offered load, requests/s.")] = 500,
