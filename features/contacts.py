@@ -32,7 +32,14 @@ _EMAIL_LIKE = re.compile(rb"(?<![\w.+-])[\w.+-]+@[\w-]+(\.[\w-]+)+")
 # International (+CC …) numbers only: bare digit runs are too often dates, ids or amounts.
 _PHONE_LIKE = re.compile(rb"\+\d[\d ()./-]{6,}\d")
 _RAW_CONTACT_KEYS = frozenset({"email", "phone"})
-_CONTACT_FIELD = re.compile(rb'"(email|phone)"\s*:\s*"[^"]*"?')
+# The value of an email/phone key in text that is not JSON (cut short, a Python repr,
+# escaped JSON inside a string, a bare number): quoted, or up to the next separator.
+_CONTACT_FIELD = re.compile(
+    rb"""(\\?["']?)(email|phone)(\\?["']?\s*[:=]\s*)(?:\\?["'][^"'\\]*(?:\\?["'])?|[^,;}\]\s]*)""",
+    re.IGNORECASE,
+)
+# What is left of an address at the end of text cut short ("ann.lee@exa").
+_CUT_EMAIL = re.compile(rb"(?<![\w.+-])[\w.+-]+@[\w.-]*\Z")
 
 
 def normalize_email(email: str) -> str:
@@ -64,7 +71,7 @@ class ContactError(ValueError):
         self.field = field
 
 
-MIN_PHONE_DIGITS = 6
+MIN_PHONE_DIGITS = 5  # national numbers as short as 5 digits exist (the Falklands)
 
 
 def hash_email(email: str, *, key: bytes) -> str:
@@ -73,11 +80,22 @@ def hash_email(email: str, *, key: bytes) -> str:
     Raises :class:`ContactError` for what is not an address (``local@domain``).
     """
     normalized = normalize_email(email)
+    _check_email(normalized)
+    return _hmac(normalized, key, "em")
+
+
+def _check_email(normalized: str) -> None:
     local, at, domain = normalized.rpartition("@")
     if not (at and local and domain):
         field, message = "ids.email", "'ids.email' is not an email address (local@domain)"
         raise ContactError(field, message)
-    return _hmac(normalized, key, "em")
+
+
+def _check_phone(normalized: str) -> None:
+    if len(normalized.lstrip("+")) < MIN_PHONE_DIGITS:
+        field = "ids.phone"
+        message = f"'{field}' is not a phone number (at least {MIN_PHONE_DIGITS} digits)"
+        raise ContactError(field, message)
 
 
 def hash_phone(phone: str, *, key: bytes) -> str:
@@ -86,11 +104,34 @@ def hash_phone(phone: str, *, key: bytes) -> str:
     Raises :class:`ContactError` for fewer than :data:`MIN_PHONE_DIGITS` digits.
     """
     normalized = normalize_phone(phone)
-    if len(normalized.lstrip("+")) < MIN_PHONE_DIGITS:
-        field = "ids.phone"
-        message = f"'{field}' is not a phone number (at least {MIN_PHONE_DIGITS} digits)"
-        raise ContactError(field, message)
+    _check_phone(normalized)
     return _hmac(normalized, key, "ph")
+
+
+def drop_junk_contacts(ids: Identifiers) -> tuple[Identifiers, list[ContactError]]:
+    """Leave out a raw email or phone that is no address; say what was left out and why.
+
+    Client SDKs send ``""`` or ``"n/a"`` for a contact they do not have: the rest of the
+    identifiers (and the event) still count.
+
+    >>> kept, junk = drop_junk_contacts(Identifiers(customer_id="c-1", email=""))
+    >>> kept.email is None and kept.customer_id, [e.field for e in junk]
+    ('c-1', ['ids.email'])
+    """
+    junk: list[ContactError] = []
+    changes: dict[str, None] = {}
+    for name, value, check, normalize in (
+        ("email", ids.email, _check_email, normalize_email),
+        ("phone", ids.phone, _check_phone, normalize_phone),
+    ):
+        if value is None:
+            continue
+        try:
+            check(normalize(value))
+        except ContactError as error:
+            junk.append(error)
+            changes[name] = None
+    return (msgspec.structs.replace(ids, **changes) if changes else ids), junk
 
 
 def scrub_identifiers(ids: Identifiers, *, key: bytes) -> Identifiers:
@@ -119,10 +160,23 @@ def redact_text(text: str) -> str:
 
 
 def _redact_bytes(raw: bytes) -> bytes:
-    # Also the value of an "email" / "phone" key in text that is no longer JSON (cut
-    # short): a national number or half an address has no shape of its own to match.
-    raw = _CONTACT_FIELD.sub(rb'"\1":"<redacted>"', raw)
-    return _PHONE_LIKE.sub(b"<redacted>", _EMAIL_LIKE.sub(b"<redacted>", raw))
+    # Also the value of an "email" / "phone" key in text that is not JSON: a national
+    # number or half an address has no shape of its own to match.
+    raw = _CONTACT_FIELD.sub(rb"\1\2\3<redacted>", raw)
+    raw = _PHONE_LIKE.sub(b"<redacted>", _EMAIL_LIKE.sub(b"<redacted>", raw))
+    return _CUT_EMAIL.sub(b"<redacted>", raw)
+
+
+def redact_head(raw: bytes, size: int = 1024) -> bytes:
+    """Return the first ``size`` bytes of ``raw`` with contacts masked (for oversize input).
+
+    Cut first, so the cost does not grow with the input; what the cut leaves of a contact
+    is masked by its key, or as the end of an address.
+
+    >>> redact_head(b'{"ids":{"phone":"0170 1234567"},"pad":"xxxx"}', 24)
+    b'{"ids":{"phone":<redacte'
+    """
+    return _redact_bytes(raw[:size])[:size]
 
 
 def _redact_value(value: object) -> object:

@@ -19,7 +19,7 @@ from typing import Literal
 
 import msgspec
 
-from features.contacts import ContactError, redact_raw, redact_text, scrub_event
+from features.contacts import drop_junk_contacts, redact_head, redact_raw, redact_text, scrub_event
 from features.events import (
     KINDS,
     Event,
@@ -73,7 +73,7 @@ _KIND_LIST = ", ".join(KINDS[:3]) + ", ..."
 
 
 _QUOTED_VALUE = re.compile(r"Invalid enum value '.*'")
-_REDACT_WHOLE_BYTES = 1 << 20  # larger inputs are cut to this before they are parsed
+_KIND_LIKE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 def _reason_from_msgspec(error: msgspec.ValidationError) -> Reason:
@@ -88,7 +88,10 @@ def _reason_from_msgspec(error: msgspec.ValidationError) -> Reason:
         return Reason("missing", field, f"required field '{field}' is missing")
     if path == "kind":
         if tag := _INVALID_TAG.match(detail):
-            message = f"unknown event kind '{tag.group('value')}'; expected one of: {_KIND_LIST}"
+            value = tag.group("value")
+            # Repeated only when it looks like a kind: anything else may be a contact.
+            named = f" '{value}'" if _KIND_LIKE.fullmatch(value) else ""
+            message = f"unknown event kind{named}; expected one of: {_KIND_LIST}"
             return Reason("unknown_kind", "kind", message)
         return Reason("unknown_kind", "kind", f"'kind' must be a string; {detail}")
     field = path or "$"
@@ -151,19 +154,19 @@ def validate(
     """
     if len(raw) > max_bytes:
         message = f"event is {len(raw)} bytes; the limit is {max_bytes}"
-        # Redacted whole, then cut: cut first, it is no JSON and its contacts lose their keys.
-        whole = raw if len(raw) <= _REDACT_WHOLE_BYTES else raw[:_REDACT_WHOLE_BYTES]
-        return Rejection(Reason("oversize", "$", message), redact_raw(whole)[:1024])
+        return Rejection(Reason("oversize", "$", message), redact_head(raw))
     try:
         event = decode_event(raw)
     except msgspec.ValidationError as error:
         return Rejection(_reason_from_msgspec(error), redact_raw(raw))
     except msgspec.DecodeError as error:
         return Rejection(Reason("malformed_json", "$", f"not valid JSON: {error}"), redact_raw(raw))
-    try:
-        event = scrub_event(event, key=key)
-    except ContactError as error:
-        return Rejection(Reason("invalid_value", error.field, str(error)), redact_raw(raw))
+    ids, junk = drop_junk_contacts(event.ids)
+    if junk:  # "" or "n/a" for a contact the client lacks: left out, never hashed
+        event = msgspec.structs.replace(event, ids=ids)
+    event = scrub_event(event, key=key)
     if (reason := _semantic_reason(event)) is not None:
+        if junk and reason.code in ("no_identifier", "inconsistent"):
+            reason = Reason("invalid_value", junk[0].field, str(junk[0]))  # the cause
         return Rejection(reason, redact_raw(raw))
     return event

@@ -128,6 +128,9 @@ class JoinLogic(StatefulBatchLogic[Item, LabelledExample, OutcomeJoin]):
     def __init__(self, config: OutcomeJoinConfig, resume: OutcomeJoin | None,
                  clock: Callable[[], datetime] = _utc_now) -> None:  # fmt: skip
         self.join = resume or OutcomeJoin(config.windows, sources=config.topics)
+        # Idleness is this process's wall-clock view: after a restart every topic holds
+        # the watermark again until it is seen quiet here (its backlog may be waiting).
+        self.join.idle.clear()
         # Bounded runs never look at the clock, so a replay gives the same examples.
         live = config.tail and config.idle_s > 0
         self.idle_after = timedelta(seconds=config.idle_s) if live else None
@@ -144,10 +147,14 @@ class JoinLogic(StatefulBatchLogic[Item, LabelledExample, OutcomeJoin]):
                 out += join.on_decision(payload)
             elif kind == "outcome":
                 join.on_outcome(payload)
-            else:
+            elif now is None:
                 out += join.advance(*payload)
-                if now is not None:
-                    self.last_delivery[payload[0]] = now
+            else:
+                # An event time past the clock (a device with a wrong date) counts as now:
+                # once the others go quiet, it alone would move the watermark.
+                source, at = payload
+                out += join.advance(source, min(at, int(now.timestamp())))
+                self.last_delivery[source] = now
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -160,18 +160,33 @@ def test_a_refund_names_its_order_and_what_it_voids():
         assert isinstance(rejected, Rejection) and rejected.reason.field == field, bad
 
 
-@pytest.mark.parametrize(
-    ("ids", "field"),
-    [({"email": ""}, "ids.email"), ({"email": "   "}, "ids.email"),
-     ({"email": "not-an-address"}, "ids.email"), ({"phone": "n/a"}, "ids.phone"),
-     ({"phone": "12-34"}, "ids.phone")],
-)  # fmt: skip
-def test_a_contact_that_is_no_address_is_rejected_not_hashed_into_a_shared_id(ids, field):
+JUNK_CONTACTS = [
+    ({"email": ""}, "ids.email"), ({"email": "   "}, "ids.email"),
+    ({"email": "not-an-address"}, "ids.email"), ({"phone": "n/a"}, "ids.phone"),
+    ({"phone": "12-34"}, "ids.phone"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("ids", "field"), JUNK_CONTACTS)
+def test_a_contact_that_is_no_address_is_left_out_and_the_event_kept(ids, field):
     result = validate(with_(ids={"anonymous_id": "a-1", **ids}), key=KEY)
+    assert not isinstance(result, Rejection), result
+    assert result.ids.anonymous_id == "a-1"
+    assert result.ids.email_hash is None and result.ids.phone_hash is None  # never hashed
+
+
+@pytest.mark.parametrize(("ids", "field"), JUNK_CONTACTS)
+def test_a_contact_that_is_no_address_and_the_only_identifier_is_rejected(ids, field):
+    result = validate(with_(ids=ids), key=KEY)
     assert isinstance(result, Rejection)
     assert (result.reason.code, result.reason.field) == ("invalid_value", field)
     value = next(iter(ids.values()))
     assert not value.strip() or value not in result.reason.message
+
+
+def test_short_real_numbers_still_count():
+    result = validate(with_(ids={"phone": "22 123"}), key=KEY)  # a Falklands number
+    assert not isinstance(result, Rejection) and result.ids.phone_hash
 
 
 @pytest.mark.parametrize(
@@ -198,10 +213,25 @@ def test_an_oversize_event_loses_its_contacts_before_it_is_cut():
 
 @pytest.mark.parametrize(
     "changes", [{"source": "ann@example.com"}, {"page": "+49 170 1234567"},
-                {"page": "0170 1234567"}, {"kind": "ann@example.com"}],
+                {"page": "0170 1234567"}, {"kind": "ann@example.com"},
+                {"kind": "0170 1234567"}, {"kind": "ann@localhost"}],
 )  # fmt: skip
 def test_a_rejection_message_never_repeats_a_raw_contact(changes):
     result = validate(with_(**changes), key=KEY)
     assert isinstance(result, Rejection)
     message = result.reason.message
     assert "ann@example.com" not in message and "1234567" not in message, message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"kind":"page_view","ids":{"phone":491701234567,},}',
+     b"{'kind': 'page_view', 'ids': {'phone': '0170 1234567', 'email': 'ann@localhost'}}",
+     b'{"kind":"page_view","note":"{\\"phone\\":\\"0170 1234567\\"}"' + b"x" * 70_000,
+     b'{"kind":"page_view","ids":{"phone":491701234567},"pad":"' + b"x" * 70_000 + b'"}'],
+)  # fmt: skip
+def test_contacts_in_what_is_not_json_are_masked_by_their_key(raw):
+    result = validate(raw, key=KEY)
+    assert isinstance(result, Rejection)
+    for contact in (b"0170 1234567", b"491701234567", b"ann@localhost", b"ann@"):
+        assert contact not in result.raw, (result.reason.code, result.raw[:200])

@@ -9,7 +9,7 @@ from features.decisions import Choice, Decision, encode_decision
 from features.eventlog import EventLogWriter, load_events
 from features.events import Engagement, Identifiers, Item, Purchase, encode_event
 from features.topics import DECISIONS, ENGAGEMENT, PURCHASES
-from flows.outcome_join import OutcomeJoinConfig, run, shard_of
+from flows.outcome_join import JOIN_TOPICS, OutcomeJoinConfig, run, shard_of
 from models.dataset import load_decisions
 from tests.conftest import TEST_HASH_KEY
 
@@ -178,3 +178,35 @@ def test_a_bounded_join_never_looks_at_the_clock():
     assert logic.notify_at() is None
     live = JoinLogic(OutcomeJoinConfig(hash_key=TEST_HASH_KEY, tail=True, idle_s=0), None)
     assert live.notify_at() is None  # idle_s 0: always wait, as before
+
+
+def test_a_future_event_time_cannot_carry_a_live_join_past_the_clock():
+    from flows.outcome_join import JoinLogic
+
+    windows = AttributionWindows(click=3600, conversion=3600, lateness=0)
+    wall = Clock(T0 + 10 * HOUR)
+    config = OutcomeJoinConfig(hash_key=TEST_HASH_KEY, windows=windows, tail=True, idle_s=60)
+    logic = JoinLogic(config, None, clock=wall)
+    skewed = int((T0 + timedelta(days=365)).timestamp())  # a device a year ahead
+    logic.on_batch([("decision", decision(1, T0)), ("progress", (ENGAGEMENT, skewed)),
+                    ("progress", (DECISIONS, int(T0.timestamp())))])  # fmt: skip
+    wall.now += timedelta(seconds=61)
+    assert [x.decision.decision_id for x in logic.on_notify()[0]] == ["d-1"]
+    assert logic.join.watermark <= int(wall.now.timestamp())  # not a year ahead
+    fresh = decision(2, wall.now)
+    assert logic.on_batch([("decision", fresh)])[0] == []  # waits for its outcomes
+
+
+def test_a_resumed_join_waits_for_every_topic_again():
+    import pickle
+
+    from flows.outcome_join import JoinLogic
+
+    config = OutcomeJoinConfig(hash_key=TEST_HASH_KEY, windows=WINDOWS, tail=True, idle_s=60)
+    wall = Clock(datetime(2026, 12, 3, 12, tzinfo=UTC))
+    logic = JoinLogic(config, None, clock=wall)
+    wall.now += timedelta(seconds=61)
+    logic.on_notify()
+    assert logic.join.idle == set(JOIN_TOPICS)
+    resumed = JoinLogic(config, pickle.loads(pickle.dumps(logic.snapshot())), clock=wall)
+    assert resumed.join.idle == set()  # the backlog after an outage may be on any of them
