@@ -771,7 +771,8 @@ def run_serve_bench(bench: ServeBench, console: Console) -> dict[str, Any]:
         feast: dict[str, Any] = {"error": "skipped (--no-feast)"}
         feast_server: dict[str, Any] = {"error": "skipped (no Feast repository)"}
         if bench.feast:
-            console.print(f"measuring Feast get_online_features on the same {where}")
+            store = "Redis Cluster" if bench.cluster else "Redis"
+            console.print(f"measuring Feast get_online_features from the same {store}")
             feast = run_feast(bench, redis_at, base, now, work, console)
             if "error" not in feast:
                 feast_server = run_feast_server(bench, work, console)
