@@ -216,10 +216,10 @@ class Engine:
         A model that reads offers' facts from the catalog is given the one in force.
         """
         scorer = self.scorers.current
-        use_catalog = getattr(scorer, "use_catalog", None)
-        if use_catalog is not None:
-            use_catalog(loaded.catalog)
         try:
+            use_catalog = getattr(scorer, "use_catalog", None)
+            if use_catalog is not None:
+                use_catalog(loaded.catalog)
             return run(scorer), scorer.version
         except Exception:
             if scorer is self.scorers.fallback:

@@ -87,6 +87,26 @@ def test_a_failing_model_falls_back_to_the_heuristic_per_request(filled_store, m
     assert 'omnioffer_serve_fallbacks_total{cause="model_error"} 1.0' in client.get("/metrics").text
 
 
+class CatalogRejectingModel(HeuristicScorer):
+    version = "catalog-v1"
+
+    def use_catalog(self, catalog):
+        raise KeyError("offer facts missing for this catalog")
+
+
+def test_a_model_that_cannot_take_the_catalog_falls_back_too(filled_store, make_client,
+                                                             customers):  # fmt: skip
+    client = make_client(filled_store, scorer=CatalogRejectingModel())
+    offers = client.post("/v1/offers", json=offers_body(customer_id=customers[0])).json()
+    assert offers["model_version"] == "heuristic-v1" and offers["offers"]
+    assert not offers["degraded"]
+    message = {"campaign": "spring", "kind": "marketing", "urgency": "low"}
+    channel = client.post("/v1/channel", json={"customer_id": customers[0], "message": message})
+    assert channel.status_code == 200 and channel.json()["model_version"] == "heuristic-v1"
+    assert channel.json().get("suppressed_by") != "internal_error"
+    assert 'omnioffer_serve_fallbacks_total{cause="model_error"} 2.0' in client.get("/metrics").text
+
+
 def _collected(obj: object) -> bool:
     """Whether the cyclic collector's passes still walk ``obj`` (it is not frozen)."""
     return any(o is obj for o in gc.get_objects())
