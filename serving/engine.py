@@ -82,11 +82,17 @@ from serving.schemas import (
 log = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE = "store_unavailable"
+# A stored profile that does not decode (a bad write, a foreign value under its key): not
+# an outage, so retrying will not help; it stays until the flow rewrites it or an erasure.
+PROFILE_UNREADABLE = "profile_unreadable"
+_UNREADABLE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
 # Reads and decisions before giving up on a contact log that keeps changing under us.
 CONTACT_ATTEMPTS = 3
 _UNAVAILABLE_REASONS = {
     STORE_UNAVAILABLE: "the online store is unavailable: consent and caps cannot be checked; "
     "retry",
+    PROFILE_UNREADABLE: "the customer's stored profile cannot be read: consent and caps "
+    "cannot be checked, so nothing is sent until it is rewritten (features rebuild) or erased",
     CONTACT_LOG_BUSY: "other messages to this person were being decided at the same time; "
     "retry",
 }
@@ -119,6 +125,7 @@ class Lookup:
     features: dict[str, Any] | None = None
     history: list[ContactRecord] = field(default_factory=list)
     degraded: bool = False
+    unreadable: bool = False
 
 
 class UnavailableError(RuntimeError):
@@ -202,10 +209,11 @@ class Engine:
             return Lookup(profile_id=profile_id, history=history)
         try:
             features = profile_features(decode_profile(raw), int(now.timestamp()))
-        except (ValueError, KeyError, TypeError) as error:
+        except _UNREADABLE_ERRORS as error:
             log.error("profile %s unreadable, degrading: %s", profile_id, error)
-            self.metrics.fallbacks.labels(cause="profile_unreadable").inc()
-            return Lookup(profile_id=profile_id, history=history, degraded=True)
+            self.metrics.fallbacks.labels(cause=PROFILE_UNREADABLE).inc()
+            return Lookup(profile_id=profile_id, history=history, degraded=True,
+                          unreadable=True)  # fmt: skip
         return Lookup(profile_id, features, history)
 
     def _with_fallback(
@@ -353,7 +361,9 @@ class Engine:
         for _attempt in range(CONTACT_ATTEMPTS):
             lookup = self._lookup(fragments, now, contacts=True)
             if lookup.degraded:
-                return self._channel_unavailable(request, decision_id, now, context, lookup)
+                rule = PROFILE_UNREADABLE if lookup.unreadable else STORE_UNAVAILABLE
+                return self._channel_unavailable(request, decision_id, now, context, lookup,
+                                                 rule)  # fmt: skip
             facts = contact_facts(lookup.features)
             loaded = self.policies.get()
             blocked = valid_at = None
@@ -532,13 +542,20 @@ class Engine:
         except StoreError as error:
             message = f"online store unavailable: {error}"
             raise UnavailableError(message) from error
-        features = profile_features(decode_profile(raw), int(now.timestamp()))
+        unreadable = None
+        try:
+            features = profile_features(decode_profile(raw), int(now.timestamp()))
+        except _UNREADABLE_ERRORS as error:
+            # Support staff need to see this state (and the identifiers, to erase or rebuild).
+            log.error("profile %s unreadable: %s", profile_id, error)
+            features, unreadable = {}, f"the stored profile cannot be decoded: {error}"
         prefix = "persona_"
         personas = {k[len(prefix) :]: v for k, v in features.items() if k.startswith(prefix)}
         return {
             "profile_id": profile_id,
             "identifiers": identifiers,
             "as_of": now,
+            "unreadable": unreadable,
             "personas": personas,
             "features": features,
             "recent_contacts": [
@@ -661,13 +678,19 @@ class Engine:
                 return False
 
         examples = 0
-        if self.examples_path is not None:
-            examples = erase_lines(self.examples_path, example_of_person)
-        journey_records = sum(
-            erase_lines(path, journey_record_of_person)
-            for path in self.journey_logs
-            if path.exists()
-        )
+        try:
+            if self.examples_path is not None:
+                examples = erase_lines(self.examples_path, example_of_person)
+            journey_records = sum(
+                erase_lines(path, journey_record_of_person)
+                for path in self.journey_logs
+                if path.exists()
+            )
+        except OSError as error:
+            # The decision log is done (idempotent): a retry redoes the files and the rest.
+            message = (f"cannot rewrite {error.filename or 'a log file'}: {error.strerror}; "
+                       "the person's decisions are erased, the rest is not yet")  # fmt: skip
+            raise UnavailableError(message) from error
         try:
             # Every key the person's data may sit under: the identifiers' own profiles
             # (a device messaged before its login), then the profile, whose identity index

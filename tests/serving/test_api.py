@@ -138,6 +138,27 @@ def test_the_profile_endpoint_shows_personas(client, customers):
     assert client.get(f"/v1/profiles/{customers[0]}").json()["profile_id"] == body["profile_id"]
 
 
+@pytest.mark.parametrize("value", [b"{not json", b"[]", b'{"tier": 3}'])
+def test_an_unreadable_stored_profile_is_shown_and_never_sent_to(filled_store, make_client,
+                                                                 customers, value):  # fmt: skip
+    from features.store import ProfileWrite, StoreBatch
+
+    profile_id = f"customer_id:{customers[0]}"
+    filled_store.write(StoreBatch(profiles=[ProfileWrite(profile_id, value)]))
+    client = make_client(filled_store)
+    shown = client.get(f"/v1/profiles/{profile_id}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["unreadable"].startswith("the stored profile cannot be decoded")
+    assert profile_id in shown.json()["identifiers"]
+    offers = client.post("/v1/offers", json=offers_body(customer_id=customers[0]))
+    assert offers.status_code == 200 and offers.json()["degraded"] and offers.json()["offers"]
+    channel = client.post("/v1/channel", json=channel_body(customers[0]))
+    assert channel.status_code == 200
+    assert channel.json()["channel"] == "none"
+    assert channel.json()["suppressed_by"] == "profile_unreadable"
+    assert client.get(f"/v1/profiles/customer_id:{customers[1]}").json()["unreadable"] is None
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field", "text"),
     [

@@ -301,3 +301,17 @@ def test_an_erasure_that_fails_part_way_is_finished_by_its_retry(
     retry = client.delete("/v1/customers/cu-7").json()
     assert "device_id:d-7" in retry["identifiers"]
     assert store.contacts_of("device_id:d-7") == [] == store.contacts_of("customer_id:cu-7")
+
+
+def test_an_unwritable_log_file_is_a_503_and_the_retry_finishes(make_client, tmp_path):
+    from features.store import open_store
+
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.examples_path.mkdir(parents=True)  # not a file: cannot be opened for rewriting
+    store = open_store("sqlite", sqlite_path=tmp_path / "unwritable.sqlite3")
+    client = make_client(store, settings=settings)
+    failed = client.delete("/v1/customers/cu-1")
+    assert failed.status_code == 503, failed.text
+    assert "the person's decisions are erased, the rest is not yet" in failed.json()["error"]
+    settings.examples_path.rmdir()
+    assert client.delete("/v1/customers/cu-1").status_code == 200
