@@ -104,6 +104,16 @@ class Settings(BaseSettings):
         "asked before the erasure is on the topic.",
     )
     max_request_bytes: int = Field(64 * 1024, gt=0, description="Larger bodies get a 413.")
+    store_breaker_failures: int = Field(
+        5, ge=1,
+        description="Serving: store failures in a row that open the breaker (decisions then "
+        "degrade at once instead of each waiting for the store's timeout).",
+    )
+    store_breaker_reset_s: float = Field(
+        1.0, gt=0,
+        description="Serving: how long the store breaker stays open before one decision "
+        "tries the store again.",
+    )
     model_pointer: Path | None = Field(None, description="Promoted-model pointer to watch.")
     model_poll_s: float = Field(2.0, gt=0, description="How often to check the model pointer.")
     budget_refresh_s: float = Field(

@@ -40,7 +40,7 @@ from features.topics import MESSAGES_OUTBOUND, TRIGGERS
 from omnioffer.settings import Settings
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog, FileSink, KafkaSink, Sink
-from serving.engine import Engine, UnavailableError, parse_identifier, utc_now
+from serving.engine import Engine, UnavailableError, parse_identifier, store_breaker, utc_now
 from serving.eraser import erasure_status
 from serving.metrics import ServingMetrics
 from serving.policy_source import PolicySource
@@ -326,6 +326,9 @@ def create_app(
         ],
         budgets=budgets,
         queue_erasures=settings.decision_erasure == "queued",
+        breaker=store_breaker(
+            metrics, settings.store_breaker_failures, settings.store_breaker_reset_s
+        ),
         **({"new_id": new_id} if new_id else {}),
     )
     loader = model_loader or default_loader(settings)
@@ -518,6 +521,8 @@ def _routes(
         body = {
             "ready": store_ok and model_error is None,
             "store": store_ok,
+            # "open": decisions skip the store for now (it failed repeatedly); they degrade.
+            "store_breaker": engine.breaker.current_state,
             "model": model_error is None,
             "model_error": model_error,
             "model_version": engine.scorers.current.version,

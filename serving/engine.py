@@ -7,7 +7,10 @@ decision record to the log without waiting. It degrades instead of failing:
 
 * store unreachable or slow → offers from the context alone (``degraded: true``); channel
   choice answers ``none`` with ``suppressed_by: "store_unavailable"`` (consent and caps
-  cannot be checked, so nothing is sent);
+  cannot be checked, so nothing is sent). After ``store_breaker_failures`` failures in a
+  row the store breaker opens: for ``store_breaker_reset_s`` decisions degrade without
+  calling the store (a worker waiting its timeout on every request would answer ten a
+  second), then one tries it again;
 * the model raises → the heuristic scores this request (``fallbacks{cause="model_error"}``);
 * anything else unexpected → the same context-only answer, counted as an error.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+from pybreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerListener
 
 from features.arbitration import Exploration
 from features.attribution import decode_example
@@ -97,6 +101,36 @@ _UNAVAILABLE_REASONS = {
     "retry",
 }
 NO_ELIGIBLE_OFFER = "no_eligible_offer"
+BREAKER_OPEN = "store_breaker_open"
+
+
+class _BreakerMetrics(CircuitBreakerListener):
+    """Logs the store breaker's changes (once, not per request) and shows its state."""
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
+
+    def state_change(self, cb: CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        opened = new_state.name == "open"
+        self.metrics.store_breaker.set(1 if opened else 0)
+        if opened:
+            log.warning("store breaker open: decisions degrade for %.1f s", cb.reset_timeout)
+        elif old_state is not None and old_state.name == "half-open":
+            log.warning("store breaker closed: the store answers again")
+
+
+def store_breaker(metrics: ServingMetrics, failures: int = 5, reset_s: float = 1.0,
+                  ) -> CircuitBreaker:  # fmt: skip
+    """Return the breaker decisions call the store through: only store errors count.
+
+    The failure that opens it is raised as itself (the request degrades as for any store
+    error); while open, calls raise ``CircuitBreakerError`` without touching the store.
+    """
+    return CircuitBreaker(
+        fail_max=failures, reset_timeout=reset_s, throw_new_error_on_trip=False,
+        exclude=[lambda error: not isinstance(error, StoreError)],
+        listeners=[_BreakerMetrics(metrics)], name="store",
+    )  # fmt: skip
 
 
 def utc_now() -> datetime:
@@ -150,8 +184,11 @@ class Engine:
         journey_logs: Sequence[Path] = (),
         budgets: BudgetSpend | None = None,
         queue_erasures: bool = False,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.store = store
+        # Around the decisions' store calls only: support endpoints want the real error.
+        self.breaker = breaker or store_breaker(metrics)
         self.policies = policies
         self.scorers = scorers
         self.decisions = decisions
@@ -199,7 +236,11 @@ class Engine:
             return Lookup()
         try:
             # Future (deferred) sends count too, so contacts are read from a week back on.
-            read = self.store.read_resolved(fragments, now - WEEK if contacts else None)
+            since = now - WEEK if contacts else None
+            read = self.breaker.call(self.store.read_resolved, fragments, since)
+        except CircuitBreakerError:
+            self.metrics.fallbacks.labels(cause=BREAKER_OPEN).inc()
+            return Lookup(degraded=True)
         except StoreError as error:
             log.warning("store unavailable, degrading: %s", error)
             self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
@@ -423,9 +464,10 @@ class Engine:
             )
             try:
                 # Synchronous on purpose: the next request must see this contact.
-                if self.store.add_contact_if_unchanged(record, now - WEEK, len(lookup.history)):
+                add = self.store.add_contact_if_unchanged
+                if self.breaker.call(add, record, now - WEEK, len(lookup.history)):
                     break
-            except StoreError as error:
+            except (StoreError, CircuitBreakerError) as error:
                 log.warning("contact log unavailable, not sending: %s", error)
                 self.metrics.fallbacks.labels(cause=STORE_UNAVAILABLE).inc()
                 return self._channel_unavailable(request, decision_id, now, context, lookup)

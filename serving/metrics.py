@@ -93,6 +93,11 @@ class ServingMetrics:
             "omnioffer_serve_budget_refreshes", "Budget spend refreshes by result.",
             ["result"], registry=r,
         )  # fmt: skip
+        self.store_breaker = Gauge(
+            "omnioffer_serve_store_breaker_open",
+            "1 while the store breaker is open: decisions skip the store and degrade.",
+            registry=r,
+        )  # fmt: skip
         self.policy_reloads = Counter(
             "omnioffer_serve_policy_reloads", "Policy reloads by result.", ["result"],
             registry=r,
