@@ -39,6 +39,7 @@ bench: install services
 	$(VENV)/bin/omnioffer bench serve --json bench/results/serve.json
 	$(VENV)/bin/omnioffer bench journeys --json bench/results/journeys.json
 	$(VENV)/bin/python -m bench.erasure --json bench/results/erasure.json
+	$(VENV)/bin/python -m bench.brownout --json bench/results/brownout.json
 
 clean:
 	rm -rf $(VENV) .omnioffer .pytest_cache
