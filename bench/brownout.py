@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="omnioffer-brownout-") as folder, \
             RedisServer() as server:  # fmt: skip
-        pid = server._process.pid  # noqa: SLF001 - the bench freezes the very process
+        pid = server.pid
+        assert pid is not None, "redis-server is not running"
         cases = [run_case(server.url, pid, failures, args.requests, Path(folder))
                  for failures in (5, OFF)]  # fmt: skip
     result = {"benchmark": "brownout", "store_timeout_s": 0.1, "cases": cases,
@@ -95,10 +96,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "total s", "p50 ms", "p99 ms", "answers/s", "back after thaw",
                   title="offers with Redis frozen (SIGSTOP), one worker")  # fmt: skip
     for case in cases:
-        table.add_row(case["breaker"], str(case["requests"]), str(case["degraded"]),
-                      str(case["waited_for_store"]), f"{case['total_s']:.2f}",
-                      f"{case['p50_ms']:.2f}", f"{case['p99_ms']:.1f}",
-                      f"{case['answers_per_s']:,.0f}", str(case["recovered_after_thaw"]))  # fmt: skip
+        table.add_row(
+            case["breaker"], str(case["requests"]), str(case["degraded"]),
+            str(case["waited_for_store"]), f"{case['total_s']:.2f}", f"{case['p50_ms']:.2f}",
+            f"{case['p99_ms']:.1f}", f"{case['answers_per_s']:,.0f}",
+            str(case["recovered_after_thaw"]),
+        )  # fmt: skip
     Console().print(table)
     write_json(args.json, result)
     return result

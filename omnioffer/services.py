@@ -149,6 +149,11 @@ class _LocalServer(_Started):
         """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (to signal it, e.g. freeze it)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def start(self) -> Self:
         """Start the server and wait until it answers; a running server is left alone.
 
