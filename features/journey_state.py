@@ -305,7 +305,8 @@ def _apply(
     if profile is None:
         profile = state.profiles[profile_id] = ProfileJourneys()
     if features is not None:
-        profile.facts = contact_facts(features)
+        zone = ctx.policies().contact.default_offset_min(datetime.fromtimestamp(fact.ts, UTC))
+        profile.facts = contact_facts(features, zone)
         profile.personas = {p: float(features.get(f"persona_{p}") or 0.0) for p in PERSONA_NAMES}
     _watch_ended(ctx, profile_id, profile, fact, out)
     for instance in list(profile.instances.values()):

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -128,6 +129,27 @@ class ContactPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     quiet_hours: QuietHours = QuietHours()
     unknown_consent: UnknownConsent = UnknownConsent()
     urgency: dict[Urgency, UrgencyRule] = {}
+    # Quiet hours of customers whose own offset was never seen (no page view or purchase
+    # yet: a CRM import, a store sign-up): the home market's zone, daylight saving included.
+    default_timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.default_timezone)
+        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+            message = (f"default_timezone: unknown time zone {self.default_timezone!r} "
+                       "(expected an IANA name such as 'Europe/Berlin')")  # fmt: skip
+            raise ValueError(message) from None
+
+    def default_offset_min(self, at: datetime) -> int:
+        """Return the default zone's UTC offset at ``at``, in minutes east of UTC.
+
+        >>> ContactPolicy(default_timezone="America/New_York").default_offset_min(
+        ...     datetime(2026, 7, 1, tzinfo=UTC))
+        -240
+        """
+        delta = at.astimezone(ZoneInfo(self.default_timezone)).utcoffset()
+        return int(delta.total_seconds()) // 60 if delta is not None else 0
 
     def urgency_rule(self, urgency: str) -> UrgencyRule:
         """Return the rule of an urgency level (a level left out waits for nothing)."""
@@ -246,19 +268,32 @@ class ContactFacts:
     """
 
     consent: Mapping[str, bool] = field(default_factory=dict)
+    # Minutes east of UTC: the customer's own offset, else the policy's default zone's.
     tz_offset_min: int = 0
     active_hour: int | None = None
     redeemed: frozenset[str] = frozenset()
     dismissed: frozenset[str] = frozenset()
 
 
-def contact_facts(features: Mapping[str, Any] | None) -> ContactFacts:
+def contact_facts(
+    features: Mapping[str, Any] | None, default_offset_min: int = 0
+) -> ContactFacts:
     """Build :class:`ContactFacts` from :func:`features.profile.profile_features` output.
 
-    ``None`` (an unknown customer) gives no consent, UTC and no active hour.
+    ``None`` (an unknown customer) gives no consent and no active hour. A customer whose
+    offset was never seen (``tz_known`` false) gets ``default_offset_min``
+    (:meth:`ContactPolicy.default_offset_min` at the decision time).
+
+    >>> contact_facts({"tz_offset_min": 0, "tz_known": False}, -300).tz_offset_min
+    -300
+    >>> contact_facts({"tz_offset_min": 60, "tz_known": True}, -300).tz_offset_min
+    60
     """
     if not features:
-        return ContactFacts()
+        return ContactFacts(tz_offset_min=default_offset_min)
+    known = features.get("tz_known")
+    if known is None:  # features built by hand, not by profile_features
+        known = features.get("tz_offset_min") is not None
     consent = {
         channel: bool(value)
         for channel in MESSAGE_CHANNELS
@@ -266,7 +301,7 @@ def contact_facts(features: Mapping[str, Any] | None) -> ContactFacts:
     }
     return ContactFacts(
         consent=consent,
-        tz_offset_min=int(features.get("tz_offset_min") or 0),
+        tz_offset_min=int(features.get("tz_offset_min") or 0) if known else default_offset_min,
         active_hour=features.get("active_hour"),
         redeemed=frozenset(features.get("offers_redeemed") or ()),
         dismissed=frozenset(features.get("offers_dismissed") or ()),

@@ -313,6 +313,8 @@ def _loyalty(f: dict[str, Any], record: dict[str, Any], d90: Counters, as_of: in
     f["offers_redeemed_90d"] = d90.get("redeemed", 0)
     f["last_store"] = _register(record, "last_store")
     f["tz_offset_min"] = _register(record, "tz_offset_min", 0)
+    # 0 above is also "never seen": contact policy then uses its default zone instead.
+    f["tz_known"] = _register(record, "tz_offset_min") is not None
 
 
 def _activity(f: dict[str, Any], d90: Counters) -> None:

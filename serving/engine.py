@@ -405,8 +405,9 @@ class Engine:
                 rule = PROFILE_UNREADABLE if lookup.unreadable else STORE_UNAVAILABLE
                 return self._channel_unavailable(request, decision_id, now, context, lookup,
                                                  rule)  # fmt: skip
-            facts = contact_facts(lookup.features)
             loaded = self.policies.get()
+            contact = loaded.policies.contact
+            facts = contact_facts(lookup.features, contact.default_offset_min(now))
             blocked = valid_at = None
             if msg.offer_id is not None:
                 # Looked up in the version this attempt decides with: a reload since the
@@ -488,12 +489,15 @@ class Engine:
             )
         )
         self._count_channel(outcome, msg.offer_id)
+        tz_known = (lookup.features or {}).get("tz_known")
+        assumed_zone = None if tz_known else loaded.policies.contact.default_timezone
         return _channel_response(
             outcome,
             decision_id=decision_id,
             now=now,
             facts=facts,
             quiet=loaded.send_policies.contact.quiet_hours,
+            assumed_zone=assumed_zone,
             channels=loaded.catalog.channels,
             version=version,
             profile_id=lookup.profile_id,
@@ -856,14 +860,19 @@ def _offer_out(outcome: OffersOutcome, number: int) -> OfferOut:
 
 
 def _timing(
-    send_at: datetime, now: datetime, facts: ContactFacts, quiet: Any, quiet_applies: bool
+    send_at: datetime, now: datetime, facts: ContactFacts, quiet: Any, quiet_applies: bool,
+    assumed_zone: str | None = None,
 ) -> str:
     if send_at <= now:
         return "send now"
     local = send_at.astimezone(local_zone(facts.tz_offset_min)).strftime("%H:%M")
+    # Said, so support staff can tell a customer's own evening from an assumed one.
+    where = f"{local} local time"
+    if assumed_zone:
+        where = f"{local} {assumed_zone} time (the customer's own time zone is not known)"
     if quiet_applies and in_quiet_hours(now, facts.tz_offset_min, quiet):
-        return f"deferred past the quiet hours to {local} local time"
-    return f"waits for the customer's active hour, {local} local time"
+        return f"deferred past the quiet hours to {where}"
+    return f"waits for the customer's active hour, {where}"
 
 
 def _channel_response(
@@ -873,6 +882,7 @@ def _channel_response(
     now: datetime,
     facts: ContactFacts,
     quiet: Any,
+    assumed_zone: str | None,
     channels: Mapping[str, Any],
     version: str,
     profile_id: str | None,
@@ -918,7 +928,7 @@ def _channel_response(
     why = f"exploration ({policy})" if outcome.pick.explored else "best allowed channel"
     words = ", ".join(reasons(chosen.scored.contributions)) or "prior"
     quiet_applies = bool(channels[chosen.channel].quiet_hours_apply)
-    timing = _timing(send_at, now, facts, quiet, quiet_applies)
+    timing = _timing(send_at, now, facts, quiet, quiet_applies, assumed_zone)
     override = ""
     if model is not None and not model.allowed:
         override = f"; the model preferred {model.channel}, which the campaign does not allow"

@@ -383,3 +383,55 @@ def test_a_message_deferred_past_its_offer_end_is_suppressed(make_client, tmp_pa
     assert late["channel"] == "none" and late["suppressed_by"] == "offer_not_valid"
     noon = make_client(store, clock=lambda: evening.replace(hour=12))
     assert noon.post("/v1/channel", json=body).json()["channel"] in {"sms", "push"}
+
+
+def test_a_customer_whose_time_zone_was_never_seen_gets_the_policy_default(
+    make_client, tmp_path
+):
+    """Only a consent on record (a CRM import): no page view or purchase gave an offset."""
+    import yaml
+
+    from features.events import Consent, Identifiers
+    from features.pipeline import recompute
+    from features.policy import DEFAULT_POLICIES_PATH
+    from features.store import open_store
+    from flows.rebuild import write_to_store
+
+    consent = Consent(event_id="c-1", event_time=datetime(2026, 3, 1, 10, tzinfo=UTC),
+                      source="crm", ids=Identifiers(customer_id="cu-crm"), channel="sms",
+                      granted=True)  # fmt: skip
+    late = datetime(2026, 3, 8, 21, 30, tzinfo=UTC)  # 22:30 in Berlin, 21:30 in London
+
+    def send_at(zone: str | None) -> dict:
+        document = yaml.safe_load(DEFAULT_POLICIES_PATH.read_text())
+        if zone is not None:
+            document["contact"]["default_timezone"] = zone
+        name = zone.replace("/", "-") if zone else "default"
+        path = tmp_path / f"policies-{name}.yaml"
+        path.write_text(yaml.safe_dump(document))
+        store = open_store("sqlite", sqlite_path=tmp_path / f"{name}.sqlite3")
+        write_to_store(recompute([consent]), store)
+        settings = Settings(data_dir=tmp_path / f"data-{name}", policies_path=path)
+        client = make_client(store, settings=settings, clock=lambda: late)
+        body = channel_body("cu-crm", kind="transactional", urgency="high", campaign="receipt",
+                            allowed_channels=["sms"])  # fmt: skip
+        return client.post("/v1/channel", json=body).json()
+
+    berlin, utc = send_at("Europe/Berlin"), send_at(None)
+    assert berlin["channel"] == utc["channel"] == "sms"
+    # Quiet until 08:00 plus the 60-minute daylight-saving margin: 09:00 where assumed.
+    assert berlin["send_at"].startswith("2026-03-09T08:00")  # 09:00 in Berlin
+    assert "Europe/Berlin time (the customer's own time zone is not known)" in berlin["reason"]
+    assert utc["send_at"].startswith("2026-03-09T09:00")
+    assert "UTC time" in utc["reason"]
+
+
+def test_an_unknown_default_time_zone_is_refused(make_client, filled_store, tmp_path):
+    from features.policy import DEFAULT_POLICIES_PATH, load_policies
+
+    path = tmp_path / "policies.yaml"
+    shipped = DEFAULT_POLICIES_PATH.read_text()
+    assert "default_timezone: UTC" in shipped
+    path.write_text(shipped.replace("default_timezone: UTC", "default_timezone: Mars/Olympus"))
+    with pytest.raises(Exception, match="default_timezone: unknown time zone 'Mars/Olympus'"):
+        load_policies(path)
