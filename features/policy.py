@@ -58,8 +58,10 @@ WEEK = timedelta(days=7)
 _TICK = timedelta(microseconds=1)  # datetimes resolve microseconds: the smallest step
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+# Bounded: an infinite lever or value would make scores inf or nan (null in the JSON).
+MAX_AMOUNT = 1e9
+Positive = Annotated[float, msgspec.Meta(gt=0, le=MAX_AMOUNT)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
 
@@ -131,15 +133,7 @@ class ContactPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     urgency: dict[Urgency, UrgencyRule] = {}
     # Quiet hours of customers whose own offset was never seen (no page view or purchase
     # yet: a CRM import, a store sign-up): the home market's zone, daylight saving included.
-    default_timezone: str = "UTC"
-
-    def __post_init__(self) -> None:
-        try:
-            ZoneInfo(self.default_timezone)
-        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-            message = (f"default_timezone: unknown time zone {self.default_timezone!r} "
-                       "(expected an IANA name such as 'Europe/Berlin')")  # fmt: skip
-            raise ValueError(message) from None
+    default_timezone: str = "UTC"  # checked by parse_policies (an IANA name)
 
     def default_offset_min(self, at: datetime) -> int:
         """Return the default zone's UTC offset at ``at``, in minutes east of UTC.
@@ -220,6 +214,13 @@ def parse_policies(document: Any, source: str = "<policies>") -> Policies:
         document = {}
     check_document(document, Policies, source, PolicyError)
     policies = msgspec.convert(document, Policies, strict=True)
+    zone = policies.contact.default_timezone
+    try:
+        ZoneInfo(zone)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        message = (f"{source}: entry 'contact', field 'default_timezone': unknown time zone "
+                   f"{zone!r} (expected an IANA name such as 'Europe/Berlin')")  # fmt: skip
+        raise PolicyError(message) from None
     missing = [u for u in URGENCIES if u not in policies.contact.urgency]
     if missing:
         message = (

@@ -323,6 +323,10 @@ def test_the_shipped_policies_file_is_valid_and_complete():
         ([1, 2], "expected a mapping; got list"),
         ({"contact": {"urgency": {"high": {}}}},
          "entry 'contact.urgency', field 'immediate': every urgency level needs a rule"),
+        ({"levers": {"offers": {"of-1": float("inf")}}},
+         "entry 'levers.offers', field 'of-1': Expected `float` <= 1000000000.0; got inf"),
+        ({"contact": {"default_timezone": "Mars/Olympus"}},
+         "entry 'contact', field 'default_timezone': unknown time zone 'Mars/Olympus'"),
     ],
 )  # fmt: skip
 def test_invalid_policies_name_the_file_the_entry_and_the_field(document, expected):
