@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -78,6 +79,14 @@ class Sink(Protocol):
         ...
 
 
+class PartialSendError(RuntimeError):
+    """A sink took the first ``sent`` records of a batch, then gave up on the rest."""
+
+    def __init__(self, sent: int, waited_s: float) -> None:
+        super().__init__(f"the producer queue stayed full {waited_s:g} s after {sent} records")
+        self.sent = sent
+
+
 class FileSink:
     """Append to the embedded event log: one JSONL file per topic in ``directory``."""
 
@@ -88,20 +97,37 @@ class FileSink:
         self._lock = threading.Lock()  # an erasure rewrites the file the writer appends to
 
     def _handle(self, topic: str) -> Any:
+        """Return the topic's open file, opened again if the path is now another file.
+
+        A log rotated (renamed) or deleted under a running writer would otherwise take
+        every later record with it, counted as written (as ``WatchedFileHandler`` does).
+        """
+        path = topic_path(self.directory, topic)
         handle = self._files.get(topic)
+        if handle is not None:
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            held = os.fstat(handle.fileno())
+            if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                handle.close()
+                handle = None
         if handle is None:
-            handle = self._files[topic] = topic_path(self.directory, topic).open("ab")
+            handle = self._files[topic] = path.open("ab")
         return handle
 
     def send(self, records: list[Record]) -> None:
         """Append each value as one line, then flush once."""
-        touched = set()
+        handles: dict[str, Any] = {}
         with self._lock:
             for topic, _key, value in records:
-                self._handle(topic).write(value + b"\n")
-                touched.add(topic)
-            for topic in touched:
-                self._files[topic].flush()
+                handle = handles.get(topic)
+                if handle is None:  # checked once a batch: one stat per topic
+                    handle = handles[topic] = self._handle(topic)
+                handle.write(value + b"\n")
+            for handle in handles.values():
+                handle.flush()
 
     def erase(self, erasures: Sequence[Erasure]) -> list[int]:
         """Blank the matching records of ``decisions.jsonl`` in place."""
@@ -210,17 +236,25 @@ class KafkaSink:
         return self._producer
 
     def send(self, records: list[Record]) -> None:
-        """Produce each record; on a full local queue, serve callbacks and retry once."""
+        """Produce each record; on a full local queue, serve callbacks and retry.
+
+        Raises :class:`PartialSendError` (with how many went) if the queue stays full for
+        ``timeout`` seconds.
+        """
         producer = self._open()
-        for topic, key, value in records:
+        for sent, (topic, key, value) in enumerate(records):
             if topic == self.topic and key is None:
                 message = "a record of the compacted decisions topic needs a key"
                 raise ValueError(message)
-            try:
-                producer.produce(topic, value, key, on_delivery=self._delivered)
-            except BufferError:
-                producer.poll(0.1)
-                producer.produce(topic, value, key, on_delivery=self._delivered)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    producer.produce(topic, value, key, on_delivery=self._delivered)
+                    break
+                except BufferError:  # librdkafka's queue is full: let it deliver some
+                    if time.monotonic() > deadline:
+                        raise PartialSendError(sent, self.timeout) from None
+                    producer.poll(0.1)
             with self._count_lock:
                 self._produced += 1
         producer.poll(0)
@@ -320,7 +354,11 @@ class KafkaSink:
     def close(self) -> None:
         """Deliver what is queued (up to 10 s) and drop the producer; idempotent."""
         if self._producer is not None:
-            self._producer.flush(10.0)
+            left = self._producer.flush(10.0)
+            if left:  # counted, or a shutdown would lose them unseen
+                log.error("decision log closed with %d records undelivered", left)
+                if self._on_failure is not None:
+                    self._on_failure(left)
             # Dropping the last reference ends librdkafka's threads and connections.
             self._producer = None
 
@@ -427,13 +465,24 @@ class DecisionLog:
             items = []
             while self._items and len(items) < self._batch:
                 items.append(self._items.popleft())
+            records = []
+            for item in items:  # one record that cannot be built costs only itself
+                try:
+                    records.append(_encoded(item))
+                except Exception:
+                    log.exception("a decision record could not be built; it is lost")
+                    self._count("failed", 1)
             try:
-                records = [_encoded(i) for i in items]
-                self.sink.send(records)
-                self._count("written", len(records))
+                if records:
+                    self.sink.send(records)
+                    self._count("written", len(records))
+            except PartialSendError as error:
+                log.error("decision log: %s; %d records lost", error, len(records) - error.sent)
+                self._count("written", error.sent)
+                self._count("failed", len(records) - error.sent)
             except Exception:  # a failing sink must not kill the writer thread
-                log.exception("decision log sink failed; %d records lost", len(items))
-                self._count("failed", len(items))
+                log.exception("decision log sink failed; %d records lost", len(records))
+                self._count("failed", len(records))
             self._done += len(items)
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -154,6 +154,61 @@ def test_the_file_sink_erases_matching_decisions_only(tmp_path):
     assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-0", "d-2", "d-3", "d-5", "d-9"]
 
 
+def test_a_log_rotated_or_deleted_under_the_writer_keeps_every_later_record(tmp_path):
+    log = DecisionLog(FileSink(tmp_path))
+    log.submit(_decision(1))
+    assert log.flush()
+    path = tmp_path / "decisions.jsonl"
+    path.rename(tmp_path / "decisions.jsonl.1")  # logrotate's way
+    log.submit(_decision(2))
+    assert log.flush()
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-2"]
+    path.unlink()
+    log.submit(_decision(3))
+    log.close()
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-3"]
+
+
+def _counting(outcomes: dict[str, int]):
+    return lambda outcome, n: outcomes.__setitem__(outcome, outcomes.get(outcome, 0) + n)
+
+
+def test_a_record_that_cannot_be_built_costs_only_itself(tmp_path):
+    outcomes: dict[str, int] = {}
+    log = DecisionLog(FileSink(tmp_path), on_outcome=_counting(outcomes))
+
+    def broken() -> Decision:
+        raise RuntimeError("a bug in a record builder")
+
+    log.submit(_decision(4))
+    log.submit(broken)
+    log.submit(_decision(5))
+    log.close()
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-4", "d-5"]
+    assert outcomes == {"written": 2, "failed": 1}
+
+
+class HalfFullSink(FileSink):
+    """Takes the first record of a batch, then its queue stays full."""
+
+    def send(self, records):
+        from serving.decision_log import PartialSendError
+
+        super().send(records[:1])
+        raise PartialSendError(1, 30.0)
+
+
+def test_a_batch_cut_short_counts_what_went_and_what_did_not(tmp_path):
+    outcomes: dict[str, int] = {}
+    log = DecisionLog(HalfFullSink(tmp_path), on_outcome=_counting(outcomes))
+    log._stop.set()  # noqa: SLF001 - hold the writer so the three go as one batch
+    log._thread.join()  # noqa: SLF001
+    for n in range(3):
+        log.submit(_decision(n))
+    log._run()  # noqa: SLF001 - one pass of the writer, here
+    assert outcomes == {"written": 1, "failed": 2}
+
+
 class GatedSink(FileSink):
     """A file sink whose first erasure waits at a gate, counting the passes it makes."""
 
