@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import yaml
@@ -214,8 +215,12 @@ def train_bench_model(bench: ServeBench, world: Path, work: Path) -> tuple[Path,
     from models.workflow import train
     from omnioffer.settings import Settings
 
-    settings = Settings(contact_hash_key=BENCH_HASH_KEY, seed=bench.seed,
-                        data_dir=work / "train", registry_dir=work / "registry")  # fmt: skip
+    # The bench's own settings only: an OMNIOFFER_* variable of the shell (a catalog, the
+    # attribution windows) would train on other terms than the world was simulated with.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OMNIOFFER_")}
+    with mock.patch.dict(os.environ, clean, clear=True):
+        settings = Settings(contact_hash_key=BENCH_HASH_KEY, seed=bench.seed,
+                            data_dir=work / "train", registry_dir=work / "registry")  # fmt: skip
     version, *_ = train(settings, world, promote=True)
     pointer, _ = model_note(settings.model_registry_dir)
     if pointer is None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import msgspec
 from pybreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerListener
@@ -58,7 +59,7 @@ from features.policy import (
 )
 from features.profile import decode_profile, profile_features
 from features.scoring import ScoreContext, Scored, Scorer
-from features.store import ContactRecord, OnlineStore, StoreError
+from features.store import ContactRecord, OnlineStore, StoreError, StoreUnavailableError
 from features.topics import CONSENT, DECISION_ERASURES, routing_key, topic_for
 from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog
@@ -113,22 +114,26 @@ class _BreakerMetrics(CircuitBreakerListener):
     def state_change(self, cb: CircuitBreaker, old_state: Any, new_state: Any) -> None:
         opened = new_state.name == "open"
         self.metrics.store_breaker.set(1 if opened else 0)
-        if opened:
-            log.warning("store breaker open: decisions degrade for %.1f s", cb.reset_timeout)
-        elif old_state is not None and old_state.name == "half-open":
+        before = old_state.name if old_state is not None else None
+        if opened and before == "closed":  # not again after each failed trial
+            log.warning("store breaker open: decisions degrade, the store is tried every "
+                        "%.1f s", cb.reset_timeout)  # fmt: skip
+        elif new_state.name == "closed" and before == "half-open":
             log.warning("store breaker closed: the store answers again")
 
 
 def store_breaker(metrics: ServingMetrics, failures: int = 5, reset_s: float = 1.0,
                   ) -> CircuitBreaker:  # fmt: skip
-    """Return the breaker decisions call the store through: only store errors count.
+    """Return the breaker decisions call the store through (one per worker process).
 
-    The failure that opens it is raised as itself (the request degrades as for any store
-    error); while open, calls raise ``CircuitBreakerError`` without touching the store.
+    Only the store being unreachable or slow counts (``StoreUnavailableError``): an error
+    of one key (a value of the wrong type) says nothing about the others. The failure that
+    opens it is raised as itself (the request degrades as for any store error); while
+    open, calls raise ``CircuitBreakerError`` without touching the store.
     """
     return CircuitBreaker(
         fail_max=failures, reset_timeout=reset_s, throw_new_error_on_trip=False,
-        exclude=[lambda error: not isinstance(error, StoreError)],
+        exclude=[lambda error: not isinstance(error, StoreUnavailableError)],
         listeners=[_BreakerMetrics(metrics)], name="store",
     )  # fmt: skip
 
@@ -734,8 +739,10 @@ class Engine:
             )
         except OSError as error:
             # The decision log is done (idempotent): a retry redoes the files and the rest.
-            message = (f"cannot rewrite {error.filename or 'a log file'}: {error.strerror}; "
-                       "the person's decisions are erased, the rest is not yet")  # fmt: skip
+            done = "queued for erasure" if job is not None else "erased"
+            message = (f"cannot rewrite {error.filename or 'a log file'}: "
+                       f"{error.strerror or error}; the person's decisions are {done}, "
+                       "the rest is not yet")  # fmt: skip
             raise UnavailableError(message) from error
         try:
             # Every key the person's data may sit under: the identifiers' own profiles
@@ -868,7 +875,8 @@ def _timing(
     local = send_at.astimezone(local_zone(facts.tz_offset_min)).strftime("%H:%M")
     # Said, so support staff can tell a customer's own evening from an assumed one.
     where = f"{local} local time"
-    if assumed_zone:
+    if assumed_zone:  # the zone's clock at send_at, a daylight-saving change included
+        local = send_at.astimezone(ZoneInfo(assumed_zone)).strftime("%H:%M")
         where = f"{local} {assumed_zone} time (the customer's own time zone is not known)"
     if quiet_applies and in_quiet_hours(now, facts.tz_offset_min, quiet):
         return f"deferred past the quiet hours to {where}"

@@ -13,6 +13,7 @@ metric                                         what
 ``omnioffer_serve_decision_log_total``         decision-log records written / dropped
 ``omnioffer_serve_decision_log_queue``         records waiting to be written
 ``omnioffer_serve_model_info``                 1 for the model version being served
+``omnioffer_serve_store_breaker_open``         1 while this worker's store breaker is open
 ``omnioffer_serve_model_events_total``         model swaps and load failures
 ``omnioffer_serve_policy_reloads_total``       policy-file reloads by result
 ``omnioffer_serve_offer_budget_spent``         budget spent by redemptions, per offer

@@ -402,17 +402,17 @@ def test_a_customer_whose_time_zone_was_never_seen_gets_the_policy_default(
                       granted=True)  # fmt: skip
     late = datetime(2026, 3, 8, 21, 30, tzinfo=UTC)  # 22:30 in Berlin, 21:30 in London
 
-    def send_at(zone: str | None) -> dict:
+    def send_at(zone: str | None, at: datetime = late) -> dict:
         document = yaml.safe_load(DEFAULT_POLICIES_PATH.read_text())
         if zone is not None:
             document["contact"]["default_timezone"] = zone
-        name = zone.replace("/", "-") if zone else "default"
+        name = f"{zone.replace('/', '-') if zone else 'default'}-{at:%d}"
         path = tmp_path / f"policies-{name}.yaml"
         path.write_text(yaml.safe_dump(document))
         store = open_store("sqlite", sqlite_path=tmp_path / f"{name}.sqlite3")
         write_to_store(recompute([consent]), store)
         settings = Settings(data_dir=tmp_path / f"data-{name}", policies_path=path)
-        client = make_client(store, settings=settings, clock=lambda: late)
+        client = make_client(store, settings=settings, clock=lambda: at)
         body = channel_body("cu-crm", kind="transactional", urgency="high", campaign="receipt",
                             allowed_channels=["sms"])  # fmt: skip
         return client.post("/v1/channel", json=body).json()
@@ -424,6 +424,10 @@ def test_a_customer_whose_time_zone_was_never_seen_gets_the_policy_default(
     assert "Europe/Berlin time (the customer's own time zone is not known)" in berlin["reason"]
     assert utc["send_at"].startswith("2026-03-09T09:00")
     assert "UTC time" in utc["reason"]
+    # The night Berlin's clocks go forward: the reason reads the zone's clock at the send.
+    spring = send_at("Europe/Berlin", datetime(2026, 3, 28, 21, 30, tzinfo=UTC))
+    assert spring["send_at"].startswith("2026-03-29T08:00")
+    assert "to 10:00 Europe/Berlin time" in spring["reason"]
 
 
 def test_an_unknown_default_time_zone_is_refused(tmp_path):

@@ -201,11 +201,12 @@ class HalfFullSink(FileSink):
 def test_a_batch_cut_short_counts_what_went_and_what_did_not(tmp_path):
     outcomes: dict[str, int] = {}
     log = DecisionLog(HalfFullSink(tmp_path), on_outcome=_counting(outcomes))
-    log._stop.set()  # noqa: SLF001 - hold the writer so the three go as one batch
-    log._thread.join()  # noqa: SLF001
+    # Stop the writer thread, so the three go out as one batch of the pass run below.
+    log._stop.set()
+    log._thread.join()
     for n in range(3):
         log.submit(_decision(n))
-    log._run()  # noqa: SLF001 - one pass of the writer, here
+    log._run()
     assert outcomes == {"written": 1, "failed": 2}
 
 

@@ -91,7 +91,7 @@ def test_after_repeated_store_failures_decisions_skip_the_store_until_it_answers
 def test_only_store_errors_count_toward_opening_the_breaker():
     from pybreaker import CircuitBreakerError
 
-    from features.store import StoreUnavailableError
+    from features.store import StoreError, StoreUnavailableError
     from serving.engine import store_breaker
     from serving.metrics import ServingMetrics
 
@@ -100,12 +100,17 @@ def test_only_store_errors_count_toward_opening_the_breaker():
     def bug() -> None:
         raise ValueError("a bug, not an outage")
 
+    def one_bad_key() -> None:
+        raise StoreError("redis store read_resolved failed: WRONGTYPE")
+
     def down() -> None:
         raise StoreUnavailableError("redis read: timed out")
 
     for _ in range(3):
         with pytest.raises(ValueError):
             breaker.call(bug)
+        with pytest.raises(StoreError):
+            breaker.call(one_bad_key)
     assert breaker.current_state == "closed"
     for _ in range(2):  # the failure that opens it is raised as itself
         with pytest.raises(StoreUnavailableError):
