@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -118,12 +118,16 @@ def read_to_end(
 
 
 def read_kafka_decisions(
-    bootstrap: str, topic: str = DECISIONS, timeout: float = 30.0
+    bootstrap: str,
+    topic: str = DECISIONS,
+    timeout: float = 30.0,
+    select: Callable[[Decision], bool] | None = None,
 ) -> list[Decision]:
     """Return the decisions on ``topic`` that no later tombstone erased, by decision time.
 
     Unreadable records are skipped. Records are decoded as they arrive, so only live
-    decisions are held (a tombstone drops what its key held so far).
+    decisions are held (a tombstone drops what its key held so far), and with ``select``
+    only those it picks (a time window, say).
     """
     by_key: dict[bytes | None, list[Decision]] = {}
     for record in scan_topic(bootstrap, topic, timeout):
@@ -134,7 +138,8 @@ def read_kafka_decisions(
             decision = decode_decision(record.value)
         except ValueError:
             continue
-        by_key.setdefault(record.key, []).append(decision)
+        if select is None or select(decision):
+            by_key.setdefault(record.key, []).append(decision)
     return sorted((d for held in by_key.values() for d in held), key=lambda d: d.decided_at)
 
 

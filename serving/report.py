@@ -1,9 +1,11 @@
 """Who was capped or suppressed, and why: a query over the decision log (pure).
 
-``omnioffer decisions --suppressed`` prints :func:`suppressions` of the embedded log as a
-table and counts by rule. A decision is *suppressed* when nothing was chosen and
-``suppressed_by`` names the rule; a candidate is *blocked* when its reasons say
-``suppressed_by:<rule>`` (a channel over its cap while another channel was used, say).
+``omnioffer decisions --suppressed`` prints :func:`suppressions` of the decision log as a
+table and counts by rule, in one pass that holds only the newest ``keep`` rows (a day of
+decisions at 500 req/s does not fit in memory), between ``since`` and ``until``. A
+decision is *suppressed* when nothing was chosen and ``suppressed_by`` names the rule; a
+candidate is *blocked* when its reasons say ``suppressed_by:<rule>`` (a channel over its
+cap while another channel was used, say).
 
 >>> from datetime import UTC, datetime
 >>> from features.decisions import Choice, Decision, Identifiers
@@ -11,12 +13,15 @@ table and counts by rule. A decision is *suppressed* when nothing was chosen and
 ...     ids=Identifiers(customer_id="c"), policy="p", suppressed_by="total_cap_day",
 ...     chosen=[Choice(offer_id=None, channel="none", propensity=1.0)])
 >>> report = suppressions([d])
->>> report.by_rule, report.rows[0].who
-({'total_cap_day': 1}, 'customer_id:c')
+>>> report.by_rule, report.rows[0].who, report.suppressed
+({'total_cap_day': 1}, 'customer_id:c', 1)
+>>> suppressions([d], since=datetime(2026, 3, 3, tzinfo=UTC)).decisions
+0
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,12 +47,15 @@ class Suppressed:
 
 @dataclass(frozen=True, slots=True)
 class SuppressionReport:
-    """Suppressed decisions, counts by rule, and blocked candidates by rule."""
+    """The newest suppressed decisions (oldest first), counts by rule and of first choices."""
 
     rows: list[Suppressed]
     by_rule: dict[str, int]
     blocked_by_rule: dict[str, int]
     decisions: int
+    suppressed: int = 0
+    # (surface, offer or channel) of each decision's first choice: what was chosen most.
+    first_choices: dict[tuple[str, str], int] | None = None
 
 
 def _who(decision: Decision) -> str:
@@ -74,31 +82,54 @@ def _excluded(counts: dict[str, int]) -> str:
     return " (" + ", ".join(f"{rule}: {n}" for rule, n in ranked) + ")"
 
 
-def suppressions(decisions: Iterable[Decision]) -> SuppressionReport:
-    """Collect the suppressed decisions and count rules (decisions and blocked candidates)."""
-    rows: list[Suppressed] = []
+def suppressions(
+    decisions: Iterable[Decision],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    keep: int | None = None,
+) -> SuppressionReport:
+    """Collect the suppressed decisions and count rules (decisions and blocked candidates).
+
+    Only decisions with ``since <= decided_at < until`` count; ``keep`` bounds the rows
+    held to the newest ones (every one is counted).
+    """
+    newest: list[tuple[datetime, int, Suppressed]] = []  # a min-heap: the oldest on top
     by_rule: Counter[str] = Counter()
     blocked: Counter[str] = Counter()
+    chosen: Counter[tuple[str, str]] = Counter()
     total = 0
-    for decision in decisions:
+    for n, decision in enumerate(decisions):
+        if (since is not None and decision.decided_at < since) or (
+            until is not None and decision.decided_at >= until
+        ):
+            continue
         total += 1
         blocked.update(decision.excluded)
         for candidate in decision.candidates:
             for reason in candidate.reasons:
                 if reason.startswith(PREFIX):
                     blocked[reason[len(PREFIX) :]] += 1
+        for choice in decision.chosen[:1]:
+            what = choice.channel if decision.surface == "channel" else choice.offer_id
+            chosen[(decision.surface, what or "")] += 1
         if decision.suppressed_by is None:
             continue
         by_rule[decision.suppressed_by] += 1
-        rows.append(
-            Suppressed(
-                decided_at=decision.decided_at,
-                decision_id=decision.decision_id,
-                surface=decision.surface,
-                who=_who(decision),
-                about=_about(decision),
-                rule=decision.suppressed_by + _excluded(decision.excluded),
-                degraded=decision.degraded,
-            )
+        row = Suppressed(
+            decided_at=decision.decided_at,
+            decision_id=decision.decision_id,
+            surface=decision.surface,
+            who=_who(decision),
+            about=_about(decision),
+            rule=decision.suppressed_by + _excluded(decision.excluded),
+            degraded=decision.degraded,
         )
-    return SuppressionReport(rows, dict(by_rule.most_common()), dict(blocked.most_common()), total)
+        entry = (decision.decided_at, n, row)
+        if keep is None or len(newest) < keep:
+            heapq.heappush(newest, entry)
+        elif entry[:2] > newest[0][:2]:
+            heapq.heapreplace(newest, entry)
+    rows = [row for _at, _n, row in sorted(newest, key=lambda e: e[:2])]
+    return SuppressionReport(rows, dict(by_rule.most_common()), dict(blocked.most_common()),
+                             total, sum(by_rule.values()), dict(chosen))  # fmt: skip

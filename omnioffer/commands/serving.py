@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -20,6 +23,9 @@ from omnioffer.console import (
     settings_with,
 )
 from omnioffer.settings import Settings
+
+if TYPE_CHECKING:
+    from features.decisions import Decision
 
 
 def _demo_is_the_embedded_store(settings: Settings, base: Path) -> bool:
@@ -132,6 +138,19 @@ def serve(
     )  # fmt: skip
 
 
+def _moment(value: str | None, option: str) -> datetime | None:
+    """Parse an ISO 8601 date or time for a CLI option; without a zone it is UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        message = ("expected an ISO 8601 date or time (2026-03-02, 2026-03-02T18:00+01:00); "
+                   f"got {value!r}")  # fmt: skip
+        raise typer.BadParameter(message, param_hint=option) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def decisions(
     suppressed: Annotated[bool, typer.Option(help="Who was capped/suppressed, and why.")] = False,
     events: Annotated[Path | None, typer.Option(help="Embedded event log folder.")] = None,
@@ -140,32 +159,46 @@ def decisions(
         typer.Option(help="Read the Kafka decisions topic here (erased ones skipped); the "
                      "default when OMNIOFFER_DECISION_LOG=kafka."),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 30,
+    since: Annotated[
+        str | None, typer.Option(help="Decisions from this time on (ISO 8601; UTC if no zone).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Decisions before this time (ISO 8601; UTC if no zone).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show (the newest).")] = 30,
 ) -> None:
     """Read the decision log: counts, or (--suppressed) who was capped and why."""
-    from collections import Counter
-
     from features.kafka_log import read_kafka_decisions
     from serving.decision_log import read_decisions
     from serving.report import suppressions
 
+    start, end = _moment(since, "--since"), _moment(until, "--until")
     settings = settings_with()
     if bootstrap is None and events is None and settings.decision_log == "kafka":
         bootstrap = settings.kafka_bootstrap  # where serving writes them
+    window = ""
+    if start is not None or end is not None:
+        window = f" between {start or 'the start'} and {end or 'now'}"
     if bootstrap is not None:
         source = f"the decisions topic on {bootstrap}"
-        logged = read_kafka_decisions(bootstrap)
+
+        def in_window(d: Decision) -> bool:
+            return (start is None or d.decided_at >= start) and (end is None or d.decided_at < end)
+
+        # Erasures come as later tombstones, so the topic's live decisions in the window
+        # are held until it is read to the end; the embedded log is read as a stream.
+        logged: Iterable[Decision] = read_kafka_decisions(bootstrap, select=in_window)
     else:
         events_dir = events or settings.event_log_dir
         source = f"{events_dir}/decisions.jsonl"
-        logged = list(read_decisions(events_dir))
-    if not logged:
-        console.print(f"no decisions in {source}")
+        logged = read_decisions(events_dir)
+    report = suppressions(logged, since=start, until=end, keep=limit)
+    if not report.decisions:
+        console.print(f"no decisions in {source}{window}")
         raise typer.Exit(1)
-    report = suppressions(logged)
     if suppressed:
         table = Table("decided at", "surface", "who", "about", "suppressed by", title="suppressed")
-        for row in report.rows[-limit:]:
+        for row in report.rows:
             rule = row.rule + (" (degraded)" if row.degraded else "")
             table.add_row(row.decided_at.isoformat(timespec="seconds"), row.surface, row.who,
                           row.about, rule)  # fmt: skip
@@ -177,16 +210,13 @@ def decisions(
                        str(report.blocked_by_rule.get(rule, 0)))  # fmt: skip
     Console().print(counts)
     if not suppressed:
-        chosen = Counter(
-            (d.surface, c.channel if d.surface == "channel" else c.offer_id or "")
-            for d in logged for c in d.chosen[:1]
-        )
         top = Table("surface", "first choice", "decisions", title="most chosen")
+        chosen = Counter(report.first_choices or {})
         for (surface, what), n in chosen.most_common(limit):
             top.add_row(surface, what, str(n))
         Console().print(top)
     console.print(
-        f"{report.decisions:,} decisions, {len(report.rows):,} suppressed, in {source}"
+        f"{report.decisions:,} decisions, {report.suppressed:,} suppressed, in {source}{window}"
     )
 
 

@@ -494,6 +494,37 @@ def test_the_decisions_command_shows_who_was_suppressed_and_by_which_rule(
     assert f"24 decisions, {len(suppressed)} suppressed" in report.output
 
 
+def test_the_decisions_command_keeps_to_a_time_window_and_the_newest_rows(tmp_path):
+    log = DecisionLog(FileSink(tmp_path))
+    for day in range(1, 6):
+        log.submit(Decision(
+            decision_id=f"d-{day}", decided_at=datetime(2026, 3, day, 12, tzinfo=UTC),
+            surface="channel", ids=Identifiers(customer_id=f"c-{day}"), policy="p",
+            suppressed_by="total_cap_day",
+            chosen=[Choice(offer_id=None, channel="none", propensity=1.0)],
+        ))  # fmt: skip
+    log.close()
+
+    def run(*args: str):
+        command = ["decisions", "--suppressed", "--events", str(tmp_path), *args]
+        return CliRunner().invoke(cli, command, env={"COLUMNS": "200"})
+
+    def shown(output: str) -> list[str]:
+        return [c for c in ("c-1", "c-2", "c-3", "c-4", "c-5") if c in output]
+
+    window = run("--since", "2026-03-02", "--until", "2026-03-04T12:00+00:00")
+    assert window.exit_code == 0, window.output
+    assert "2 decisions, 2 suppressed" in window.output
+    assert shown(window.output) == ["c-2", "c-3"]
+    newest = run("--limit", "2")
+    assert "5 decisions, 5 suppressed" in newest.output
+    assert shown(newest.output) == ["c-4", "c-5"]
+    bad = run("--since", "yesterday")
+    assert bad.exit_code == 2 and "ISO 8601" in bad.output
+    empty = run("--since", "2027-01-01")
+    assert empty.exit_code == 1 and "no decisions" in empty.output
+
+
 def test_a_decision_that_fails_inside_serving_answers_the_default_and_is_logged(
     filled_store, make_client, customers, tmp_path, monkeypatch
 ):
