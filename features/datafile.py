@@ -236,6 +236,10 @@ class Reloadable(Generic[T]):
             if stamp in (self.stamp, self._rejected) and not force:
                 return "unchanged"
             loaded = self._load()
+            if self._stamp() != stamp:
+                # Written to while it was read: what was read may be half the new file
+                # (still valid YAML). The next check loads it once the writer is done.
+                return "unchanged"
         except Exception as error:  # a reload must never take the service down
             expected = isinstance(error, self._errors)
             text = str(error) if expected else f"{type(error).__name__}: {error}"

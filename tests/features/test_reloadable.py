@@ -49,3 +49,25 @@ def test_a_failed_reload_keeps_the_last_good_value_and_says_why(tmp_path, in_bac
     _write(path, "three")
     settle()
     assert source.get() == "three" and source.error is None
+
+
+def test_a_file_written_to_while_it_is_read_is_loaded_at_the_next_check(tmp_path):
+    path = tmp_path / "data.yaml"
+    _write(path, "one")
+    loads: list[str] = []
+
+    def load() -> str:
+        text = path.read_text()
+        loads.append(text)
+        if len(loads) == 2:  # the writer goes on while this load reads
+            with path.open("a") as handle:
+                handle.write(" and a half")
+        return text
+
+    source = Reloadable([path], load, errors=(DataFileError,), what="data",
+                        check_interval_s=0.0, in_background=False)  # fmt: skip
+    _write(path, "two")
+    assert source.reload() == "unchanged"  # what it read was not the file as it is now
+    assert source.current == "one"
+    assert source.get() == "two and a half"
+    assert loads == ["one", "two", "two and a half"]
