@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,6 +184,9 @@ class ProfileJourneys:
     # Entries that ended before their goal window did, by entry id: a conversion inside
     # the window still counts for the report, whatever ended the entry.
     ended: dict[str, Instance] = field(default_factory=dict)
+    # False: no event gave the customer's UTC offset, so each send takes the policy's
+    # default zone's offset at its own time (a daylight-saving change in between counts).
+    tz_known: bool = True
 
     __setstate__ = with_new_fields
 
@@ -305,8 +308,8 @@ def _apply(
     if profile is None:
         profile = state.profiles[profile_id] = ProfileJourneys()
     if features is not None:
-        zone = ctx.policies().contact.default_offset_min(datetime.fromtimestamp(fact.ts, UTC))
-        profile.facts = contact_facts(features, zone)
+        profile.facts = contact_facts(features)
+        profile.tz_known = bool(features.get("tz_known", True))
         profile.personas = {p: float(features.get(f"persona_{p}") or 0.0) for p in PERSONA_NAMES}
     _watch_ended(ctx, profile_id, profile, fact, out)
     for instance in list(profile.instances.values()):
@@ -663,7 +666,7 @@ def _release_held(
         rule = check_log(history, message.channel, message_of(message), at, policy)
     if rule is None and _in_quiet_hours(ctx, profile, message):
         # The customer's UTC offset changed since the decision (daylight saving): wait.
-        later = after_quiet_hours(at, profile.facts.tz_offset_min, policy.quiet_hours)
+        later = after_quiet_hours(at, _offset_min(ctx, profile, at), policy.quiet_hours)
         instance.held[step] = Held(
             msgspec.structs.replace(message, send_at=later),
             msgspec.structs.replace(held.contact, sent_at=later),
@@ -695,7 +698,21 @@ def _in_quiet_hours(ctx: JourneyContext, profile: ProfileJourneys, message: Outb
     )
     if spec is None or not spec.quiet_hours_apply or exempt:
         return False
-    return in_quiet_hours(message.send_at, profile.facts.tz_offset_min, policy.quiet_hours)
+    at = message.send_at
+    return in_quiet_hours(at, _offset_min(ctx, profile, at), policy.quiet_hours)
+
+
+def _offset_min(ctx: JourneyContext, profile: ProfileJourneys, at: datetime) -> int:
+    """Return the UTC offset at ``at``: the customer's own, else the default zone's."""
+    if profile.tz_known:
+        return profile.facts.tz_offset_min
+    return ctx.policies().contact.default_offset_min(at)
+
+
+def _facts_at(ctx: JourneyContext, profile: ProfileJourneys, at: datetime) -> ContactFacts:
+    if profile.tz_known:
+        return profile.facts
+    return replace(profile.facts, tz_offset_min=_offset_min(ctx, profile, at))
 
 
 def _release(profile: ProfileJourneys, held: Held) -> None:
@@ -747,7 +764,7 @@ def _send(
         channels=ctx.channels,
         allowed=spec.message.allowed_channels,
         features=None,
-        facts=profile.facts,
+        facts=_facts_at(ctx, profile, now),
         history=history,
         now=now,
         policies=ctx.send_policies(),

@@ -563,3 +563,34 @@ def test_a_purchase_after_an_unsubscribe_exit_still_counts_for_the_report():
     late = [facts[0], facts[1], (P, purchase(T0 + 22 * 24 * H, total=60.0), features(**none))]
     records, _ = run(late, T0 + 30 * 24 * H, ctx)
     assert not [r for r in records if isinstance(r, Converted) and r.entry_id == first]
+
+
+def test_a_customer_whose_time_zone_was_never_seen_gets_the_policys_zone_at_each_send():
+    import msgspec
+
+    from features.policy import QuietHours, in_quiet_hours
+
+    berlin = msgspec.structs.replace(
+        POLICIES, contact=msgspec.structs.replace(POLICIES.contact,
+                                                  default_timezone="Europe/Berlin"))  # fmt: skip
+    # The cart is left the night Berlin's clocks go forward; the reminder falls due 20 h
+    # later at 18:30 UTC: 19:30 by the offset of the cart's time, 20:30 by the clock then.
+    start = int(datetime(2026, 3, 28, 22, 30, tzinfo=UTC).timestamp())
+    widened = QuietHours("20:00", "09:00")  # 21:00-08:00 and the 60-minute margin
+
+    def sends(policies, **values):
+        ctx = JourneyContext(
+            book=only("cart_abandonment"), channels=CATALOG.channels,
+            policies=lambda: policies, scorer=HeuristicScorer, history=None, epsilon=0.0,
+        )  # fmt: skip
+        records, _ = run([(P, cart_add(start), features(**values))], start + 8 * 24 * H, ctx)
+        return [r for r in records if isinstance(r, Outbound) and r.channel in QUIET_CHANNELS]
+
+    unseen = sends(berlin, tz_offset_min=0, tz_known=False)
+    assert unseen and unseen[0].at == datetime(2026, 3, 29, 18, 30, tzinfo=UTC)
+    for message in unseen:  # by Berlin's summer clock, at each send
+        assert not in_quiet_hours(message.send_at, 120, widened)
+    assert unseen[0].send_at == datetime(2026, 3, 30, 7, tzinfo=UTC)  # 09:00 in Berlin
+    # A customer's own offset wins over the policy's zone.
+    own = sends(berlin, tz_offset_min=0, tz_known=True)
+    assert own[0].send_at == own[0].at
