@@ -42,6 +42,7 @@ from serving.budgets import BudgetSpend
 from serving.decision_log import DecisionLog, FileSink, KafkaSink, Sink
 from serving.engine import Engine, UnavailableError, parse_identifier, store_breaker, utc_now
 from serving.eraser import erasure_status
+from serving.fence import ErasureFence
 from serving.metrics import ServingMetrics
 from serving.policy_source import PolicySource
 from serving.registry import Loader, ModelWatcher, ScorerHolder, default_loader
@@ -300,10 +301,14 @@ def create_app(
     if scorer is not None:
         holder.swap(scorer)
     metrics.serving_model(holder.current.version)
+    # The workers of this host share the fence; queued erasures need none (they wait a grace).
+    inline_erasure = decision_log is None and settings.decision_erasure != "queued"
+    fence = ErasureFence(settings.event_log_dir) if inline_erasure else None
     decisions = decision_log or DecisionLog(
         _sink(settings, metrics),
         max_queue=settings.decision_queue_size,
         on_outcome=lambda outcome, n: metrics.decision_log.labels(outcome=outcome).inc(n),
+        fence=fence,
     )
     budgets = BudgetSpend(
         store,

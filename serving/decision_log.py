@@ -9,7 +9,8 @@ and a full buffer drops the record and counts it
 decision id. Erasure (:meth:`DecisionLog.erase`) drains the queue first, then removes a
 person's records: the file is rewritten without them; on Kafka each is tombstoned, and the
 topic's compaction removes it (:meth:`KafkaSink.erase`). Erasures asked while one runs
-share the next pass over the sink.
+share the next pass over the sink. With an :class:`~serving.fence.ErasureFence`, the writer
+drops the decisions of a person another worker process is erasing.
 
 >>> import tempfile
 >>> from datetime import UTC, datetime
@@ -34,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +51,7 @@ from features.decisions import (
 from features.eventlog import erase_lines, topic_path
 from features.kafka_log import scan_topic
 from features.topics import DECISIONS
+from serving.fence import ErasureFence
 
 log = logging.getLogger(__name__)
 # How long a decision record may take to reach the broker (the producer's retries
@@ -390,7 +393,8 @@ class DecisionLog:
     on the request path); the writer drains the buffer every ``interval_s`` seconds.
     Values may be built lazily: a callable returning the :class:`Decision` is called in the
     writer thread, so a request does not pay for a record with 200 candidates.
-    ``on_outcome(outcome, n)`` is called with ``"written"`` / ``"dropped"`` / ``"failed"``.
+    ``on_outcome(outcome, n)`` is called with ``"written"`` / ``"dropped"`` / ``"failed"`` /
+    ``"erased"`` (a decision of a person the ``fence`` says is being or was just erased).
     """
 
     def __init__(
@@ -401,11 +405,13 @@ class DecisionLog:
         batch: int = 512,
         interval_s: float = 0.02,
         on_outcome: Callable[[str, int], None] | None = None,
+        fence: ErasureFence | None = None,
     ) -> None:
         if max_queue < 1:
             message = f"max_queue must be >= 1; got {max_queue!r}"
             raise ValueError(message)
         self.sink = sink
+        self.fence = fence
         self._items: deque[Item] = deque()
         self._max = max_queue
         self._batch = batch
@@ -465,13 +471,28 @@ class DecisionLog:
             items = []
             while self._items and len(items) < self._batch:
                 items.append(self._items.popleft())
+            try:
+                self._write(items)
+            except Exception:  # the erasure fence could not be read
+                log.exception("decision log: %d records lost", len(items))
+                self._count("failed", len(items))
+            self._done += len(items)
+
+    def _write(self, items: list[Item]) -> None:
+        checking = self.fence.checking() if self.fence is not None else nullcontext(_never)
+        with checking as erased:  # from the check to the end of the write
             records = []
             for item in items:  # one record that cannot be built costs only itself
                 try:
-                    records.append(_encoded(item))
+                    record = _encoded(item, erased)
                 except Exception:
                     log.exception("a decision record could not be built; it is lost")
                     self._count("failed", 1)
+                    continue
+                if record is None:
+                    self._count("erased", 1)
+                else:
+                    records.append(record)
             try:
                 if records:
                     self.sink.send(records)
@@ -483,7 +504,6 @@ class DecisionLog:
             except Exception:  # a failing sink must not kill the writer thread
                 log.exception("decision log sink failed; %d records lost", len(records))
                 self._count("failed", len(records))
-            self._done += len(items)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record accepted so far is written; ``False`` on timeout."""
@@ -551,11 +571,18 @@ class DecisionLog:
         self.sink.close()
 
 
-def _encoded(item: Item) -> Record:
+def _never(_decision: Decision) -> bool:
+    return False
+
+
+def _encoded(item: Item, erased: Callable[[Decision], bool]) -> Record | None:
+    """Return the record to write, or ``None`` for a decision of a person being erased."""
     topic, key, value = item
     if isinstance(value, bytes):
         return topic, key, value
     decision = value if isinstance(value, Decision) else value()
+    if erased(decision):
+        return None
     return topic, key or decision_key(decision), encode_decision(decision)
 
 

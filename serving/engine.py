@@ -21,7 +21,8 @@ import itertools
 import logging
 import random
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -681,7 +682,9 @@ class Engine:
         ``events.consent`` so the feature flow drops its state as well. In that order, a
         log that cannot be erased (Kafka down) leaves everything as it was: the
         :class:`UnavailableError` says to retry, and the retry still finds every
-        identifier the person had. Every step is idempotent.
+        identifier the person had. Every step is idempotent. While it runs, the decision
+        log's erasure fence keeps the person's decisions that this host's other workers
+        still buffer, or that any worker makes before the profile is gone, out of the log.
 
         With ``queue_erasures`` the decision log is not read here: a job naming the
         person's identifiers goes on ``decisions.erasures`` instead (after their decisions
@@ -703,90 +706,121 @@ class Engine:
             raise UnavailableError(message) from error
         identifiers.add(identifier)
         targets = {profile_id, *identifiers} - {None}
-        erasure = person_erasure(targets)
-        removed: int | None = None
-        job = None
-        try:
-            if self.queue_erasures:
-                job = new_job(f"er-{self.new_id()}", targets, now)
-                self.decisions.deliver(DECISION_ERASURES, job.erasure_id.encode(),
-                                       encode_job(job))  # fmt: skip
-            else:
-                removed = self.decisions.erase(erasure)
-        except Exception as error:  # the broker's or librdkafka's, whichever it is
-            message = f"decision log unavailable, nothing was erased: {error}"
-            raise UnavailableError(message) from error
-        def example_of_person(line: bytes) -> bool:
+        with self._fenced(targets, now):
+            erasure = person_erasure(targets)
+            removed: int | None = None
+            job = None
             try:
-                return erasure.match(decode_example(line).decision)
-            except ValueError:  # not an example (a cut-off line): not the person's either
-                return False
+                if self.queue_erasures:
+                    job = new_job(f"er-{self.new_id()}", targets, now)
+                    self.decisions.deliver(DECISION_ERASURES, job.erasure_id.encode(),
+                                           encode_job(job))  # fmt: skip
+                else:
+                    removed = self.decisions.erase(erasure)
+            except Exception as error:  # the broker's or librdkafka's, whichever it is
+                message = f"decision log unavailable, nothing was erased: {error}"
+                raise UnavailableError(message) from error
 
-        def journey_record_of_person(line: bytes) -> bool:
+            def example_of_person(line: bytes) -> bool:
+                try:
+                    return erasure.match(decode_example(line).decision)
+                except ValueError:  # not an example (a cut-off line): not the person's either
+                    return False
+
+            def journey_record_of_person(line: bytes) -> bool:
+                try:
+                    return decode_journey_record(line).profile_id in targets
+                except ValueError:
+                    return False
+
+            examples = 0
             try:
-                return decode_journey_record(line).profile_id in targets
-            except ValueError:
-                return False
-
-        examples = 0
-        try:
-            if self.examples_path is not None:
-                examples = erase_lines(self.examples_path, example_of_person)
-            journey_records = sum(
-                erase_lines(path, journey_record_of_person)
-                for path in self.journey_logs
-                if path.exists()
+                if self.examples_path is not None:
+                    examples = erase_lines(self.examples_path, example_of_person)
+                journey_records = sum(
+                    erase_lines(path, journey_record_of_person)
+                    for path in self.journey_logs
+                    if path.exists()
+                )
+            except OSError as error:
+                # The decision log is done (idempotent): a retry redoes the files and the rest.
+                done = "queued for erasure" if job is not None else "erased"
+                message = (f"cannot rewrite {error.filename or 'a log file'}: "
+                           f"{error.strerror or error}; the person's decisions are {done}, "
+                           "the rest is not yet")  # fmt: skip
+                raise UnavailableError(message) from error
+            try:
+                # Every key the person's data may sit under: the identifiers' own profiles
+                # (a device messaged before its login), then the profile, whose identity index
+                # is how a retry after a failure here still finds the others.
+                keys = sorted(targets - {profile_id}) + ([profile_id] if profile_id else [])
+                reports = [self.store.erase(key) for key in keys]
+            except StoreError as error:
+                done = "queued for erasure" if job is not None else "erased"
+                message = f"online store unavailable, the person's decisions are {done}: {error}"
+                raise UnavailableError(message) from error
+            fields = {field_name: value}
+            if profile_id is not None and is_customer(profile_id):
+                # Name the person too, so the flow's person index forgets every linked
+                # identifier, not only the one the caller knew.
+                fields["customer_id"] = profile_id.partition(":")[2]
+            event = ErasureRequest(
+                event_id=f"erase-{self.new_id()}",
+                event_time=now,
+                source="contact_center",
+                ids=Identifiers(**fields),
             )
+            key = routing_key(event).encode()
+            if not self.decisions.publish(CONSENT, key, encode_event(event)):
+                message = "decision log buffer full: the erasure event was not published"
+                raise UnavailableError(message)
+            return {
+                "identifier": identifier,
+                "profile_id": profile_id,
+                "identifiers": sorted(identifiers),
+                "removed": {
+                    "profiles": sum(r.profiles for r in reports),
+                    "identifiers": sum(r.identifiers for r in reports),
+                    "merges": sum(r.merges for r in reports),
+                    "contacts": sum(r.contacts for r in reports),
+                    "decisions": removed,
+                    "training_examples": examples,
+                    "journey_records": journey_records,
+                },
+                "erasure_event": CONSENT,
+                "decision_log": (
+                    {"status": "queued", "erasure_id": job.erasure_id, "topic": DECISION_ERASURES}
+                    if job is not None else {"status": "done"}
+                ),
+            }
+
+
+    @contextmanager
+    def _fenced(self, targets: set[str], now: datetime) -> Iterator[None]:
+        """Keep the person's decisions out of the log while the inline erasure runs.
+
+        Other workers' buffered decisions, and any made before the profile is gone, are
+        dropped by every writer of this host (:class:`serving.fence.ErasureFence`).
+        """
+        fence = None if self.queue_erasures else getattr(self.decisions, "fence", None)
+        if fence is None:
+            yield
+            return
+        # What this worker decided before is written first, and counted by the erasure's
+        # pass; the person's decisions kept out by the note are not in its count.
+        self.decisions.flush()
+        try:
+            note = fence.begin(targets, now)
         except OSError as error:
-            # The decision log is done (idempotent): a retry redoes the files and the rest.
-            done = "queued for erasure" if job is not None else "erased"
-            message = (f"cannot rewrite {error.filename or 'a log file'}: "
-                       f"{error.strerror or error}; the person's decisions are {done}, "
-                       "the rest is not yet")  # fmt: skip
+            message = f"cannot note the erasure in {fence.path}: {error}; nothing was erased"
             raise UnavailableError(message) from error
         try:
-            # Every key the person's data may sit under: the identifiers' own profiles
-            # (a device messaged before its login), then the profile, whose identity index
-            # is how a retry after a failure here still finds the others.
-            keys = sorted(targets - {profile_id}) + ([profile_id] if profile_id else [])
-            reports = [self.store.erase(key) for key in keys]
-        except StoreError as error:
-            done = "queued for erasure" if job is not None else "erased"
-            message = f"online store unavailable, the person's decisions are {done}: {error}"
-            raise UnavailableError(message) from error
-        fields = {field_name: value}
-        if profile_id is not None and is_customer(profile_id):
-            # Name the person too, so the flow's person index forgets every linked
-            # identifier, not only the one the caller knew.
-            fields["customer_id"] = profile_id.partition(":")[2]
-        event = ErasureRequest(
-            event_id=f"erase-{self.new_id()}",
-            event_time=now,
-            source="contact_center",
-            ids=Identifiers(**fields),
-        )
-        if not self.decisions.publish(CONSENT, routing_key(event).encode(), encode_event(event)):
-            message = "decision log buffer full: the erasure event was not published"
-            raise UnavailableError(message)
-        return {
-            "identifier": identifier,
-            "profile_id": profile_id,
-            "identifiers": sorted(identifiers),
-            "removed": {
-                "profiles": sum(r.profiles for r in reports),
-                "identifiers": sum(r.identifiers for r in reports),
-                "merges": sum(r.merges for r in reports),
-                "contacts": sum(r.contacts for r in reports),
-                "decisions": removed,
-                "training_examples": examples,
-                "journey_records": journey_records,
-            },
-            "erasure_event": CONSENT,
-            "decision_log": (
-                {"status": "queued", "erasure_id": job.erasure_id, "topic": DECISION_ERASURES}
-                if job is not None else {"status": "done"}
-            ),
-        }
+            yield
+        finally:
+            try:
+                fence.end(note, self.clock())
+            except OSError:  # the open note expires by itself (keep_s)
+                log.exception("could not close the erasure note in %s", fence.path)
 
 
 _Event = TypeVar("_Event", bound=Event)
