@@ -303,7 +303,7 @@ def create_app(
     metrics.serving_model(holder.current.version)
     # The workers of this host share the fence; queued erasures need none (they wait a grace).
     inline_erasure = decision_log is None and settings.decision_erasure != "queued"
-    fence = ErasureFence(settings.event_log_dir) if inline_erasure else None
+    fence = ErasureFence(settings.event_log_dir, clock=clock or utc_now) if inline_erasure else None
     decisions = decision_log or DecisionLog(
         _sink(settings, metrics),
         max_queue=settings.decision_queue_size,

@@ -272,6 +272,19 @@ class KafkaSink:
                 raise TimeoutError(message)
             producer.poll(0.05)
 
+    def settle(self) -> None:
+        """Wait until the records produced so far are settled, at most ``timeout`` seconds.
+
+        Behind an erasure fence a batch must be on the broker before an erasure can note
+        the person: its pass reads the broker, not this producer's queue.
+        """
+        producer = self._open()
+        target = self._produced
+        try:
+            self._settle(producer, lambda: self._settled >= target, "a batch")
+        except TimeoutError as error:  # still queued, maybe delivered later: not lost
+            log.warning("%s; an erasure in the meantime may miss it", error)
+
     def deliver(self, topic: str, key: bytes, value: bytes) -> None:
         """Produce one record once everything produced before is on the broker; wait for it.
 
@@ -479,23 +492,33 @@ class DecisionLog:
             self._done += len(items)
 
     def _write(self, items: list[Item]) -> None:
+        built: list[tuple[str, bytes | None, Decision | bytes]] = []
+        for topic, key, value in items:  # one record that cannot be built costs only itself
+            try:
+                built.append((topic, key, value() if callable(value) else value))
+            except Exception:
+                log.exception("a decision record could not be built; it is lost")
+                self._count("failed", 1)
         checking = self.fence.checking() if self.fence is not None else nullcontext(_never)
         with checking as erased:  # from the check to the end of the write
             records = []
-            for item in items:  # one record that cannot be built costs only itself
-                try:
-                    record = _encoded(item, erased)
-                except Exception:
-                    log.exception("a decision record could not be built; it is lost")
-                    self._count("failed", 1)
-                    continue
-                if record is None:
+            for topic, key, value in built:
+                if isinstance(value, bytes):
+                    records.append((topic, key, value))
+                elif erased(value):
                     self._count("erased", 1)
                 else:
-                    records.append(record)
+                    try:
+                        records.append((topic, key or decision_key(value), encode_decision(value)))
+                    except Exception:
+                        log.exception("a decision record could not be encoded; it is lost")
+                        self._count("failed", 1)
             try:
                 if records:
                     self.sink.send(records)
+                    if self.fence is not None:
+                        # The fence holds only once the records are where an erasure reads.
+                        getattr(self.sink, "settle", _nothing)()
                     self._count("written", len(records))
             except PartialSendError as error:
                 log.error("decision log: %s; %d records lost", error, len(records) - error.sent)
@@ -575,15 +598,8 @@ def _never(_decision: Decision) -> bool:
     return False
 
 
-def _encoded(item: Item, erased: Callable[[Decision], bool]) -> Record | None:
-    """Return the record to write, or ``None`` for a decision of a person being erased."""
-    topic, key, value = item
-    if isinstance(value, bytes):
-        return topic, key, value
-    decision = value if isinstance(value, Decision) else value()
-    if erased(decision):
-        return None
-    return topic, key or decision_key(decision), encode_decision(decision)
+def _nothing() -> None:
+    return None
 
 
 def read_decisions(directory: Path | str) -> Iterator[Decision]:

@@ -706,7 +706,7 @@ class Engine:
             raise UnavailableError(message) from error
         identifiers.add(identifier)
         targets = {profile_id, *identifiers} - {None}
-        with self._fenced(targets, now):
+        with self._fenced(targets):
             erasure = person_erasure(targets)
             removed: int | None = None
             job = None
@@ -796,7 +796,7 @@ class Engine:
 
 
     @contextmanager
-    def _fenced(self, targets: set[str], now: datetime) -> Iterator[None]:
+    def _fenced(self, targets: set[str]) -> Iterator[None]:
         """Keep the person's decisions out of the log while the inline erasure runs.
 
         Other workers' buffered decisions, and any made before the profile is gone, are
@@ -810,16 +810,16 @@ class Engine:
         # pass; the person's decisions kept out by the note are not in its count.
         self.decisions.flush()
         try:
-            note = fence.begin(targets, now)
-        except OSError as error:
+            note = fence.begin(targets)
+        except (OSError, ValueError) as error:  # FenceBusyError is an OSError too
             message = f"cannot note the erasure in {fence.path}: {error}; nothing was erased"
             raise UnavailableError(message) from error
         try:
             yield
         finally:
             try:
-                fence.end(note, self.clock())
-            except OSError:  # the open note expires by itself (keep_s)
+                fence.end(note)
+            except Exception:  # the note then covers the person while this process lives
                 log.exception("could not close the erasure note in %s", fence.path)
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
 
 from features.decisions import Choice, Decision, person_erasure
 from features.events import Identifiers
 from omnioffer.settings import Settings
 from serving.decision_log import DecisionLog, FileSink, read_decisions
-from serving.fence import ErasureFence
-from tests.serving.conftest import offers_body
+from serving.fence import ErasureFence, FenceBusyError
+from tests.serving.conftest import WORLD_NOW, offers_body
 
 ERASED_AT = datetime(2026, 3, 8, 12, tzinfo=UTC)
 
@@ -36,6 +40,22 @@ class HeldSink(FileSink):
         super().send(records)
 
 
+class Clock:
+    """The decisions' clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = ERASED_AT
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def counted(outcomes: dict[str, int]):
     return lambda outcome, n: outcomes.__setitem__(outcome, outcomes.get(outcome, 0) + n)
 
@@ -45,8 +65,10 @@ def test_a_decision_another_worker_still_holds_does_not_outlive_the_erasure(tmp_
     # while worker A erases the person. Without the fence, B wrote it after A's pass.
     held = HeldSink(tmp_path)
     outcomes: dict[str, int] = {}
-    worker_a = DecisionLog(FileSink(tmp_path), fence=ErasureFence(tmp_path))
-    worker_b = DecisionLog(held, fence=ErasureFence(tmp_path), on_outcome=counted(outcomes))
+    clock = Clock()
+    worker_a = DecisionLog(FileSink(tmp_path), fence=ErasureFence(tmp_path, clock=clock))
+    worker_b = DecisionLog(held, fence=ErasureFence(tmp_path, clock=clock),
+                           on_outcome=counted(outcomes))  # fmt: skip
     worker_b.submit(decision("b-0", "cu-other"))
     assert held.writing.wait(10)
     worker_b.submit(decision("b-1", "cu-1"))
@@ -56,9 +78,10 @@ def test_a_decision_another_worker_still_holds_does_not_outlive_the_erasure(tmp_
 
     def erase() -> None:  # as Engine.erase does it: note, erase, close the note
         fence = worker_a.fence
-        note = fence.begin({"customer_id:cu-1"}, ERASED_AT)
+        note = fence.begin({"customer_id:cu-1"})
         removed.append(worker_a.erase(person_erasure({"customer_id:cu-1"})))
-        fence.end(note, ERASED_AT + timedelta(seconds=1))
+        clock.now += timedelta(seconds=1)
+        fence.end(note)
 
     eraser = threading.Thread(target=erase)
     eraser.start()
@@ -75,13 +98,15 @@ def test_a_decision_another_worker_still_holds_does_not_outlive_the_erasure(tmp_
 
 
 def test_the_persons_decisions_after_the_erasure_are_kept(tmp_path):
-    fence = ErasureFence(tmp_path)
+    clock = Clock()
+    fence = ErasureFence(tmp_path, clock=clock)
     outcomes: dict[str, int] = {}
     log = DecisionLog(FileSink(tmp_path), fence=fence, on_outcome=counted(outcomes))
-    note = fence.begin({"customer_id:cu-1"}, ERASED_AT)
+    note = fence.begin({"customer_id:cu-1"})
     log.submit(decision("during", "cu-1", ERASED_AT + timedelta(seconds=1)))
     assert log.flush()
-    fence.end(note, ERASED_AT + timedelta(seconds=2))
+    clock.now = ERASED_AT + timedelta(seconds=2)
+    fence.end(note)
     log.submit(decision("before-end", "cu-1", ERASED_AT + timedelta(seconds=2)))
     log.submit(decision("after", "cu-1", ERASED_AT + timedelta(seconds=3)))
     log.submit(decision("someone-else", "cu-2", ERASED_AT + timedelta(seconds=1)))
@@ -89,21 +114,49 @@ def test_the_persons_decisions_after_the_erasure_are_kept(tmp_path):
 
     assert [d.decision_id for d in read_decisions(tmp_path)] == ["after", "someone-else"]
     assert outcomes == {"erased": 2, "written": 2}
+    assert "cu-1" not in fence.path.read_text()  # keyed hashes, not the identifiers
 
 
-def test_notes_are_forgotten_after_keep_s(tmp_path):
-    fence = ErasureFence(tmp_path, keep_s=600)
-    note = fence.begin({"customer_id:cu-1"}, ERASED_AT)
-    fence.end(note, ERASED_AT)
-    # A note never closed (its process died mid-erasure) covers keep_s after it began.
-    fence.begin({"customer_id:cu-2"}, ERASED_AT)
+def test_an_erasure_longer_than_keep_s_stays_fenced_while_its_process_lives(tmp_path):
+    clock = Clock()
+    fence = ErasureFence(tmp_path, clock=clock, keep_s=60)
+    fence.begin({"customer_id:cu-1"})
+    clock.now += timedelta(hours=2)  # a long pass over a Kafka topic
+    ErasureFence(tmp_path, clock=clock).end(fence.begin({"customer_id:cu-2"}))
+    with fence.checking() as erased:
+        assert erased(decision("x", "cu-1", clock.now))
+
+
+def test_a_note_left_open_by_a_dead_process_stops_covering_after_keep_s(tmp_path):
+    clock = Clock()
+    fence = ErasureFence(tmp_path, clock=clock, keep_s=600)
+    with mock.patch("os.getpid", return_value=_dead_pid()):
+        fence.begin({"customer_id:cu-2"})
     with fence.checking() as erased:
         assert erased(decision("x", "cu-2", ERASED_AT + timedelta(seconds=599)))
         assert not erased(decision("y", "cu-2", ERASED_AT + timedelta(seconds=601)))
-    # The next note written after keep_s drops both from the file: no identifier stays.
-    fence.begin({"customer_id:cu-3"}, ERASED_AT + timedelta(seconds=601))
-    text = fence.path.read_text()
-    assert "cu-1" not in text and "cu-2" not in text and "cu-3" in text
+    clock.now += timedelta(seconds=601)
+    with fence.checking():  # past its time: the writer drops it from the file
+        pass
+    assert not fence.path.exists()
+
+
+def test_writers_holding_the_lock_make_an_erasure_give_up_not_hang(tmp_path):
+    fence = ErasureFence(tmp_path, lock_wait_s=0.05)
+    with fence.checking(), pytest.raises(FenceBusyError):
+        ErasureFence(tmp_path, lock_wait_s=0.05).begin({"customer_id:cu-1"})
+
+
+def test_an_unreadable_fence_file_does_not_stop_the_log(tmp_path):
+    fence = ErasureFence(tmp_path, clock=Clock())
+    fence.path.write_text("{half a file")
+    log = DecisionLog(FileSink(tmp_path), fence=fence)
+    log.submit(decision("kept", "cu-1"))
+    log.close()
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["kept"]
+    fence.end(fence.begin({"customer_id:cu-1"}))  # the next note writes it whole again
+    with fence.checking() as erased:
+        assert erased(decision("x", "cu-1"))
 
 
 def test_an_inline_erasure_keeps_another_workers_buffered_decision_out(
@@ -115,7 +168,7 @@ def test_an_inline_erasure_keeps_another_workers_buffered_decision_out(
     person, other = customers[0], customers[1]
     worker_a = make_client(filled_store, settings=settings)
     held = HeldSink(settings.event_log_dir)
-    log_b = DecisionLog(held, fence=ErasureFence(settings.event_log_dir))
+    log_b = DecisionLog(held, fence=ErasureFence(settings.event_log_dir, clock=lambda: WORLD_NOW))
     worker_b = make_client(filled_store, settings=settings, decision_log=log_b)
     assert worker_b.post("/v1/offers", json=offers_body(customer_id=other)).status_code == 200
     assert held.writing.wait(10)
