@@ -156,6 +156,8 @@ class ErasureFence:
                 self._write(self._live(self._read(), now))
         except FenceBusyError:
             pass  # an erasure or a writer has it: the next one prunes
+        except OSError:  # the batch is written: a failed clean-up must not count against it
+            log.warning("could not drop expired notes from %s", self.path, exc_info=True)
 
     def _live(self, notes: list[_Note], now: datetime) -> list[_Note]:
         # Closed notes last keep_s; open ones while their erasure runs, or keep_s if its
