@@ -73,6 +73,10 @@ class Sink(Protocol):
         """Write a batch of records (blocking is fine: this is the writer thread)."""
         ...
 
+    def settle(self) -> None:
+        """Return once the records sent so far are where an erasure's pass reads them."""
+        ...
+
     def erase(self, erasures: Sequence[Erasure]) -> list[int]:
         """Remove the decisions each erasure matches, in one pass; return how many each."""
         ...
@@ -131,6 +135,9 @@ class FileSink:
                 handle.write(value + b"\n")
             for handle in handles.values():
                 handle.flush()
+
+    def settle(self) -> None:
+        """Nothing to wait for: :meth:`send` has written the batch to the file."""
 
     def erase(self, erasures: Sequence[Erasure]) -> list[int]:
         """Blank the matching records of ``decisions.jsonl`` in place."""
@@ -518,7 +525,7 @@ class DecisionLog:
                     self.sink.send(records)
                     if self.fence is not None:
                         # The fence holds only once the records are where an erasure reads.
-                        getattr(self.sink, "settle", _nothing)()
+                        self.sink.settle()
                     self._count("written", len(records))
             except PartialSendError as error:
                 log.error("decision log: %s; %d records lost", error, len(records) - error.sent)
@@ -596,10 +603,6 @@ class DecisionLog:
 
 def _never(_decision: Decision) -> bool:
     return False
-
-
-def _nothing() -> None:
-    return None
 
 
 def read_decisions(directory: Path | str) -> Iterator[Decision]:
