@@ -497,7 +497,7 @@ async def offers_in_process(calls: int, warmup: int, customers: int, seed: int,
     The app is built from the environment (``OMNIOFFER_*``, as each API worker builds it)
     and started (promoted model loaded, budgets tracked); each call decodes the body,
     decides and encodes the answer, as the handler does. The decision record, which the
-    log's writer thread builds and encodes, is timed apart.
+    API builds and encodes once the response is sent, is timed apart.
     """
     from bench.serve_inprocess import CaptureLog, handle, record_bytes
     from omnioffer.settings import Settings

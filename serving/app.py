@@ -185,17 +185,19 @@ class _DecisionLane:
     FastAPI's request handling (a ``Request``, dependency resolution, a response object)
     costs about 0.3 ms of CPU a request, as much as scoring 200 offers; at 500 requests/s
     on two cores that is the difference between keeping up and queueing. Here a decision
-    is: read the body (413 past ``limit``), decide, send the JSON. Everything else goes on
-    to FastAPI, which also documents these endpoints.
+    is: read the body (413 past ``limit``), decide, send the JSON, then call ``after``
+    (which builds the decision's log record, off the request's time). Everything else goes
+    on to FastAPI, which also documents these endpoints.
     """
 
     def __init__(
         self, app: ASGIApp, decisions: dict[str, Callable[[bytes], tuple[int, bytes]]],
-        limit: int,
+        limit: int, after: Callable[[], object] | None = None,
     ) -> None:  # fmt: skip
         self.app = app
         self.decisions = decisions
         self.limit = limit
+        self.after = after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         decide = None
@@ -216,6 +218,8 @@ class _DecisionLane:
                    (b"content-length", str(len(payload)).encode())]  # fmt: skip
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        if self.after is not None:
+            self.after()
 
 
 def settle_heap() -> None:
@@ -426,7 +430,9 @@ def _routes(
             body, "/v1/channel", ChannelRequest, engine.channel, channel_fallback
         ),
     }
-    app.add_middleware(_DecisionLane, decisions=decisions, limit=limit)
+    app.add_middleware(
+        _DecisionLane, decisions=decisions, limit=limit, after=engine.decisions.build_deferred
+    )
 
     # The lane answers these two; the routes document them (and answer the same way if a
     # request ever reaches FastAPI's router).

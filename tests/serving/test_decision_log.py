@@ -188,6 +188,56 @@ def test_a_record_that_cannot_be_built_costs_only_itself(tmp_path):
     assert outcomes == {"written": 2, "failed": 1}
 
 
+def test_a_deferred_record_is_built_once_by_whichever_thread_comes_first(tmp_path):
+    outcomes: dict[str, int] = {}
+    # The writer sleeps a minute between passes: only close() wakes it.
+    log = DecisionLog(FileSink(tmp_path), interval_s=60, on_outcome=_counting(outcomes))
+    builders: list[str] = []
+
+    def building(n: int):
+        def build() -> Decision:
+            builders.append(f"{n}:{threading.current_thread().name}")
+            if n == 2:
+                raise RuntimeError("a bug in a record builder")
+            return _decision(n)
+
+        return build
+
+    for n in (1, 2):
+        log.submit(building(n))
+    assert log.build_deferred() == 2
+    assert log.build_deferred() == 0  # nothing is built twice
+    log.submit(building(3))  # nobody calls build_deferred: the writer builds it
+    log.close()
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-1", "d-3"]
+    assert builders == ["1:MainThread", "2:MainThread", "3:decision-log"]
+    assert outcomes == {"written": 2, "failed": 1}
+
+
+def test_the_api_builds_a_decisions_record_after_answering_not_in_the_writer(
+    filled_store, make_client, customers, tmp_path, monkeypatch
+):
+    import serving.engine
+
+    built_in: list[str] = []
+    build = serving.engine.offers_decision
+
+    def recording(*args, **kwargs):
+        built_in.append(threading.current_thread().name)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(serving.engine, "offers_decision", recording)
+    log = DecisionLog(FileSink(tmp_path / "log"), interval_s=60)
+    client = make_client(filled_store, decision_log=log)
+    answer = client.post("/v1/offers", json=offers_body(customer_id=customers[0])).json()
+    # Built by the event loop's thread once the response was sent, before the writer woke:
+    # a writer building it holds the GIL while the next requests wait.
+    assert len(built_in) == 1 and built_in[0] != "decision-log"
+    log.close()
+    assert [d.decision_id for d in read_decisions(tmp_path / "log")] == [answer["decision_id"]]
+    assert built_in == built_in[:1]
+
+
 class HalfFullSink(FileSink):
     """Takes the first record of a batch, then its queue stays full."""
 
