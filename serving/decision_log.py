@@ -76,7 +76,7 @@ class _Deferred:
         self.value = b""
 
     def resolve(self, on_failure: Callable[[], None]) -> None:
-        """Build and encode the record; the caller holds ``claim``."""
+        """Build and encode the record, once whatever happens; the caller holds ``claim``."""
         if self.built:
             return
         try:
@@ -86,8 +86,13 @@ class _Deferred:
         except Exception:  # one record that cannot be built costs only itself
             log.exception("a decision record could not be built; it is lost")
             on_failure()
-        self.built = True
-        self.build = _unset  # what it closed over (profile, 200 candidates) can go
+        finally:
+            self.built = True
+            self.build = _unset  # what it closed over (profile, 200 candidates) can go
+
+    def release(self) -> None:
+        """Drop the record once written (the holder may stay queued a while)."""
+        self.decision, self.value = None, b""
 
 
 def _unset() -> Decision:
@@ -96,6 +101,8 @@ def _unset() -> Decision:
 
 
 Item = tuple[str, bytes | None, "Decision | bytes | _Deferred"]
+# topic, key, the decision to check against the erasure fence (None: not a decision), value
+Built = tuple[str, bytes | None, Decision | None, bytes]
 
 
 class Sink(Protocol):
@@ -473,6 +480,7 @@ class DecisionLog:
         self.fence = fence
         self._items: deque[Item] = deque()
         self._deferred: deque[_Deferred] = deque()  # built by build_deferred or the writer
+        self._deferred_lock = threading.Lock()  # both threads take from _deferred
         self._max = max_queue
         self._batch = batch
         self._interval_s = interval_s
@@ -524,9 +532,9 @@ class DecisionLog:
     def build_deferred(self) -> int:
         """Build the records queued as functions that the writer has not; return how many.
 
-        Called by the API once a response is sent (the request no longer waits, and the
-        event loop's thread builds without contending with the writer for the GIL).
-        Never blocks: a record the writer is building is left to it.
+        Called by the API once a response is sent: the request no longer waits, and the
+        requests after it do not wait for the writer thread to hand back the GIL, as they
+        do when it builds. Never blocks: a record the writer is building is left to it.
 
         >>> import tempfile, threading
         >>> from datetime import UTC, datetime
@@ -544,11 +552,11 @@ class DecisionLog:
         (['d-2'], ['MainThread'])
         """
         done = 0
-        while self._deferred:
-            try:
+        while True:
+            with self._deferred_lock:
+                if not self._deferred:
+                    return done
                 record = self._deferred.popleft()
-            except IndexError:  # the writer took the last one
-                break
             if record.claim.acquire(blocking=False):
                 try:
                     if not record.built:
@@ -556,7 +564,6 @@ class DecisionLog:
                         done += 1
                 finally:
                     record.claim.release()
-        return done
 
     def _count_failed(self) -> None:
         self._count("failed", 1)
@@ -575,21 +582,34 @@ class DecisionLog:
             items = []
             while self._items and len(items) < self._batch:
                 items.append(self._items.popleft())
-            # What build_deferred has not reached, the writer builds below; dropped from
-            # the queue here, or nobody calling build_deferred (a test, a script) would
-            # keep every record alive.
+            try:
+                built = self._build(items)
+                try:
+                    self._write(built)
+                except Exception:  # the erasure fence could not be read
+                    log.exception("decision log: %d records lost", len(built))
+                    self._count("failed", len(built))
+                self._forget(items)
+            except Exception:  # a bug here must not stop the writer (and every flush)
+                log.exception("decision log: a pass failed")
+            finally:
+                self._done += len(items)
+
+    def _forget(self, items: list[Item]) -> None:
+        """Release the written records; unqueue those build_deferred has not reached.
+
+        Otherwise nobody calling build_deferred (a test, a script, an idle API worker)
+        would keep every record alive.
+        """
+        for _topic, _key, value in items:
+            if isinstance(value, _Deferred):
+                value.release()
+        with self._deferred_lock:
             while self._deferred and self._deferred[0].built:
                 self._deferred.popleft()
-            try:
-                self._write(items)
-            except Exception:  # the erasure fence could not be read
-                log.exception("decision log: %d records lost", len(items))
-                self._count("failed", len(items))
-            self._done += len(items)
 
-    def _write(self, items: list[Item]) -> None:
-        # (topic, key, decision to check against the fence or None, encoded value)
-        built: list[tuple[str, bytes | None, Decision | None, bytes]] = []
+    def _build(self, items: list[Item]) -> list[Built]:
+        built: list[Built] = []
         for topic, key, value in items:  # one record that cannot be built costs only itself
             if isinstance(value, bytes):
                 built.append((topic, key, None, value))
@@ -604,6 +624,9 @@ class DecisionLog:
                 except Exception:
                     log.exception("a decision record could not be encoded; it is lost")
                     self._count("failed", 1)
+        return built
+
+    def _write(self, built: list[Built]) -> None:
         checking = self.fence.checking() if self.fence is not None else nullcontext(_never)
         with checking as erased:  # from the check to the end of the write
             records = []

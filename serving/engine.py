@@ -450,7 +450,7 @@ class Engine:
                 if outcome.chosen is not None:
                     # A model explains lazily (features.scoring.LazyScores): the chosen
                     # channel's reasons are computed here, where a model error still falls
-                    # back to the heuristic, rather than later in the log's writer thread.
+                    # back to the heuristic, rather than later, when its record is built.
                     _ = outcome.chosen.scored.contributions
                 return outcome
 

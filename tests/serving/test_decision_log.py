@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -188,30 +191,53 @@ def test_a_record_that_cannot_be_built_costs_only_itself(tmp_path):
     assert outcomes == {"written": 2, "failed": 1}
 
 
+def _held(sink, **kwargs) -> DecisionLog:
+    """A decision log whose writer starts only once ``log.release`` is set."""
+
+    class Held(DecisionLog):
+        release = threading.Event()
+
+        def _run(self) -> None:
+            self.release.wait()
+            super()._run()
+
+    return Held(sink, **kwargs)
+
+
 def test_a_deferred_record_is_built_once_by_whichever_thread_comes_first(tmp_path):
     outcomes: dict[str, int] = {}
-    # The writer sleeps a minute between passes: only close() wakes it.
-    log = DecisionLog(FileSink(tmp_path), interval_s=60, on_outcome=_counting(outcomes))
+    log = _held(FileSink(tmp_path), on_outcome=_counting(outcomes))
     builders: list[str] = []
+    entered, go = threading.Event(), threading.Event()
 
     def building(n: int):
         def build() -> Decision:
             builders.append(f"{n}:{threading.current_thread().name}")
             if n == 2:
                 raise RuntimeError("a bug in a record builder")
+            if n == 4:  # the writer holds this one until the test lets it go
+                entered.set()
+                go.wait()
             return _decision(n)
 
         return build
 
     for n in (1, 2):
         log.submit(building(n))
-    assert log.build_deferred() == 2
-    assert log.build_deferred() == 0  # nothing is built twice
-    log.submit(building(3))  # nobody calls build_deferred: the writer builds it
+    assert log.build_deferred() == 2  # here, before the writer ever runs
+    for n in (3, 4):
+        log.submit(building(n))  # nobody calls build_deferred: the writer builds them
+    log.release.set()
+    assert entered.wait(30)
+    with ThreadPoolExecutor(1) as pool:
+        # 3 is built, 4 is being built: neither is built again, and nothing waits for 4.
+        assert pool.submit(log.build_deferred).result(timeout=30) == 0
+    go.set()
     log.close()
-    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-1", "d-3"]
-    assert builders == ["1:MainThread", "2:MainThread", "3:decision-log"]
-    assert outcomes == {"written": 2, "failed": 1}
+    assert [d.decision_id for d in read_decisions(tmp_path)] == ["d-1", "d-3", "d-4"]
+    assert builders == ["1:MainThread", "2:MainThread", "3:decision-log", "4:decision-log"]
+    assert outcomes == {"written": 3, "failed": 1}
+    assert not log._deferred  # written records are not kept
 
 
 def test_the_api_builds_a_decisions_record_after_answering_not_in_the_writer(
@@ -219,23 +245,38 @@ def test_the_api_builds_a_decisions_record_after_answering_not_in_the_writer(
 ):
     import serving.engine
 
-    built_in: list[str] = []
+    happened: list[str] = []
     build = serving.engine.offers_decision
 
     def recording(*args, **kwargs):
-        built_in.append(threading.current_thread().name)
+        writer = threading.current_thread() is log._thread
+        happened.append("built by the writer" if writer else "built")
         return build(*args, **kwargs)
 
     monkeypatch.setattr(serving.engine, "offers_decision", recording)
-    log = DecisionLog(FileSink(tmp_path / "log"), interval_s=60)
+    log = _held(FileSink(tmp_path / "log"))
     client = make_client(filled_store, decision_log=log)
-    answer = client.post("/v1/offers", json=offers_body(customer_id=customers[0])).json()
-    # Built by the event loop's thread once the response was sent, before the writer woke:
-    # a writer building it holds the GIL while the next requests wait.
-    assert len(built_in) == 1 and built_in[0] != "decision-log"
+    body = orjson.dumps(offers_body(customer_id=customers[0]))
+    answer: list[bytes] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        happened.append(message["type"])
+        answer.append(message.get("body", b""))
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/offers", "headers": [],
+             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+             "client": ("127.0.0.1", 9), "server": ("127.0.0.1", 80)}  # fmt: skip
+    asyncio.run(client.app(scope, receive, send))
+    # Once the caller has its answer, and by the request's own thread: a writer building
+    # it holds the GIL while the next requests wait.
+    assert happened == ["http.response.start", "http.response.body", "built"]
+    log.release.set()
     log.close()
-    assert [d.decision_id for d in read_decisions(tmp_path / "log")] == [answer["decision_id"]]
-    assert built_in == built_in[:1]
+    decision_id = orjson.loads(answer[-1])["decision_id"]
+    assert [d.decision_id for d in read_decisions(tmp_path / "log")] == [decision_id]
 
 
 class HalfFullSink(FileSink):
