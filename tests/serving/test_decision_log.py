@@ -240,6 +240,16 @@ def test_a_deferred_record_is_built_once_by_whichever_thread_comes_first(tmp_pat
     assert not log._deferred  # written records are not kept
 
 
+def test_records_nobody_builds_early_are_not_kept_once_written(tmp_path):
+    log = DecisionLog(FileSink(tmp_path))
+    for n in range(5):  # no build_deferred: a script, a test, journeys
+        log.submit(lambda n=n: _decision(n))
+    assert log.flush()
+    assert not log._deferred  # else every record built by the writer stays in memory
+    log.close()
+    assert [d.decision_id for d in read_decisions(tmp_path)] == [f"d-{n}" for n in range(5)]
+
+
 def test_the_api_builds_a_decisions_record_after_answering_not_in_the_writer(
     filled_store, make_client, customers, tmp_path, monkeypatch
 ):
