@@ -8,7 +8,7 @@ One run, side by side (these machines are noisy, so only compare within a run):
    batches, with their identity mappings.
 2. **catalog** — a bench catalog of 200 offers with no channel, store or tier limits, so
    every request has 200 eligible candidates to score and arbitrate.
-3. **API** — ``omnioffer serve`` in a subprocess (uvicorn, ``workers`` processes: 2) on
+3. **API** — ``omnioffer serve`` in a subprocess (uvicorn, ``workers`` processes: 1) on
    that Redis, with the registry's promoted model; with none promoted (a fresh clone), a
    model trained and promoted here on the simulated world of step 1, in a registry of the
    bench's own (the JSON's ``model`` says which).
@@ -106,7 +106,11 @@ class ServeBench:
     connections: int = 32
     warmup_s: float = 3.0
     feast_calls: int = 3_000
-    workers: int = 2
+    # One API process on two cores: the load generator and Redis take the other core.
+    # Two processes contend with them for CPU (offers p99 4.1 / 4.4 / 3.5 ms against
+    # 3.3 / 2.6 / 2.5 ms with one, 2026-12-05; README "Benchmarks").
+    workers: int = 1
+    feast_server_workers: int = 2
     repeats: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -684,15 +688,16 @@ def check_feast_answer(port: int, repo: Path) -> None:
 def run_feast_server(bench: ServeBench, work: Path, console: Console) -> dict[str, Any]:
     """Offer the same load to Feast's own feature server (``feast serve``) and measure it.
 
-    Needs the repository :func:`run_feast` applied and filled. The server gets the API's
-    worker count, and the load generator the same rate, duration and connections as the
+    Needs the repository :func:`run_feast` applied and filled. The server gets
+    ``feast_server_workers`` (two: with two it already queues, p99 0.25-1 s), and the
+    load generator the same rate, duration and connections as the
     decision endpoints (Feast does not say which worker answered, so its connections go
     where the kernel puts them). Returns the median round, every round under ``runs``.
     """
     port = free_port()
     command = [
         str(FEAST_VENV / "bin" / "feast"), "-c", str(work / "feast_repo"), "serve",
-        "-p", str(port), "-w", str(bench.workers), "--no-access-log",
+        "-p", str(port), "-w", str(bench.feast_server_workers), "--no-access-log",
         # Feast restarts a worker every 1,000 requests by default; a restart mid-run
         # would be measured as Feast's latency.
         "--max-requests", "1000000000", "--max-requests-jitter", "0",
@@ -713,7 +718,7 @@ def run_feast_server(bench: ServeBench, work: Path, console: Console) -> dict[st
         return {"error": str(error)}
     finally:
         _stop(server)
-    return {**median_run(runs), "runs": runs, "workers": bench.workers,
+    return {**median_run(runs), "runs": runs, "workers": bench.feast_server_workers,
             "server": "feast serve (gunicorn + uvicorn workers)"}  # fmt: skip
 
 

@@ -118,7 +118,7 @@ def bench_serve(
     rate: Annotated[int, typer.Option(min=1, help="Offered load, requests/s.")] = 500,
     seconds: Annotated[float, typer.Option(min=1.0, help="Seconds per endpoint.")] = 20.0,
     feast: Annotated[bool, typer.Option(help="Measure Feast's read in its own venv.")] = True,
-    workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
     repeats: Annotated[
         int, typer.Option(min=1, help="Rounds of both loads; the median p99 is reported.")
     ] = 3,
