@@ -689,9 +689,9 @@ def run_feast_server(bench: ServeBench, work: Path, console: Console) -> dict[st
     """Offer the same load to Feast's own feature server (``feast serve``) and measure it.
 
     Needs the repository :func:`run_feast` applied and filled. The server gets
-    ``feast_server_workers`` (two: with two it already queues, p99 0.1-1 s in the 2026-12-05 runs), and the
-    load generator the same rate, duration and connections as the
-    decision endpoints (Feast does not say which worker answered, so its connections go
+    ``feast_server_workers`` (two: with two it already queues, p99 0.1-1 s in the
+    2026-12-05 runs), and the load generator the same rate, duration and connections as
+    the decision endpoints (Feast does not say which worker answered, so its connections go
     where the kernel puts them). Returns the median round, every round under ``runs``.
     """
     port = free_port()
